@@ -1,0 +1,49 @@
+"""`create_heatmaps.py`: the command line, and the one place errors become messages and exit codes.
+
+Exit codes: 0 every slide done; 1 some slides failed (listed in the errors CSV); 2 the config,
+process list or checkpoint is wrong, and nothing was written.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from scoring.errors import HeatmapError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="create_heatmaps.py",
+        description="Score a cohort of slides with a trained MIL model and write attention blockmaps, "
+                    "results.csv, sampled patches and static heatmaps.")
+    parser.add_argument("--config", "--config_file", dest="config", required=True, metavar="FILE",
+                        help="YAML config (the guide's schema, or CLAM's heatmap config)")
+    parser.add_argument("--overwrite", action="store_true", help="redo slides that already have a blockmap")
+    parser.add_argument("--shard", metavar="I/N", help="process only the I-th of N disjoint parts (1 <= I <= N)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. in batch logs)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s: %(message)s", stream=sys.stderr)
+    from scoring.config import load_config
+    from scoring.inventory import parse_shard
+    from scoring.pipeline import run
+
+    try:
+        shard = parse_shard(args.shard) if args.shard else None
+        config = load_config(args.config)
+        summary = run(config, overwrite=args.overwrite, shard=shard, progress=not args.no_progress)
+    except HeatmapError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"scored {len(summary.scored)}, skipped {len(summary.skipped)} already done, "
+          f"failed {len(summary.failed)}; results: {summary.results_csv}", file=sys.stderr)
+    if summary.failed:
+        print(f"failed slides are listed in {summary.errors_csv}", file=sys.stderr)
+        return 1
+    return 0

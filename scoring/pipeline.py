@@ -1,0 +1,208 @@
+"""The cohort run: one model, many slides, one slide at a time so memory is bounded by the largest.
+
+Order of writes per slide: static heatmap and original, sampled patches, and the blockmap LAST. An
+existing blockmap therefore means a finished slide, which is what reruns skip and the viewer lists.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import openslide
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from scoring.atomic import atomic_output, remove_stale_partials
+from scoring.blockmap import Blockmap, BlockmapError, blockmap_path, read_blockmap, write_blockmap
+from scoring.config import Config
+from scoring.errors import ConfigError, HeatmapError, SlideError
+from scoring.features import load_bag
+from scoring.inventory import SlideJob, list_slides, shard_jobs
+from scoring.sampling import save_samples
+from scoring.static import HeatmapParams, render_static
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSummary:
+    scored: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (slide_id, message)
+    results_csv: Path | None = None
+    errors_csv: Path | None = None
+
+
+def open_slide(path: Path) -> openslide.AbstractSlide:
+    """OpenSlide for every format it reads; SlideError naming the file otherwise."""
+    if not path.exists():
+        raise SlideError(f"slide file not found: {path}")
+    try:
+        return openslide.open_slide(str(path))
+    except (openslide.OpenSlideError, OSError, ValueError) as exc:
+        raise SlideError(f"{path}: OpenSlide cannot open this slide ({type(exc).__name__}: {exc})") from None
+
+
+def heatmap_paths(config: Config, job: SlideJob) -> tuple[Path, Path]:
+    """`{production_save_dir}/{save_exp_code}/{label}/{slide_id}_heatmap.{ext}` and `_original`."""
+    folder = config.exp_production_dir / job.label
+    ext = config.heatmap.save_ext
+    return folder / f"{job.slide_id}_heatmap.{ext}", folder / f"{job.slide_id}_original.{ext}"
+
+
+def samples_root(config: Config) -> Path:
+    return config.exp_production_dir / "sampled_patches"
+
+
+def _remove_old_samples(config: Config, slide_id: str) -> None:
+    """On --overwrite, a slide's earlier samples go (their names carry scores, so none is replaced)."""
+    root = samples_root(config)
+    if not root.is_dir():
+        return
+    pattern = re.compile(rf"^\d+_{re.escape(slide_id)}_x_-?\d+_y_-?\d+_score_.*\.png$")
+    for path in root.glob("*/*/*.png"):
+        if pattern.match(path.name):
+            path.unlink(missing_ok=True)
+
+
+def heatmap_params(config: Config, job: SlideJob) -> HeatmapParams:
+    h = config.heatmap
+    roi = job.roi if h.use_roi is not False else None
+    return HeatmapParams(vis_level=h.vis_level, alpha=h.alpha, cmap=h.cmap,
+                         convert_to_percentiles=h.convert_to_percentiles, blur=h.blur,
+                         custom_downsample=h.custom_downsample, binarize=h.binarize,
+                         binary_thresh=h.binary_thresh, blank_canvas=h.blank_canvas, roi=roi)
+
+
+def score_slide(job: SlideJob, config: Config, model) -> Blockmap:
+    """Score one slide and write all its outputs; returns what went into its blockmap."""
+    from scoring.attention import score_bag
+
+    slide = open_slide(job.slide_path)
+    try:
+        bag = load_bag(job, config, slide.level_downsamples, slide.dimensions)
+        result = score_bag(model, bag.features)
+        names = config.resolved_class_names(len(result.probs))
+        bm = Blockmap(
+            slide_id=job.slide_id, slide_path=str(job.slide_path.resolve()), label=job.label,
+            model_type=config.model_type, class_names=names, pred=int(result.pred),
+            probs=np.asarray(result.probs), logits=np.asarray(result.logits), l0_patch=bag.l0_patch,
+            attention=np.asarray(result.attention, np.float32), l0_coords=bag.l0_coords.astype(np.int32),
+            attention_per_class=result.attention_per_class,
+            extra={"ckpt_path": str(config.ckpt_path.resolve()), "features_path": str(bag.features_path.resolve()),
+                   "coords_path": str(bag.coords_path.resolve())},
+        )
+        del bag
+        heatmap_path, original_path = heatmap_paths(config, job)
+        render_static(slide, bm.l0_coords, bm.attention, bm.l0_patch, heatmap_params(config, job),
+                      heatmap_path, original_path if config.heatmap.save_orig else None)
+        for spec in config.samples:
+            out_dir = samples_root(config) / f"label_{job.label}_pred_{bm.pred}" / spec.name
+            save_samples(slide, job.slide_id, bm.attention, bm.l0_coords, bm.l0_patch, spec, out_dir)
+        write_blockmap(blockmap_path(config.exp_raw_dir, job.label, job.slide_id), bm)
+        return bm
+    finally:
+        slide.close()
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[object]]) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(header)
+    writer.writerows(rows)
+    with atomic_output(path) as tmp:
+        tmp.write_text(buf.getvalue(), encoding="utf-8")
+
+
+def write_results(config: Config, jobs: list[SlideJob]) -> Path:
+    """results.csv over every finished slide of the cohort (all shards), in process-list order.
+
+    `Pred_X` is 1 for the predicted class X and 0 otherwise; `p_X` is the probability of class X.
+    """
+    rows: list[list[object]] = []
+    n_classes = 0
+    for job in jobs:
+        path = blockmap_path(config.exp_raw_dir, job.label, job.slide_id)
+        if not path.exists():
+            continue
+        try:
+            bm = read_blockmap(path)
+        except BlockmapError as exc:
+            log.warning("results.csv leaves out %s: %s", job.slide_id, exc)
+            continue
+        n_classes = max(n_classes, bm.n_classes)
+        rows.append([bm.slide_id, bm.label, bm.bag_size,
+                     *[int(c == bm.pred) for c in range(bm.n_classes)],
+                     *[f"{p:.6f}" for p in bm.probs]])
+    n_classes = n_classes or (config.n_classes or 2)
+    header = (["slide_id", "label", "bag_size"] + [f"Pred_{c}" for c in range(n_classes)]
+              + [f"p_{c}" for c in range(n_classes)])
+    path = config.exp_production_dir / "results.csv"
+    _write_csv(path, header, rows)
+    return path
+
+
+def errors_csv_path(config: Config, shard: tuple[int, int] | None) -> Path:
+    name = "errors.csv" if shard is None else f"errors_shard_{shard[0]}_of_{shard[1]}.csv"
+    return config.exp_production_dir / name
+
+
+def load_cohort_model(config: Config):
+    """Load the checkpoint once, before any slide, so a wrong checkpoint costs no output."""
+    from scoring.models import load_model
+
+    if not config.ckpt_path.is_file():
+        raise ConfigError(f"{config.source}: model_arguments.ckpt_path: checkpoint not found: {config.ckpt_path}")
+    return load_model(config.model_type, config.ckpt_path, n_classes=config.n_classes, in_dim=config.in_dim,
+                      **config.model_options)
+
+
+def run(config: Config, *, overwrite: bool = False, shard: tuple[int, int] | None = None,
+        progress: bool = True) -> RunSummary:
+    """Score the cohort; one failing slide is logged and listed in the errors CSV, the rest go on."""
+    cohort = list_slides(config)
+    model = load_cohort_model(config)
+    jobs = shard_jobs(cohort, shard)
+    summary = RunSummary()
+    for folder in (config.exp_raw_dir, config.exp_production_dir):
+        if remove_stale_partials(folder):
+            log.info("removed partial files left by an interrupted run under %s", folder)
+    if not jobs:
+        log.warning("no slides to process (process list empty, all process=0, or shard empty)")
+    with logging_redirect_tqdm():
+        for job in tqdm(jobs, desc="slides", unit="slide", disable=not progress):
+            final = blockmap_path(config.exp_raw_dir, job.label, job.slide_id)
+            if final.exists() and not overwrite:
+                summary.skipped.append(job.slide_id)
+                log.info("%s: already done (%s); --overwrite to redo", job.slide_id, final)
+                continue
+            if overwrite:
+                _remove_old_samples(config, job.slide_id)
+            start = time.perf_counter()
+            try:
+                bm = score_slide(job, config, model)
+            except Exception as exc:  # noqa: BLE001 - one bad slide must not stop a cohort
+                known = isinstance(exc, (HeatmapError, BlockmapError, openslide.OpenSlideError, OSError))
+                message = str(exc) if known else f"{type(exc).__name__}: {exc}"
+                summary.failed.append((job.slide_id, message))
+                log.error("%s failed: %s", job.slide_id, message, exc_info=not known)
+                continue
+            summary.scored.append(job.slide_id)
+            log.info("%s: %d patches, predicted %s (p=%.4f) in %.1f s", job.slide_id, bm.bag_size,
+                     bm.class_names[bm.pred], bm.probs[bm.pred], time.perf_counter() - start)
+    summary.results_csv = write_results(config, cohort)
+    errors_path = errors_csv_path(config, shard)
+    if summary.failed:
+        by_id = {job.slide_id: job for job in jobs}
+        _write_csv(errors_path, ["slide_id", "slide_path", "error"],
+                   [[sid, by_id[sid].slide_path, msg] for sid, msg in summary.failed])
+        summary.errors_csv = errors_path
+    else:
+        errors_path.unlink(missing_ok=True)
+    return summary
