@@ -16,11 +16,11 @@ from typing import Any, Callable
 import yaml
 
 from scoring.errors import ConfigError
+from scoring.models import MODEL_TYPES  # torch-free import: the registry loads models lazily
 
 log = logging.getLogger(__name__)
 
 SAMPLE_MODES = ("topk", "bottomk", "reverse_topk", "range_sample")
-MODEL_TYPES = ("abmil", "clam_sb", "clam_mb", "transmil", "dsmil")
 SAVE_EXTS = ("png", "jpg", "jpeg", "tiff", "tif")
 
 

@@ -1,0 +1,90 @@
+"""What every MIL model here shares, so that scoring and training treat the five alike."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+
+class MILModel(nn.Module):
+    """A bag classifier that can also say how much each patch mattered.
+
+    Scoring calls `forward_with_attention` on one whole bag (N, D); training code (the demo) calls the
+    module itself and gets `(1, C)` logits, the shape `nn.CrossEntropyLoss` expects for one bag.
+    """
+
+    model_type: str = ""
+    #: True where the attention is one column per class (N, C) rather than one score per patch (N,).
+    per_class_attention: bool = False
+
+    def __init__(self, in_dim: int, n_classes: int) -> None:
+        super().__init__()
+        if in_dim < 1 or n_classes < 1:
+            raise ValueError(f"in_dim and n_classes must be positive (got {in_dim}, {n_classes})")
+        self.in_dim = int(in_dim)
+        self.n_classes = int(n_classes)
+
+    def forward_with_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (C,) and the heatmap attention ((N,) or (N, C)) of the bag x (N, D)."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (1, C) of one bag given as (N, D) or (1, N, D)."""
+        if x.dim() == 3:
+            if x.shape[0] != 1:
+                raise ValueError(f"one bag at a time: got a batch of {x.shape[0]}")
+            x = x[0]
+        logits, _ = self.forward_with_attention(x)
+        return logits.unsqueeze(0)
+
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments, so that a log or a blockmap can say what was built."""
+        return dict(getattr(self, "_config", {}))
+
+
+class GatedAttention(nn.Module):
+    """Attention pooling logits of Ilse et al. 2018: w^T (tanh(V h) * sigmoid(U h)), one row per branch.
+
+    The gate (sigmoid branch) lets the model switch off patches whose tanh response is large but
+    uninformative; without it the score is w^T tanh(V h). Submodule names follow the state dicts of
+    CLAM and MIL-Lab (`attention_a.0`, `attention_b.0`, `attention_c`) so their checkpoints load.
+    """
+
+    def __init__(self, in_dim: int, attn_dim: int, n_branches: int = 1, dropout: float = 0.0, gate: bool = True) -> None:
+        super().__init__()
+        self.gate = gate
+        self.attention_a = nn.Sequential(nn.Linear(in_dim, attn_dim), nn.Tanh(), nn.Dropout(dropout))
+        self.attention_b = (
+            nn.Sequential(nn.Linear(in_dim, attn_dim), nn.Sigmoid(), nn.Dropout(dropout)) if gate else None
+        )
+        self.attention_c = nn.Linear(attn_dim, n_branches)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """Pre-softmax attention logits (N, n_branches)."""
+        a = self.attention_a(h)
+        if self.attention_b is not None:
+            a = a * self.attention_b(h)
+        return self.attention_c(a)
+
+
+def strip_module(key: str) -> str:
+    """A key with every DataParallel `module.` segment removed: the form two layouts are compared in."""
+    parts = [p for p in key.split(".") if p != "module"]
+    return ".".join(parts)
+
+
+def shape_of(state_dict: Mapping[str, torch.Tensor], key: str) -> tuple[int, ...] | None:
+    """The shape of a checkpoint tensor, or None where it is absent (width inference then falls back).
+
+    Matching ignores `module.` segments, so that widths are read alike from CLAM's DataParallel
+    (`attention_net.module.0`) and plain layouts before the keys themselves are reconciled.
+    """
+    t = state_dict.get(key)
+    if t is None:
+        wanted = strip_module(key)
+        for k, v in state_dict.items():
+            if strip_module(k) == wanted:
+                t = v
+                break
+    return tuple(t.shape) if isinstance(t, torch.Tensor) else None
