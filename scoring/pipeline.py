@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import openslide
+import PIL
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -45,6 +46,9 @@ def open_slide(path: Path) -> openslide.AbstractSlide:
         raise SlideError(f"slide file not found: {path}")
     try:
         return openslide.open_slide(str(path))
+    except PIL.UnidentifiedImageError:
+        raise SlideError(f"{path}: OpenSlide cannot open this slide: not a format OpenSlide reads "
+                         "(nor a plain image)") from None
     except (openslide.OpenSlideError, OSError, ValueError) as exc:
         raise SlideError(f"{path}: OpenSlide cannot open this slide ({type(exc).__name__}: {exc})") from None
 

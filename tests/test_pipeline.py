@@ -1,0 +1,228 @@
+"""create_heatmaps.py end to end on the real CMU scan: outputs where the guide says, scores the model's."""
+from __future__ import annotations
+
+import csv
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import openslide
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from scoring.attention import score_bag
+from scoring.blockmap import read_blockmap
+from scoring.cli import main
+from scoring.models import build_model, load_model
+
+REPO = Path(__file__).resolve().parents[1]
+D = 16  # feature width of the test model
+PATCH = 256
+
+
+def _grid_coords(width: int, height: int, step: int, n_max: int) -> np.ndarray:
+    xs, ys = np.meshgrid(np.arange(0, width - step, step), np.arange(0, height - step, step))
+    coords = np.stack([xs.ravel(), ys.ravel()], axis=1)
+    return coords[:n_max]
+
+
+def _features(coords: np.ndarray, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(len(coords), D)).astype(np.float32)
+
+
+def _write_clam_h5(path: Path, coords: np.ndarray, feats: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as fh:
+        fh["features"] = feats
+        ds = fh.create_dataset("coords", data=coords.astype(np.int64))
+        ds.attrs["patch_size"] = PATCH
+        ds.attrs["patch_level"] = 0
+
+
+def _write_trident_h5(path: Path, coords: np.ndarray, feats: np.ndarray | None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as fh:
+        if feats is not None:
+            fh["features"] = feats
+        ds = fh.create_dataset("coords", data=coords.astype(np.int64))
+        ds.attrs["patch_size_level0"] = PATCH
+        ds.attrs["patch_size"] = 224
+        ds.attrs["target_magnification"] = 20
+
+
+@pytest.fixture()
+def cohort(tmp_path: Path, cmu_slide: Path, monkeypatch) -> dict:
+    """Three real slides (copies of the CMU scan) with CLAM and TRIDENT layouts, one skipped row, one broken."""
+    monkeypatch.chdir(tmp_path)
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    for name in ("alpha", "beta", "gamma"):
+        os.symlink(cmu_slide, slides / f"{name}.svs")
+    (slides / "broken.svs").write_bytes(b"this is not a slide")
+    coords = _grid_coords(2220, 2967, PATCH, 60)
+    feats = {sid: _features(coords, i) for i, sid in enumerate(("alpha", "beta", "gamma", "broken"))}
+    fdir = tmp_path / "features"
+    # alpha: CLAM pt_files + h5_files layout (found via features_dir)
+    (fdir / "pt_files").mkdir(parents=True)
+    torch.save(torch.from_numpy(feats["alpha"]), fdir / "pt_files" / "alpha.pt")
+    _write_clam_h5(fdir / "h5_files" / "alpha.h5", coords, feats["alpha"])
+    # beta: TRIDENT h5 with features + coords, given per slide in the process list
+    _write_trident_h5(tmp_path / "trident" / "beta.h5", coords, feats["beta"])
+    # gamma: process=0 (skipped); broken: unreadable slide
+    _write_clam_h5(fdir / "h5_files" / "gamma.h5", coords, feats["gamma"])
+    _write_clam_h5(fdir / "h5_files" / "broken.h5", coords, feats["broken"])
+    plist = tmp_path / "process_list.csv"
+    plist.write_text("slide_id,label,process,features_path,coords_path\n"
+                     "alpha.svs,tumor,1,,\n"
+                     "beta,normal,1,trident/beta.h5,trident/beta.h5\n"
+                     "gamma,tumor,0,,\n"
+                     "broken,normal,1,,\n")
+    torch.manual_seed(0)
+    model = build_model("clam_sb", in_dim=D, n_classes=2)
+    torch.save(model.state_dict(), tmp_path / "s_0_checkpoint.pt")
+    config = {
+        "exp_arguments": {"n_classes": 2, "save_exp_code": "EXP", "raw_save_dir": "raw",
+                          "production_save_dir": "prod"},
+        "data_arguments": {"data_dir": "slides", "slide_ext": ".svs", "features_dir": "features",
+                           "process_list": "process_list.csv", "label_dict": {"normal": 0, "tumor": 1}},
+        "model_arguments": {"ckpt_path": "s_0_checkpoint.pt", "model_type": "clam_sb", "n_classes": 2},
+        "heatmap_arguments": {"vis_level": -1, "alpha": 0.5, "cmap": "jet", "save_orig": True, "save_ext": "png"},
+        "sample_arguments": {"samples": [{"name": "top", "k": 5, "mode": "topk"},
+                                         {"name": "bottom", "k": 3, "mode": "reverse_topk"},
+                                         {"name": "band", "k": 4, "mode": "range_sample", "score_start": 0.4,
+                                          "score_end": 0.6, "seed": 3}]},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return {"root": tmp_path, "config": path, "feats": feats, "coords": coords, "raw": config}
+
+
+def _results(root: Path) -> list[dict[str, str]]:
+    with open(root / "prod" / "EXP" / "results.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_cohort_outputs_at_guide_paths_with_model_scores(cohort):
+    root = cohort["root"]
+    assert main(["--config", str(cohort["config"]), "--no-progress"]) == 1  # `broken` failed, others done
+    model = load_model("clam_sb", root / "s_0_checkpoint.pt")
+    for sid, label in (("alpha", "tumor"), ("beta", "normal")):
+        bm_path = root / "raw" / "EXP" / label / sid / f"{sid}_blockmap.h5"
+        bm = read_blockmap(bm_path)
+        expected = score_bag(model, cohort["feats"][sid])
+        np.testing.assert_allclose(bm.attention, expected.attention, atol=1e-6)
+        np.testing.assert_allclose(bm.probs, expected.probs, atol=1e-6)
+        assert bm.pred == expected.pred and bm.l0_patch == PATCH and bm.label == label
+        np.testing.assert_array_equal(bm.l0_coords, cohort["coords"])
+        assert bm.class_names == ["normal", "tumor"]
+        heat = root / "prod" / "EXP" / label / f"{sid}_heatmap.png"
+        orig = root / "prod" / "EXP" / label / f"{sid}_original.png"
+        assert Image.open(heat).size == Image.open(orig).size == (2220, 2967)  # 1-level slide: vis level 0
+        for name, k in (("top", 5), ("bottom", 3), ("band", 4)):
+            folder = root / "prod" / "EXP" / "sampled_patches" / f"label_{label}_pred_{bm.pred}" / name
+            files = sorted(folder.glob(f"*_{sid}_x_*"))
+            assert len(files) == k, (sid, name)
+        top = sorted((root / "prod" / "EXP" / "sampled_patches" / f"label_{label}_pred_{bm.pred}" / "top")
+                     .glob(f"*_{sid}_x_*"), key=lambda p: int(p.name.split("_")[0]))
+        best = np.argsort(-bm.attention, kind="stable")[:5]
+        with openslide.OpenSlide(root / "slides" / f"{sid}.svs") as slide:
+            for i, (path, idx) in enumerate(zip(top, best)):
+                x, y = bm.l0_coords[idx]
+                assert path.name == f"{i}_{sid}_x_{x}_y_{y}_score_{bm.attention[idx]:.4f}.png"
+                level0 = np.asarray(slide.read_region((int(x), int(y)), 0, (PATCH, PATCH)).convert("RGB"))
+                np.testing.assert_array_equal(np.asarray(Image.open(path)), level0)
+    rows = _results(root)
+    assert [r["slide_id"] for r in rows] == ["alpha", "beta"]
+    assert list(rows[0]) == ["slide_id", "label", "bag_size", "Pred_0", "Pred_1", "p_0", "p_1"]
+    for row in rows:
+        bm = read_blockmap(root / "raw" / "EXP" / row["label"] / row["slide_id"] /
+                           f"{row['slide_id']}_blockmap.h5")
+        assert int(row["bag_size"]) == 60
+        assert [int(row["Pred_0"]), int(row["Pred_1"])] == [int(bm.pred == 0), int(bm.pred == 1)]
+        np.testing.assert_allclose([float(row["p_0"]), float(row["p_1"])], bm.probs, atol=1e-6)
+    # skipped row: nothing written; broken slide: in errors.csv with the reason, nothing else written
+    assert not list(root.glob("raw/EXP/*/gamma"))
+    with open(root / "prod" / "EXP" / "errors.csv", newline="") as fh:
+        errors = list(csv.DictReader(fh))
+    assert [e["slide_id"] for e in errors] == ["broken"]
+    assert "broken.svs" in errors[0]["error"] and "OpenSlide cannot open" in errors[0]["error"]
+    assert not list(root.glob("raw/EXP/*/broken")) and not list(root.glob("prod/EXP/*/broken_*"))
+    assert not list(root.rglob(".*partial*"))
+
+
+def test_rerun_skips_finished_slides_and_overwrite_redoes_them(cohort):
+    root, config = cohort["root"], str(cohort["config"])
+    (root / "slides" / "broken.svs").unlink()
+    plist = root / "process_list.csv"
+    plist.write_text("\n".join(plist.read_text().splitlines()[:-1]) + "\n")
+    assert main(["--config", config, "--no-progress"]) == 0
+    bm_path = root / "raw" / "EXP" / "tumor" / "alpha" / "alpha_blockmap.h5"
+    first = bm_path.stat().st_mtime_ns
+    assert main(["--config", config, "--no-progress"]) == 0
+    assert bm_path.stat().st_mtime_ns == first
+    assert len(_results(root)) == 2  # results.csv still lists the skipped (finished) slides
+    assert main(["--config", config, "--no-progress", "--overwrite"]) == 0
+    assert bm_path.stat().st_mtime_ns != first
+    top = root / "prod" / "EXP" / "sampled_patches"
+    assert len(list(top.glob("*/top/*_alpha_x_*"))) == 5  # overwrite replaced, not added
+
+
+def test_shards_split_the_cohort(cohort):
+    root, config = cohort["root"], str(cohort["config"])
+    # processed rows: alpha (0), beta (1), broken (2); gamma has process=0
+    assert main(["--config", config, "--no-progress", "--shard", "1/2"]) == 1  # alpha ok, broken fails
+    assert (root / "raw/EXP/tumor/alpha/alpha_blockmap.h5").exists()
+    assert not (root / "raw/EXP/normal/beta").exists()
+    assert (root / "prod/EXP/errors_shard_1_of_2.csv").exists()
+    assert main(["--config", config, "--no-progress", "--shard", "2/2"]) == 0  # beta
+    assert (root / "raw/EXP/normal/beta/beta_blockmap.h5").exists()
+    assert not (root / "prod/EXP/errors_shard_2_of_2.csv").exists()
+    assert [r["slide_id"] for r in _results(root)] == ["alpha", "beta"]
+
+
+def _run_cli(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "create_heatmaps.py"), *args], cwd=root,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def test_config_typo_stops_before_any_output(cohort):
+    root = cohort["root"]
+    raw = cohort["raw"]
+    raw["heatmap_arguments"]["cmpa"] = "jet"
+    bad = root / "typo.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    proc = _run_cli(root, "--config_file", str(bad))
+    assert proc.returncode == 2
+    assert re.search(r"typo.yaml: heatmap_arguments.cmpa: unknown key \(did you mean 'cmap'\?\)", proc.stderr)
+    assert "Traceback" not in proc.stderr
+    assert not (root / "raw").exists() and not (root / "prod").exists()
+
+
+def test_wrong_checkpoint_stops_before_any_output(cohort):
+    root = cohort["root"]
+    torch.manual_seed(0)
+    torch.save(build_model("abmil", in_dim=D, n_classes=2).state_dict(), root / "s_0_checkpoint.pt")
+    proc = _run_cli(root, "--config", str(cohort["config"]))
+    assert proc.returncode == 2
+    assert "s_0_checkpoint.pt" in proc.stderr and "missing" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (root / "raw").exists() and not (root / "prod").exists()
+
+
+def test_missing_features_fail_that_slide_only(cohort):
+    root = cohort["root"]
+    shutil.rmtree(root / "trident")
+    assert main(["--config", str(cohort["config"]), "--no-progress"]) == 1
+    with open(root / "prod" / "EXP" / "errors.csv", newline="") as fh:
+        errors = {e["slide_id"]: e["error"] for e in csv.DictReader(fh)}
+    assert set(errors) == {"beta", "broken"}
+    assert "features not found for slide beta" in errors["beta"] and "trident/beta.h5" in errors["beta"]
+    assert (root / "raw/EXP/tumor/alpha/alpha_blockmap.h5").exists()
