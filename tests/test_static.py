@@ -244,7 +244,7 @@ def test_every_format_decodes_to_the_canvas(tmp_path, ext):
     static._save(canvas, path, {"png": "png", "jpg": "jpeg", "tiff": "tiff"}[ext])
     back = np.asarray(Image.open(path).convert("RGB"))
     if ext == "jpg":
-        assert np.abs(back[:, :240].astype(int) - canvas[:, :240]).max() <= 3
+        assert np.abs(back[:, :200].astype(int) - canvas[:, :200]).max() <= 3  # flat half, far from the noise
     else:
         np.testing.assert_array_equal(back, canvas)
     assert [p.name for p in tmp_path.iterdir()] == [f"x.{ext}"]
