@@ -80,11 +80,11 @@ def cohort(tmp_path: Path, cmu_slide: Path, monkeypatch) -> dict:
     _write_clam_h5(fdir / "h5_files" / "gamma.h5", coords, feats["gamma"])
     _write_clam_h5(fdir / "h5_files" / "broken.h5", coords, feats["broken"])
     plist = tmp_path / "process_list.csv"
-    plist.write_text("slide_id,label,process,features_path,coords_path\n"
-                     "alpha.svs,tumor,1,,\n"
-                     "beta,normal,1,trident/beta.h5,trident/beta.h5\n"
-                     "gamma,tumor,0,,\n"
-                     "broken,normal,1,,\n")
+    plist.write_text("slide_id,label,process,features_path,coords_path,x1,y1,x2,y2\n"
+                     "alpha.svs,tumor,1,,,,,,\n"
+                     "beta,normal,1,trident/beta.h5,trident/beta.h5,256,512,1280,2048\n"
+                     "gamma,tumor,0,,,,,,\n"
+                     "broken,normal,1,,,,,,\n")
     torch.manual_seed(0)
     model = build_model("clam_sb", in_dim=D, n_classes=2)
     torch.save(model.state_dict(), tmp_path / "s_0_checkpoint.pt")
@@ -125,7 +125,9 @@ def test_cohort_outputs_at_guide_paths_with_model_scores(cohort):
         assert bm.class_names == ["normal", "tumor"]
         heat = root / "prod" / "EXP" / label / f"{sid}_heatmap.png"
         orig = root / "prod" / "EXP" / label / f"{sid}_original.png"
-        assert Image.open(heat).size == Image.open(orig).size == (2220, 2967)  # 1-level slide: vis level 0
+        # 1-level slide: vis level 0; beta has an ROI in the process list
+        size = (2220, 2967) if sid == "alpha" else (1024, 1536)
+        assert Image.open(heat).size == Image.open(orig).size == size
         for name, k in (("top", 5), ("bottom", 3), ("band", 4)):
             folder = root / "prod" / "EXP" / "sampled_patches" / f"label_{label}_pred_{bm.pred}" / name
             files = sorted(folder.glob(f"*_{sid}_x_*"))
