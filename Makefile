@@ -6,7 +6,27 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo demo-data score-demo test bench clean
 
-install: $(STAMP)
+install: $(STAMP) node_modules/.package-lock.json browser
+
+# OpenSeadragon for the viewer, from the committed lock file (served from node_modules, never committed).
+# npm ci writes node_modules/.package-lock.json; it reruns when node_modules is gone or the lock is newer.
+node_modules/.package-lock.json: package.json package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "error: npm not found; install Node.js with npm (Debian: apt-get install -y nodejs npm)"; exit 1; }
+	npm ci --no-audit --no-fund
+	touch $@
+
+# Chromium for the browser tests: Debian's package (Playwright drives it; no browser download).
+.PHONY: browser
+browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's chromium for the browser tests"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+	else \
+		echo "note: /usr/bin/chromium is missing. The browser tests (tests/test_browser.py) need Debian's chromium:"; \
+		echo "      sudo apt-get install -y chromium"; \
+		echo "      (without it they are skipped locally and fail in CI)"; \
+	fi
 
 $(STAMP): requirements.txt pyproject.toml
 	@command -v $(PY) >/dev/null 2>&1 || { echo "error: $(PY) not found; install Python 3.11 (or run make PY=/path/to/python3.11)"; exit 1; }

@@ -1,0 +1,114 @@
+// The viewer's state: one plain object, mirrored to the URL's query string so that a copied link
+// reopens the same view. The slide is the page's path (/slides/<id>); the rest is the query:
+//
+//   x, y      level-0 slide pixels at the centre of the view (the coordinates of the patch lists)
+//   zoom      screen pixels per level-0 pixel (1 = full resolution), so a link means the same
+//             magnification on any screen size and in either layout
+//   rot       rotation in degrees
+//   cmap alpha class norm threshold blur   the heatmap (class = class index)
+//   mode      dual (slide | heatmap side by side) or single (heatmap over the slide, one pane)
+//
+// Everything read from the URL is checked here; anything malformed falls back to the default.
+
+export const SUGGESTED_CMAPS = ["jet", "coolwarm", "viridis", "plasma", "hot"];
+export const DEFAULT_ALPHA = 0.5;
+const CMAP_NAME = /^[A-Za-z0-9_.\-]{1,64}$/;
+const NUMBER = /^-?(\d+(\.\d*)?|\.\d+)(e[-+]?\d+)?$/i;
+
+function readNumber(query, name, lo, hi) {
+  const text = query.get(name);
+  if (text === null || !NUMBER.test(text.trim())) return null;
+  const value = Number(text);
+  return Number.isFinite(value) && value >= lo && value <= hi ? value : null;
+}
+
+/** The classes the heatmap can show (those with attention scores). */
+export function availableClasses(meta) {
+  return meta.classes.filter((c) => c.available).map((c) => c.index);
+}
+
+/** The state a page opens with: the URL's values where valid, else the slide's defaults. */
+export function initialState(meta, search) {
+  const q = new URLSearchParams(search);
+  const d = meta.defaults;
+  const state = {
+    slide: meta.id,
+    x: null, // null: the whole slide (home view)
+    y: null,
+    zoom: null,
+    rotation: 0,
+    cmap: d.cmap,
+    alpha: DEFAULT_ALPHA,
+    class: d.class,
+    norm: d.norm,
+    threshold: d.threshold ?? 0,
+    blur: Boolean(d.blur),
+    mode: "dual",
+  };
+  const [w, h] = meta.dimensions;
+  const x = readNumber(q, "x", -w, 2 * w);
+  const y = readNumber(q, "y", -h, 2 * h);
+  const zoom = readNumber(q, "zoom", 1e-6, 1e3);
+  if (x !== null && y !== null && zoom !== null) Object.assign(state, { x, y, zoom });
+  const rot = readNumber(q, "rot", -3600, 3600);
+  if (rot !== null) state.rotation = ((rot % 360) + 360) % 360;
+  const cmap = q.get("cmap");
+  if (cmap && CMAP_NAME.test(cmap)) state.cmap = cmap; // the server has the last word (see main.js)
+  const alpha = readNumber(q, "alpha", 0, 1);
+  if (alpha !== null) state.alpha = alpha;
+  const cls = readNumber(q, "class", 0, 10000);
+  if (cls !== null && Number.isInteger(cls) && availableClasses(meta).includes(cls)) state.class = cls;
+  if (["percentile", "raw"].includes(q.get("norm"))) state.norm = q.get("norm");
+  const threshold = readNumber(q, "threshold", 0, 0.99);
+  if (threshold !== null) state.threshold = threshold;
+  if (["0", "1"].includes(q.get("blur"))) state.blur = q.get("blur") === "1";
+  if (["dual", "single"].includes(q.get("mode"))) state.mode = q.get("mode");
+  return state;
+}
+
+function round(value, digits) {
+  return String(Number(value.toFixed(digits)));
+}
+
+/** The query string of a state (fixed order, compact numbers). */
+export function stateQuery(state) {
+  const q = new URLSearchParams();
+  if (state.x !== null && state.zoom !== null) {
+    q.set("x", round(state.x, 1));
+    q.set("y", round(state.y, 1));
+    q.set("zoom", String(Number(state.zoom.toPrecision(7))));
+  }
+  if (state.rotation) q.set("rot", round(state.rotation, 2));
+  q.set("cmap", state.cmap);
+  q.set("alpha", round(state.alpha, 2));
+  q.set("class", String(state.class));
+  q.set("norm", state.norm);
+  q.set("threshold", round(state.threshold, 2));
+  q.set("blur", state.blur ? "1" : "0");
+  q.set("mode", state.mode);
+  return q.toString();
+}
+
+/** Writes the state to the address bar (replaceState: a view change is not a history entry),
+ *  at most every `delayMs` while the view keeps moving. */
+export class UrlMirror {
+  constructor(state, delayMs = 250) {
+    this.state = state;
+    this.delayMs = delayMs;
+    this.timer = null;
+  }
+
+  schedule() {
+    if (this.timer !== null) return;
+    this.timer = setTimeout(() => this.flush(), this.delayMs);
+  }
+
+  flush() {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    const search = "?" + stateQuery(this.state);
+    if (search !== window.location.search) {
+      window.history.replaceState(null, "", window.location.pathname + search + window.location.hash);
+    }
+  }
+}

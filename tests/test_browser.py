@@ -1,0 +1,626 @@
+"""The pages in real headless Chromium: Debian's `chromium` driven by Playwright, against the viewer
+served by run_viewer.py (gunicorn) on the test cohort of tests/viewer_fixtures.py.
+
+`make install` installs what these need (OpenSeadragon with `npm ci`, Playwright with pip, Chromium
+with apt-get). Where Chromium or OpenSeadragon is missing the tests skip with the reason, except
+in CI (`CI` set), where they fail: browser tests never skip silently there.
+
+Screenshots are kept under test-artifacts/browser/ (git-ignored).
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import REPO_ROOT
+from tests.viewer_fixtures import client, viewer_app, viewer_cohort  # noqa: F401
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+OSD_SCRIPT = REPO_ROOT / "node_modules" / "openseadragon" / "build" / "openseadragon" / "openseadragon.min.js"
+ARTIFACTS = REPO_ROOT / "test-artifacts" / "browser"
+VIEWPORT = {"width": 1280, "height": 800}
+SLIDE = "pyramid"  # 6000 x 4500, 4 levels: zoom matters
+PER_CLASS_SLIDE = "CMU-1-Small-Region"  # clam_mb: attention for both classes
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def require_browser() -> None:
+    """Skip (locally) or fail (CI) with a clear reason when the browser stack is not installed."""
+    problems = []
+    if not CHROMIUM.is_file():
+        problems.append(f"{CHROMIUM} is missing: install Debian's chromium (`sudo apt-get install -y chromium`, "
+                        "or `make install` as root)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        problems.append("the Playwright Python package is missing: run `make install`")
+    if not OSD_SCRIPT.is_file():
+        problems.append("OpenSeadragon is not installed in node_modules: run `make install` (npm ci)")
+    if problems:
+        reason = "browser tests need: " + "; ".join(problems)
+        if in_ci():
+            pytest.fail(reason + " (CI is set: browser tests must not be skipped)", pytrace=False)
+        pytest.skip(reason)
+
+
+# ---------------------------------------------------------------------------------------------
+# the server and the browser
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+@pytest.fixture(scope="session")
+def server(viewer_cohort) -> str:
+    """run_viewer.py (gunicorn) on a free 127.0.0.1 port; yields its base URL."""
+    require_browser()
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "run_viewer.py"), "--config", str(viewer_cohort.config),
+         "--port", str(port), "--workers", "2", "--threads", "4"],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"run_viewer.py exited with {proc.returncode}:\n{proc.stdout.read()}")
+            try:
+                if http_get(base + "/api/slides", timeout=2)[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError("run_viewer.py did not start serving in 60 s")
+            time.sleep(0.2)
+        yield base
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        if proc.stdout:
+            proc.stdout.close()
+
+
+@pytest.fixture(scope="session")
+def browser(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+class Recorder:
+    """Requests the page makes, and its JavaScript errors."""
+
+    def __init__(self, page):
+        self.urls: list[str] = []
+        self.errors: list[str] = []
+        page.on("request", lambda r: self.urls.append(r.url))
+        page.on("pageerror", lambda e: self.errors.append(str(e)))
+
+    def clear(self) -> None:
+        self.urls.clear()
+
+    def matching(self, *parts: str) -> list[str]:
+        return [u for u in self.urls if all(p in u for p in parts)]
+
+    def tiles(self) -> list[str]:
+        return [u for u in self.urls if "/overlay/" in u or "/slide/" in u]
+
+
+@pytest.fixture()
+def page(browser):
+    context = browser.new_context(viewport=VIEWPORT, device_scale_factor=1)
+    pg = context.new_page()
+    pg.set_default_timeout(20_000)
+    pg.recorder = Recorder(pg)
+    yield pg
+    errors = list(pg.recorder.errors)
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def shot(page_or_locator, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / name
+    page_or_locator.screenshot(path=str(path))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# viewer helpers
+
+SETTLE_JS = """(frames) => new Promise((resolve, reject) => {
+  const t0 = performance.now();
+  let calm = 0;
+  const tick = () => {
+    calm = window.milViewer.settled() ? calm + 1 : 0;
+    if (calm >= frames) resolve(true);
+    else if (performance.now() - t0 > 15000) reject(new Error('the viewers never came to rest'));
+    else requestAnimationFrame(tick);
+  };
+  requestAnimationFrame(tick);
+})"""
+
+VIEW_JS = """(name) => {
+  const v = window.milViewer[name];
+  const b = v.viewport.getBounds(true);
+  const c = v.viewport.getCenter(true);
+  const item = v.world.getItemAt(0);
+  const img = item.viewportToImageCoordinates(c);
+  return {x: b.x, y: b.y, w: b.width, h: b.height, rot: v.viewport.getRotation(true),
+          zoom: v.viewport.getZoom(true), imageZoom: item.viewportToImageZoom(v.viewport.getZoom(true)),
+          imgX: img.x, imgY: img.y};
+}"""
+
+
+def open_viewer(page, slide: str = SLIDE, query: str = "", base: str | None = None) -> None:
+    page.goto(f"{base or page.base}/slides/{slide}{query}")
+    page.wait_for_function("window.milViewer && window.milViewer.ready", timeout=20_000)
+    page.wait_for_function("window.milViewer.fullyLoaded()", timeout=20_000)
+    settle(page)
+
+
+def settle(page, frames: int = 4) -> None:
+    page.evaluate(SETTLE_JS, frames)
+
+
+def view(page, name: str) -> dict:
+    return page.evaluate(VIEW_JS, name)
+
+
+def wait_for_heatmap(page, *parts: str) -> None:
+    """Until the heatmap on show (its old layer dropped) has all of `parts` in its URL and is loaded."""
+    cond = " && ".join(f"o.shownUrl.includes({json.dumps(p)})" for p in parts)
+    page.wait_for_function(f"(() => {{ const o = window.milViewer.overlay; return o.shownUrl !== null && {cond} && "
+                           "window.milViewer.fullyLoaded(); })()")
+
+
+def assert_same_view(page, tol: float = 1e-6) -> tuple[dict, dict]:
+    left, right = view(page, "left"), view(page, "right")
+    for key in ("x", "y", "w", "h", "rot"):
+        assert abs(left[key] - right[key]) <= tol, (key, left, right)
+    return left, right
+
+
+def pane_center(page, pane: str) -> tuple[float, float]:
+    box = page.locator(f"#{pane}-pane").bounding_box()
+    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+
+def canvas_pixels(page, name: str) -> np.ndarray:
+    """The viewer's drawing canvas as an (h, w, 4) uint8 array."""
+    url = page.evaluate("(name) => window.milViewer[name].drawer.canvas.toDataURL('image/png')", name)
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGBA"))
+
+
+def png(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(np.int16)
+
+
+@pytest.fixture()
+def viewer(page, server):
+    page.base = server
+    open_viewer(page)
+    return page
+
+
+# ---------------------------------------------------------------------------------------------
+# the viewer page
+
+
+def test_both_canvases_draw_tiles(viewer):
+    left, right = canvas_pixels(viewer, "left"), canvas_pixels(viewer, "right")
+    assert left.shape == right.shape  # the two panes are the same size
+    drawn_left = left[..., 3] > 0
+    assert drawn_left.mean() > 0.2, "the slide pane is blank"
+    assert left[drawn_left][:, :3].std() > 10, "the slide pane is drawn in one colour"
+    assert (right[..., 3] > 0).mean() > 0.2, "the heatmap pane is blank"
+    # the heatmap pane differs from the slide pane where the overlay lies
+    diff = np.abs(left[..., :3].astype(int) - right[..., :3].astype(int)).max(axis=2)
+    assert (diff > 40).mean() > 0.01, "no heatmap drawn over the slide"
+    assert viewer.evaluate("window.milViewer.right.world.getItemCount()") == 2
+    assert viewer.evaluate("window.milViewer.overlay.firstTileDrawnAt") is not None
+    assert viewer.locator(".scalebar-label").first.inner_text().strip().endswith("µm")
+    assert viewer.locator("#patch-list button").count() == 10
+    shot(viewer, "viewer-dual.png")
+
+
+@pytest.mark.parametrize("source", ["slide", "overlay"])
+def test_drag_moves_the_other_pane(viewer, source):
+    name = "left" if source == "slide" else "right"
+    before = view(viewer, name)
+    x, y = pane_center(viewer, source)
+    viewer.mouse.move(x, y)
+    viewer.mouse.down()
+    viewer.mouse.move(x - 150, y - 90, steps=8)
+    viewer.mouse.up()
+    settle(viewer)
+    left, right = assert_same_view(viewer)
+    after = view(viewer, name)
+    # dragging the image up-left moves the view down-right by the dragged distance
+    px_per_unit = 1 / before["w"] * viewer.locator(f"#{source}-pane").bounding_box()["width"]
+    assert after["x"] - before["x"] == pytest.approx(150 / px_per_unit, rel=0.1)
+    assert after["y"] - before["y"] == pytest.approx(90 / px_per_unit, rel=0.1)
+    assert viewer.recorder.errors == []
+
+
+@pytest.mark.parametrize("source", ["slide", "overlay"])
+def test_wheel_zoom_zooms_the_other_pane(viewer, source):
+    name = "left" if source == "slide" else "right"
+    before = view(viewer, name)
+    x, y = pane_center(viewer, source)
+    viewer.mouse.move(x + 40, y + 20)
+    for _ in range(3):
+        viewer.mouse.wheel(0, -120)
+    settle(viewer)
+    left, right = assert_same_view(viewer)
+    assert view(viewer, name)["zoom"] > before["zoom"] * 1.3
+    # then out again, from the other pane
+    other = "overlay" if source == "slide" else "slide"
+    x, y = pane_center(viewer, other)
+    viewer.mouse.move(x - 30, y - 10)
+    viewer.mouse.wheel(0, 120)
+    settle(viewer)
+    assert_same_view(viewer)
+    assert view(viewer, "left")["zoom"] < left["zoom"]
+
+
+def test_animated_moves_of_either_pane_carry_over(viewer):
+    """Programmatic, animated rotation/zoom/pan (buttons, keys, flights) of either pane, whichever
+    pane the user touched last: the animation runs to its end and the other pane follows."""
+    for name, degrees in (("right", 90), ("left", 180), ("right", 0)):
+        viewer.evaluate("""([name, degrees]) => {
+          const vp = window.milViewer[name].viewport;
+          vp.setRotation(degrees);
+          vp.zoomBy(1.8);
+          vp.panBy(new OpenSeadragon.Point(0.02, 0.01));
+        }""", [name, degrees])
+        settle(viewer)
+        left, right = assert_same_view(viewer)
+        assert left["rot"] == degrees
+    assert left["zoom"] == pytest.approx(1.8 ** 3, rel=1e-6)
+
+
+def test_alpha_changes_pixels_without_tile_requests(viewer):
+    viewer.mouse.move(5, 5)  # leave the panes: no hover effects in the screenshots
+    settle(viewer)
+    box = viewer.locator("#overlay-pane").bounding_box()
+    clip = {"x": box["x"] + box["width"] * 0.2, "y": box["y"] + box["height"] * 0.25,
+            "width": box["width"] * 0.6, "height": box["height"] * 0.5}  # no buttons, labels, navigator
+    before_png = png(viewer.screenshot(clip=clip))
+    before_canvas = canvas_pixels(viewer, "right")
+    viewer.recorder.clear()
+    viewer.locator("#alpha").fill("0.9")
+    viewer.wait_for_function("window.milViewer.overlay.item.getOpacity() === 0.9")
+    viewer.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+    after_png = png(viewer.screenshot(clip=clip))
+    after_canvas = canvas_pixels(viewer, "right")
+    changed = (np.abs(after_png - before_png).max(axis=2) > 10).mean()
+    assert changed > 0.02, f"only {changed:.3%} of the heatmap pane changed"
+    assert (np.abs(after_canvas.astype(int) - before_canvas.astype(int)).max(axis=2) > 10).mean() > 0.01
+    # the slide pane keeps its pixels
+    assert viewer.locator("#alpha-value").inner_text() == "0.90"
+    viewer.evaluate("window.milViewer.flushUrl()")
+    assert parse_qs(urlsplit(viewer.url).query)["alpha"] == ["0.9"]
+    assert viewer.recorder.tiles() == [], "changing the opacity fetched tiles"
+
+
+def test_colormap_change_refetches_overlay_and_colorbar(viewer):
+    viewer.recorder.clear()
+    viewer.select_option("#cmap", "viridis")
+    wait_for_heatmap(viewer, "cmap=viridis")
+    assert viewer.recorder.matching("/overlay/pyramid.dzi", "cmap=viridis")
+    assert viewer.recorder.matching("/overlay/pyramid_files/", "cmap=viridis")
+    assert viewer.recorder.matching("/api/colorbar", "cmap=viridis")
+    assert not viewer.recorder.matching("/slide/pyramid_files/"), "the slide tiles were fetched again"
+    assert "cmap=viridis" in viewer.locator("#colorbar").get_attribute("src")
+    # any matplotlib name, checked by the server; an unknown one gets an inline message
+    viewer.fill("#cmap-custom", "not_a_colormap")
+    viewer.press("#cmap-custom", "Enter")
+    viewer.wait_for_function("document.getElementById('cmap-error').textContent.includes('unknown colormap')")
+    assert "cmap=viridis" in viewer.evaluate("window.milViewer.overlay.url")
+    viewer.fill("#cmap-custom", "magma")
+    viewer.press("#cmap-custom", "Enter")
+    viewer.wait_for_function("window.milViewer.overlay.url.includes('cmap=magma')")
+    assert viewer.locator("#cmap-error").inner_text().strip() == ""
+    assert viewer.eval_on_selector("#cmap", "el => el.value") == "magma"
+    # raw scale and threshold: a new heatmap, legend labels in raw scores
+    viewer.recorder.clear()
+    viewer.locator("label:has(input[value=raw])").click()
+    viewer.wait_for_function("window.milViewer.overlay.url.includes('norm=raw')")
+    meta = json.loads(http_get(f"{viewer.base}/api/slides/{SLIDE}")[1])
+    cls = meta["classes"][meta["prediction"]["index"]]
+    assert float(viewer.locator("#legend-max").inner_text()) == pytest.approx(cls["score_max"], rel=1e-3)
+    assert float(viewer.locator("#legend-min").inner_text()) == pytest.approx(cls["score_min"], rel=1e-3, abs=1e-3)
+    viewer.locator("#threshold").fill("0.5")
+    wait_for_heatmap(viewer, "threshold=0.5")
+    assert viewer.recorder.matching("/overlay/pyramid_files/", "norm=raw", "threshold=0.5")
+    # class menu: abmil has attention for the predicted class only
+    assert viewer.locator("#class-select").is_disabled()
+
+
+def test_topk_click_centres_both_panes_and_outlines_the_patch(viewer):
+    topk = json.loads(http_get(f"{viewer.base}/api/slides/{SLIDE}/topk?k=10")[1])["patches"]
+    meta = json.loads(http_get(f"{viewer.base}/api/slides/{SLIDE}")[1])
+    off_x, off_y = meta["deepzoom"]["l0_offset"]
+    for i in (0, 3):
+        patch = topk[i]
+        viewer.locator("#patch-list button").nth(i).click()
+        settle(viewer)
+        left, right = assert_same_view(viewer)
+        for v in (left, right):
+            assert v["imgX"] == pytest.approx(patch["x"] + patch["size"] / 2 - off_x, abs=1.0)
+            assert v["imgY"] == pytest.approx(patch["y"] + patch["size"] / 2 - off_y, abs=1.0)
+            assert v["imageZoom"] > 0.5  # zoomed in on it, not just panned
+        outlines = viewer.locator(".patch-outline")
+        assert outlines.count() == 2
+        for k in range(2):
+            assert outlines.nth(k).is_visible()
+            assert outlines.nth(k).get_attribute("data-index") == str(patch["index"])
+            box = outlines.nth(k).bounding_box()
+            assert box["width"] == pytest.approx(patch["size"] * left["imageZoom"], abs=4)
+        inspector = viewer.locator("#inspector")
+        assert inspector.get_attribute("data-rank") == str(patch["rank"])
+    shot(viewer, "viewer-topk.png")
+
+
+def test_click_on_slide_shows_the_patch(viewer):
+    viewer.locator("#patch-list button").first.click()  # a patch under the pane centres
+    settle(viewer)
+    x, y = pane_center(viewer, "slide")
+    box = viewer.locator("#slide-pane").bounding_box()
+    l0 = viewer.evaluate("""([ex, ey]) => {
+      const m = window.milViewer, item = m.left.world.getItemAt(0);
+      const p = item.viewerElementToImageCoordinates(new OpenSeadragon.Point(ex, ey));
+      const [ox, oy] = m.meta.deepzoom.l0_offset;
+      return [p.x + ox, p.y + oy];
+    }""", [x - box["x"] + 20, y - box["y"] + 10])
+    status, body = http_get(f"{viewer.base}/api/slides/{SLIDE}/patch?x={l0[0]:.2f}&y={l0[1]:.2f}")
+    assert status == 200
+    expected = json.loads(body)
+    viewer.mouse.click(x + 20, y + 10)
+    viewer.wait_for_function("document.getElementById('inspector').dataset.source === 'click'")
+    inspector = viewer.locator("#inspector")
+    assert inspector.get_attribute("data-index") == str(expected["index"])
+    assert inspector.get_attribute("data-rank") == str(expected["rank"])
+    assert float(inspector.get_attribute("data-score")) == pytest.approx(expected["score"], rel=1e-6)
+    assert float(inspector.get_attribute("data-percentile")) == pytest.approx(expected["percentile"], rel=1e-6)
+    assert viewer.locator("#inspect-coords").inner_text() == f"{expected['x']}, {expected['y']}"
+    assert viewer.locator("#inspect-rank").inner_text().startswith(f"{expected['rank']} / ")
+    assert viewer.locator("#inspector img").evaluate("img => img.complete && img.naturalWidth > 0")
+    settle(viewer)
+    assert_same_view(viewer)  # a click is not a drag: nothing moved
+    # the slide's corner holds no patch
+    viewer.evaluate("window.milViewer.right.viewport.goHome(true)")
+    settle(viewer)
+    corner = viewer.evaluate("""() => {
+      const v = window.milViewer.right, item = v.world.getItemAt(0);
+      return item.imageToViewerElementCoordinates(new OpenSeadragon.Point(80, 80));
+    }""")
+    box = viewer.locator("#overlay-pane").bounding_box()
+    viewer.mouse.click(box["x"] + corner["x"], box["y"] + corner["y"])
+    viewer.wait_for_function("document.getElementById('inspector').dataset.miss === 'true'")
+    assert "No patch here" in viewer.locator("#inspector").inner_text()
+
+
+def test_single_pane_mode(viewer):
+    before = view(viewer, "right")
+    viewer.click("#mode-single")
+    viewer.wait_for_function("window.milViewer.right.viewport.getContainerSize().x > 900")
+    settle(viewer)
+    assert not viewer.locator("#slide-wrap").is_visible()
+    after = view(viewer, "right")
+    assert after["imageZoom"] == pytest.approx(before["imageZoom"], rel=1e-6)  # same magnification
+    assert (after["imgX"], after["imgY"]) == pytest.approx((before["imgX"], before["imgY"]), abs=1e-3)
+    viewer.evaluate("window.milViewer.flushUrl()")
+    assert parse_qs(urlsplit(viewer.url).query)["mode"] == ["single"]
+    viewer.mouse.move(5, 5)
+    settle(viewer)
+    shot(viewer, "viewer-single.png")
+    # panning in one-pane mode, then back to two panes: both show the new view
+    x, y = pane_center(viewer, "overlay")
+    viewer.mouse.move(x, y)
+    viewer.mouse.down()
+    viewer.mouse.move(x + 100, y + 60, steps=5)
+    viewer.mouse.up()
+    settle(viewer)
+    viewer.click("#mode-dual")
+    viewer.wait_for_function("window.milViewer.left.viewport.getContainerSize().x > 400 && "
+                             "window.milViewer.right.viewport.getContainerSize().x < 600")
+    viewer.wait_for_function("!window.milViewer.lock.paused")
+    settle(viewer)
+    assert viewer.locator("#slide-wrap").is_visible()
+    assert_same_view(viewer)
+
+
+def test_url_round_trips_a_view(page, server, browser):
+    page.base = server
+    open_viewer(page, PER_CLASS_SLIDE)
+    assert not page.locator("#class-select").is_disabled()  # clam_mb: attention for every class
+    page.select_option("#class-select", "0")
+    page.select_option("#cmap", "plasma")
+    page.locator("#alpha").fill("0.35")
+    page.evaluate("""() => {
+      const vp = window.milViewer.right.viewport;
+      vp.setRotation(90, true);
+      vp.zoomTo(vp.getZoom(true) * 3.7, null, true);
+      vp.panBy(new OpenSeadragon.Point(0.07, -0.05), true);
+    }""")
+    wait_for_heatmap(page, "class=0", "cmap=plasma")
+    settle(page)
+    page.evaluate("window.milViewer.flushUrl()")
+    link = page.url
+    query = parse_qs(urlsplit(link).query)
+    assert query["cmap"] == ["plasma"] and query["alpha"] == ["0.35"] and query["class"] == ["0"]
+    assert query["rot"] == ["90"]
+    before = assert_same_view(page)[1]
+
+    context = browser.new_context(viewport=VIEWPORT, device_scale_factor=1)
+    try:
+        other = context.new_page()
+        other.set_default_timeout(20_000)
+        other.goto(link)
+        other.wait_for_function("window.milViewer && window.milViewer.ready && window.milViewer.fullyLoaded()")
+        settle(other)
+        after = assert_same_view(other)[1]
+        for key in ("x", "y", "w", "h"):
+            assert after[key] == pytest.approx(before[key], abs=1e-4), key
+        assert after["rot"] == 90
+        assert other.eval_on_selector("#cmap", "el => el.value") == "plasma"
+        assert other.eval_on_selector("#alpha", "el => el.value") == "0.35"
+        assert other.eval_on_selector("#class-select", "el => el.value") == "0"
+        assert other.evaluate("window.milViewer.overlay.item.getOpacity()") == pytest.approx(0.35)
+        overlay_url = other.evaluate("window.milViewer.overlay.url")
+        assert "cmap=plasma" in overlay_url and "class=0" in overlay_url
+        assert other.locator("#overlay-class-name").inner_text() == "normal"
+    finally:
+        context.close()
+
+
+def test_link_opens_in_one_pane_mode(page, server):
+    page.base = server
+    open_viewer(page, SLIDE, "?x=3000&y=2300&zoom=0.25&mode=single&cmap=hot&blur=1")
+    assert not page.locator("#slide-wrap").is_visible()
+    assert page.locator("#mode-single").get_attribute("aria-pressed") == "true"
+    right = view(page, "right")
+    assert right["imageZoom"] == pytest.approx(0.25, rel=1e-6)
+    off_x, off_y = page.evaluate("window.milViewer.meta.deepzoom.l0_offset")
+    assert (right["imgX"] + off_x, right["imgY"] + off_y) == pytest.approx((3000, 2300), abs=0.01)
+    assert "blur=1" in page.evaluate("window.milViewer.overlay.shownUrl")
+    page.click("#mode-dual")
+    page.wait_for_function("!window.milViewer.lock.paused")
+    settle(page)
+    left, right2 = assert_same_view(page)
+    assert right2["imageZoom"] == pytest.approx(0.25, rel=1e-6)  # same magnification in two panes
+
+
+def test_unknown_colormap_in_a_link_falls_back_with_a_message(page, server):
+    page.base = server
+    open_viewer(page, SLIDE, "?cmap=no_such_map&alpha=2&class=7&zoom=abc")
+    assert page.eval_on_selector("#cmap", "el => el.value") == "jet"
+    assert "unknown colormap" in page.locator("#cmap-error").inner_text()
+    assert page.eval_on_selector("#alpha", "el => el.value") == "0.5"
+
+
+def test_unreadable_slide_page_says_why(page, server):
+    page.goto(f"{server}/slides/not-a-slide")
+    status = page.locator("#pane-status")
+    assert "cannot be shown" in status.inner_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# the cohort page
+
+
+def test_cohort_page_sorts_and_filters(page, server):
+    page.goto(server + "/")
+    rows = page.locator("#cohort tbody tr[data-slide-id]")
+
+    def visible_ids() -> list[str]:
+        return page.eval_on_selector_all(
+            "#cohort tbody tr[data-slide-id]", "rows => rows.filter(r => !r.hidden).map(r => r.dataset.slideId)")
+
+    ids = visible_ids()
+    assert len(ids) == 6 and rows.count() == 6
+    page.wait_for_function("Array.from(document.querySelectorAll('#cohort img')).every(i => i.complete)")
+    shot(page, "cohort.png")
+    slide_header = page.locator("#cohort th", has_text="Slide")
+    slide_header.click()
+    assert visible_ids() == sorted(ids, key=str.lower)
+    assert slide_header.get_attribute("aria-sort") == "ascending"
+    slide_header.click()
+    assert visible_ids() == sorted(ids, key=str.lower, reverse=True)
+    page.locator("#cohort th", has_text="Bag size").click()
+    sizes = [int(v) for v in page.eval_on_selector_all(
+        "#cohort tbody tr[data-slide-id] td:last-child", "tds => tds.map(td => td.dataset.value)")]
+    assert sizes == sorted(sizes)
+    # filter
+    page.fill("#cohort-filter", "pyr")
+    assert visible_ids() == ["pyramid"]
+    assert page.locator("#cohort-count").inner_text() == "1 of 6 slides"
+    page.fill("#cohort-filter", "unreadable")
+    unreadable = visible_ids()
+    assert "not-a-slide" in unreadable and "pyramid" not in unreadable
+    for sid in unreadable:
+        assert page.locator(f"tr[data-slide-id='{sid}'] .error").inner_text().startswith("unreadable")
+    page.fill("#cohort-filter", "zzz-nothing")
+    assert visible_ids() == [] and page.locator("tr.empty-row").is_visible()
+    page.fill("#cohort-filter", "")
+    assert len(visible_ids()) == 6
+    # a row opens the viewer
+    page.locator("tr[data-slide-id='pyramid'] td").nth(2).click()
+    page.wait_for_url(f"{server}/slides/pyramid")
+
+
+# ---------------------------------------------------------------------------------------------
+# OpenSeadragon from node_modules (no browser needed)
+
+
+def test_vendor_route_serves_openseadragon_only(client):
+    if not OSD_SCRIPT.is_file():
+        require_browser()
+    r = client.get("/vendor/openseadragon/openseadragon.min.js")
+    assert r.status_code == 200 and b"OpenSeadragon" in r.data[:2000]
+    assert client.get("/vendor/openseadragon/images/home_rest.png").status_code == 200
+    for bad in ("../package.json", "..%2Fpackage.json", "%2e%2e/package.json", "/etc/passwd",
+                "images/../../../package.json", "nope.js", "images/"):
+        assert client.get(f"/vendor/openseadragon/{bad}", follow_redirects=True).status_code == 404, bad
+    page = client.get("/slides/pyramid").data.decode()
+    assert "/vendor/openseadragon/openseadragon.min.js?v=" in page
+    assert "make install" not in page
+
+
+def test_missing_node_modules_says_run_make_install(client, monkeypatch, tmp_path):
+    from viewer import vendor_routes
+
+    monkeypatch.setattr(vendor_routes, "OSD_BUILD", tmp_path / "absent")
+    monkeypatch.setattr(vendor_routes, "OSD_PACKAGE", tmp_path / "absent-package")
+    vendor_routes.osd_version.cache_clear()
+    try:
+        r = client.get("/vendor/openseadragon/openseadragon.min.js")
+        assert r.status_code == 503 and b"make install" in r.data and b"Traceback" not in r.data
+        page = client.get("/slides/pyramid")
+        assert page.status_code == 200 and b"make install" in page.data
+    finally:
+        vendor_routes.osd_version.cache_clear()

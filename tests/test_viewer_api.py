@@ -1,0 +1,189 @@
+"""The JSON API, patch images, thumbnails, pages and the cohort-loading rules."""
+from __future__ import annotations
+
+import io
+import shutil
+
+import numpy as np
+import openslide
+import pytest
+from PIL import Image
+
+from scoring.scoregrid import normalize_scores
+from tests.viewer_fixtures import PATCH, client, viewer_app, viewer_cohort, write_scored  # noqa: F401
+from viewer.app import create_app
+from viewer.errors import ViewerConfigError
+
+
+def test_cohort_json(client, viewer_cohort):
+    body = client.get("/api/slides").get_json()
+    ids = [s["id"] for s in body["slides"]]
+    # results.csv order
+    assert ids == ["pyramid", "CMU-1-Small-Region", "not-a-slide", "escape", "outside", "missing"]
+    assert body["count"] == 6
+    cmu = body["slides"][1]
+    assert cmu == {
+        "id": "CMU-1-Small-Region", "label": "tumor", "prediction": {"index": 1, "name": "tumor"},
+        "probabilities": [0.2, 0.8], "class_names": ["normal", "tumor"],
+        "bag_size": len(viewer_cohort.scored["CMU-1-Small-Region"].scores), "model_type": "clam_mb",
+        "readable": True, "error": None, "viewer_url": "/slides/CMU-1-Small-Region",
+        "api_url": "/api/slides/CMU-1-Small-Region", "thumbnail_url": "/slides/CMU-1-Small-Region/thumbnail.jpeg",
+    }
+    flags = {s["id"]: s["readable"] for s in body["slides"]}
+    assert flags == {"pyramid": True, "CMU-1-Small-Region": True, "not-a-slide": False, "escape": False,
+                     "outside": False, "missing": False}
+    errors = {s["id"]: s["error"] for s in body["slides"]}
+    assert "outside the configured slide folders" in errors["escape"]
+    assert "outside the configured slide folders" in errors["outside"]
+    assert "OpenSlide cannot open" in errors["not-a-slide"]
+    assert "not found" in errors["missing"]
+    assert str(viewer_cohort.root) not in str(errors)  # no server folders in client messages
+
+
+def test_slide_metadata(client, viewer_cohort):
+    meta = client.get("/api/slides/CMU-1-Small-Region").get_json()
+    with openslide.OpenSlide(str(viewer_cohort.scored["CMU-1-Small-Region"].slide_path)) as slide:
+        assert meta["dimensions"] == list(slide.dimensions)
+        assert meta["mpp"]["x"] == pytest.approx(float(slide.properties["openslide.mpp-x"]))
+        assert meta["mpp"]["y"] == pytest.approx(float(slide.properties["openslide.mpp-y"]))
+    assert meta["levels"] == [{"level": 0, "dimensions": [2220, 2967], "downsample": 1.0}]
+    assert meta["dzi"] == {"slide": "/slide/CMU-1-Small-Region.dzi", "overlay": "/overlay/CMU-1-Small-Region.dzi"}
+    assert meta["patch_size"] == PATCH and meta["model_type"] == "clam_mb"
+    assert meta["prediction"] == {"index": 1, "name": "tumor"} and meta["probabilities"] == [0.2, 0.8]
+    assert [c["available"] for c in meta["classes"]] == [True, True]
+    assert meta["deepzoom"]["tile_size"] == 254 and meta["deepzoom"]["overlap"] == 1
+    assert meta["urls"]["patch_image"] == "/slides/CMU-1-Small-Region/patch/{index}.jpeg"
+    pyramid = client.get("/api/slides/pyramid").get_json()
+    assert [c["available"] for c in pyramid["classes"]] == [False, True]  # abmil: predicted class only
+    assert pyramid["level_count"] == 4 and pyramid["vendor"] == "generic-tiff"
+
+
+def test_topk_and_bottomk(client, viewer_cohort):
+    s = viewer_cohort.scored["pyramid"]
+    top = client.get("/api/slides/pyramid/topk?k=5").get_json()
+    order = np.argsort(-s.scores, kind="stable")
+    assert [p["index"] for p in top["patches"]] == order[:5].tolist()
+    assert [p["rank"] for p in top["patches"]] == [1, 2, 3, 4, 5]
+    first = top["patches"][0]
+    x, y = s.l0_coords[order[0]].tolist()
+    assert first["x"] == x and first["y"] == y and first["size"] == PATCH
+    assert first["score"] == pytest.approx(float(s.scores[order[0]]))
+    assert first["percentile"] == pytest.approx(100.0)
+    assert first["image_url"] == f"/slides/pyramid/patch/{order[0]}.jpeg"
+    bottom = client.get("/api/slides/pyramid/topk?k=3&order=bottom").get_json()
+    assert [p["index"] for p in bottom["patches"]] == order[::-1][:3].tolist()
+    assert bottom["patches"][0]["rank"] == len(s.scores)
+    assert bottom["order"] == "bottom" and bottom["class"] == {"index": 1, "name": "tumor"}
+    cmu = viewer_cohort.scored["CMU-1-Small-Region"]
+    c0 = client.get("/api/slides/CMU-1-Small-Region/topk?k=1&class=0").get_json()
+    assert c0["patches"][0]["index"] == int(np.argmax(cmu.per_class[:, 0]))
+    many = client.get("/api/slides/pyramid/topk?k=1000").get_json()
+    assert len(many["patches"]) == len(s.scores)
+
+
+def test_patch_at_point(client, viewer_cohort):
+    s = viewer_cohort.scored["pyramid"]
+    i = s.isolated
+    x, y = s.l0_coords[i].tolist()
+    body = client.get(f"/api/slides/pyramid/patch?x={x + 0.5}&y={y + PATCH - 1}").get_json()
+    pct = normalize_scores(s.scores, "percentile")[i] * 100
+    assert body["index"] == i and body["x"] == x and body["y"] == y
+    assert body["score"] == pytest.approx(float(s.scores[i]))
+    assert body["percentile"] == pytest.approx(pct, abs=1e-3)
+    assert 1 <= body["rank"] <= len(s.scores) and body["covering"] == [i]
+    assert body["image_url"] == f"/slides/pyramid/patch/{i}.jpeg"
+    miss = client.get(f"/api/slides/pyramid/patch?x={x + PATCH}&y={y}")
+    assert miss.status_code == 404 and "no patch" in miss.get_json()["error"]
+    a, b = s.overlap_pair
+    ax, ay = s.l0_coords[a].tolist()
+    both = client.get(f"/api/slides/pyramid/patch?x={ax + PATCH // 2 + 10}&y={ay + 10}").get_json()
+    assert sorted(both["covering"]) == sorted([a, b])
+
+
+def test_patch_image_is_level0_pixels(client, viewer_cohort):
+    s = viewer_cohort.scored["CMU-1-Small-Region"]
+    x, y = s.l0_coords[3].tolist()
+    r = client.get("/slides/CMU-1-Small-Region/patch/3.jpeg")
+    assert r.status_code == 200 and r.mimetype == "image/jpeg" and r.headers["ETag"]
+    img = np.asarray(Image.open(io.BytesIO(r.data)).convert("RGB"))
+    with openslide.OpenSlide(str(s.slide_path)) as slide:
+        rgba = slide.read_region((x, y), 0, (PATCH, PATCH))
+    ref = Image.new("RGB", rgba.size, "#ffffff")
+    ref.paste(rgba, (0, 0), rgba)
+    buf = io.BytesIO()
+    ref.save(buf, "JPEG", quality=75)
+    assert np.array_equal(img, np.asarray(Image.open(buf).convert("RGB")))
+
+
+def test_thumbnail_and_colorbar(client):
+    r = client.get("/slides/pyramid/thumbnail.jpeg")
+    img = Image.open(io.BytesIO(r.data))
+    assert r.status_code == 200 and max(img.size) == 256
+    assert max(Image.open(io.BytesIO(client.get("/slides/pyramid/thumbnail.jpeg?size=64").data)).size) == 64
+    bar = client.get("/api/colorbar?cmap=viridis&width=200&height=10")
+    assert bar.status_code == 200 and bar.mimetype == "image/png"
+    legend = Image.open(io.BytesIO(bar.data))
+    assert legend.size == (200, 10)
+    from scoring.colormap import colorbar
+
+    assert np.array_equal(np.asarray(legend.convert("RGB")), np.asarray(colorbar("viridis", 200, 10)))
+    names = client.get("/api/colormaps").get_json()
+    assert "jet" in names["all"] and names["suggested"][0] == "jet"
+
+
+def test_pages(client):
+    index = client.get("/")
+    assert index.status_code == 200 and b"CMU-1-Small-Region" in index.data and b"/slides/pyramid" in index.data
+    page = client.get("/slides/pyramid")
+    assert page.status_code == 200 and b'data-api="/api/slides/pyramid"' in page.data
+    assert client.get("/slides/no-such-slide").status_code == 404
+
+
+def test_results_mode_finds_moved_slides_by_name(tmp_path, viewer_cohort):
+    """--results/--slides: a blockmap scored elsewhere (slide_path absent here) resolves by name."""
+    raw = tmp_path / "raw"
+    s = viewer_cohort.scored["pyramid"]
+    write_scored(raw, "pyramid", "normal", "/scoring-machine/slides/pyramid.tiff", s.l0_coords, seed=2,
+                 per_class=False)
+    app = create_app({"RESULTS_DIR": str(raw), "SLIDES_DIR": str(viewer_cohort.slides_dir)})
+    c = app.test_client()
+    entry = c.get("/api/slides").get_json()["slides"][0]
+    assert entry["readable"] is True
+    assert c.get("/slide/pyramid_files/13/5_4.jpeg").status_code == 200
+    # a slide_path that exists outside --slides is refused, even when a same-named file is inside
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    shutil.copy(s.slide_path, outside / "pyramid.tiff")
+    raw2 = tmp_path / "raw2"
+    write_scored(raw2, "pyramid", "normal", outside / "pyramid.tiff", s.l0_coords, seed=2, per_class=False)
+    c2 = create_app({"RESULTS_DIR": str(raw2), "SLIDES_DIR": str(viewer_cohort.slides_dir)}).test_client()
+    assert c2.get("/slide/pyramid.dzi").status_code == 403
+
+
+def test_config_errors_are_clear(tmp_path, viewer_cohort, monkeypatch):
+    with pytest.raises(ViewerConfigError, match="exactly one cohort"):
+        create_app({})
+    with pytest.raises(ViewerConfigError, match="not found"):
+        create_app({"SCORING_CONFIG": str(tmp_path / "nope.yaml")})
+    with pytest.raises(ViewerConfigError, match="not a folder"):
+        create_app({"RESULTS_DIR": str(tmp_path / "nope"), "SLIDES_DIR": str(tmp_path)})
+    with pytest.raises(ViewerConfigError, match="go together"):
+        create_app({"RESULTS_DIR": str(tmp_path)})
+    monkeypatch.setenv("MIL_VIEWER_SCORING_CONFIG", str(viewer_cohort.config))
+    assert len(create_app().extensions["mil_viewer"].cohort) == 6  # settings from the environment
+
+
+def test_demo_cohort_when_built():
+    """`--demo` serves data/demo/demo_config.yaml's cohort (after `make demo`), from any cwd."""
+    from viewer.cohort import DEMO_CONFIG, REPO_ROOT
+
+    if not DEMO_CONFIG.is_file() or not (REPO_ROOT / "heatmaps" / "heatmap_raw_results" / "DEMO").is_dir():
+        pytest.skip("demo not built (make demo)")
+    c = create_app({"DEMO": True}).test_client()
+    slides = c.get("/api/slides").get_json()["slides"]
+    assert slides and all(s["readable"] for s in slides)
+    first = slides[0]["id"]
+    meta = c.get(f"/api/slides/{first}").get_json()
+    top = meta["deepzoom"]["level_count"] - 1
+    assert c.get(f"/slide/{first}_files/{top}/0_0.jpeg").status_code == 200
+    assert c.get(f"/overlay/{first}_files/{top}/0_0.png").status_code == 200

@@ -1,0 +1,145 @@
+"""The viewer as deployed: gunicorn (run_viewer.py and the factory string), and no torch import."""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+import run_viewer
+from tests.conftest import REPO_ROOT
+from tests.viewer_fixtures import viewer_cohort  # noqa: F401
+
+TILE = "/slide/pyramid_files/13/5_4.jpeg"
+OVERLAY = "/overlay/pyramid_files/13/5_4.png?cmap=viridis"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fetch(port: int, path: str, timeout: float = 10.0) -> tuple[int, dict, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        r = conn.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        conn.close()
+
+
+def wait_until_serving(proc: subprocess.Popen, port: int, deadline_s: float = 40.0) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            raise AssertionError(f"server exited with {proc.returncode}:\n{out}")
+        try:
+            if fetch(port, "/api/slides", timeout=2)[0] == 200:
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError("server did not start in time")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+def check_serving(port: int) -> None:
+    with ThreadPoolExecutor(4) as pool:  # parallel requests, as a browser makes them
+        results = list(pool.map(lambda p: fetch(port, p), [TILE, OVERLAY] * 4))
+    for status, headers, body in results:
+        assert status == 200
+        assert headers["server"].startswith("gunicorn")
+        assert headers["etag"] and "max-age" in headers["cache-control"]
+    assert results[0][1]["content-type"] == "image/jpeg" and results[0][2][:2] == b"\xff\xd8"
+    assert results[1][1]["content-type"] == "image/png" and results[1][2][:8] == b"\x89PNG\r\n\x1a\n"
+    status, _, body = fetch(port, "/slide/pyramid_files/99/0_0.jpeg")
+    assert status == 404 and json.loads(body)["status"] == 404
+
+
+def test_run_viewer_serves_tiles_through_gunicorn(viewer_cohort):
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "run_viewer.py"), "--config", str(viewer_cohort.config),
+         "--port", str(port), "--workers", "2", "--threads", "2"],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until_serving(proc, port)
+        check_serving(port)
+    finally:
+        stop(proc)
+    out = proc.stdout.read()
+    assert "Starting gunicorn" in out and "Running on" not in out  # never Flask's dev server
+    assert f"http://127.0.0.1:{port}/" in out
+
+
+def test_gunicorn_factory_string(viewer_cohort):
+    port = free_port()
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    if not gunicorn.exists():
+        pytest.skip("gunicorn script not beside the interpreter")
+    factory = f"viewer.app:create_app({{'SCORING_CONFIG': {str(viewer_cohort.config)!r}}})"
+    proc = subprocess.Popen([str(gunicorn), "--bind", f"127.0.0.1:{port}", "--workers", "1",
+                             "--no-control-socket", factory],
+                            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until_serving(proc, port)
+        check_serving(port)
+    finally:
+        stop(proc)
+
+
+def test_viewer_never_imports_torch(viewer_cohort):
+    """Import the app, serve every kind of request; torch must stay out of sys.modules."""
+    code = f"""
+import sys
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("the viewer must not import torch")
+sys.meta_path.insert(0, NoTorch())
+from viewer.app import create_app
+client = create_app({{"SCORING_CONFIG": {str(viewer_cohort.config)!r}}}).test_client()
+for url in ["/", "/api/slides", "/api/slides/pyramid", "{TILE}", "{OVERLAY}", "{OVERLAY}&blur=1",
+            "/api/slides/pyramid/topk?k=3", "/slides/pyramid/patch/0.jpeg", "/api/colorbar"]:
+    assert client.get(url).status_code == 200, url
+print(sorted(m for m in sys.modules if m.split(".")[0] == "torch"))
+"""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_run_viewer_arguments(tmp_path, capsys):
+    args = run_viewer.parse_args(["--demo"])
+    assert (args.host, args.port) == ("127.0.0.1", 5000)
+    assert run_viewer.viewer_config(run_viewer.parse_args(["--results", "r", "--slides", "s"])) == {
+        "RESULTS_DIR": "r", "SLIDES_DIR": "s"}
+    assert run_viewer.bind_address("::1", 80) == "[::1]:80"
+    for bad in (["--results", "r"], ["--slides", "s", "--demo"], [], ["--demo", "--port", "0"],
+                ["--demo", "--config", "x"]):
+        with pytest.raises(SystemExit) as exc:
+            run_viewer.parse_args(bad)
+        assert exc.value.code == 2
+    assert run_viewer.main(["--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "config file not found" in capsys.readouterr().err

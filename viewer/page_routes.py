@@ -1,0 +1,30 @@
+"""HTML pages: the cohort table at `/` and the viewer at `/slides/<id>`.
+
+The pages are thin shells (templates/); their data comes from the JSON API, whose URLs are
+handed to the frontend in `data-` attributes so no URL is hard-coded in JavaScript.
+"""
+from __future__ import annotations
+
+from flask import Blueprint, render_template, url_for
+
+from viewer.serialize import cohort_entry
+from viewer.state import viewer_state
+
+bp = Blueprint("pages", __name__)
+
+
+@bp.get("/")
+def cohort_page() -> str:
+    state = viewer_state()
+    return render_template("cohort.html", source=state.cohort.source,
+                           slides=[cohort_entry(r) for r in state.cohort],
+                           api_url=url_for("api.slides"))
+
+
+@bp.get("/slides/<slide_id>")
+def viewer_page(slide_id: str) -> str:
+    state = viewer_state()
+    record = state.record(slide_id)
+    return render_template("viewer.html", slide=cohort_entry(record),
+                           api_url=url_for("api.slide_metadata", slide_id=slide_id),
+                           cohort_url=url_for("pages.cohort_page"))

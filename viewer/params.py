@@ -1,0 +1,120 @@
+"""Parsing what a client sends (path segments and query strings) into checked values, or a 400.
+
+Every number is matched against a strict ASCII pattern before conversion: Python's `int()`
+accepts ' 7', '+7', '7_0' and Arabic-Indic digits, and `float()` accepts 'nan' and 'inf'; none of
+these is a tile address or a threshold. Out-of-range tile addresses are 404 (the tile does not
+exist), malformed ones 400.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Mapping
+
+import matplotlib
+
+from viewer.errors import BadRequest
+
+_INT = re.compile(r"[0-9]{1,9}")
+_SIGNED_INT = re.compile(r"-?[0-9]{1,9}")
+_FLOAT = re.compile(r"-?(?:[0-9]{1,12}(?:\.[0-9]{0,12})?|\.[0-9]{1,12})(?:[eE][-+]?[0-9]{1,3})?")
+NORMS = ("percentile", "raw")
+_BLUR = {"0": False, "1": True, "false": False, "true": True, "off": False, "on": True, "no": False, "yes": True}
+
+
+def parse_index(name: str, text: str) -> int:
+    """A non-negative integer path segment (level, column, row, patch index)."""
+    if not isinstance(text, str) or not _INT.fullmatch(text):
+        raise BadRequest(f"{name} must be a non-negative integer, got {text[:40]!r}")
+    return int(text)
+
+
+def parse_tile_address(level: str, col: str, row: str) -> tuple[int, int, int]:
+    return parse_index("level", level), parse_index("column", col), parse_index("row", row)
+
+
+def query_int(args: Mapping[str, str], name: str, default: int | None, lo: int, hi: int) -> int | None:
+    """An optional integer query parameter within [lo, hi]."""
+    text = args.get(name)
+    if text is None or text == "":
+        return default
+    if not _SIGNED_INT.fullmatch(text):
+        raise BadRequest(f"{name} must be an integer, got {text[:40]!r}")
+    value = int(text)
+    if not lo <= value <= hi:
+        raise BadRequest(f"{name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def query_float(args: Mapping[str, str], name: str, default: float | None, lo: float = -math.inf,
+                hi: float = math.inf, required: bool = False) -> float | None:
+    """An optional finite decimal number query parameter within [lo, hi]."""
+    text = args.get(name)
+    if text is None or text == "":
+        if required:
+            raise BadRequest(f"{name} is required")
+        return default
+    if not _FLOAT.fullmatch(text):
+        raise BadRequest(f"{name} must be a decimal number, got {text[:40]!r}")
+    value = float(text)
+    if not (math.isfinite(value) and lo <= value <= hi):
+        raise BadRequest(f"{name} must be between {lo:g} and {hi:g}, got {value:g}")
+    return value
+
+
+def query_choice(args: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    text = args.get(name)
+    if text is None or text == "":
+        return default
+    if text not in choices:
+        raise BadRequest(f"{name} must be one of {', '.join(choices)}, got {text[:40]!r}")
+    return text
+
+
+def parse_cmap(text: str | None, default: str) -> str:
+    """A matplotlib colormap name (any registered one, `_r` variants included)."""
+    name = default if text is None or text == "" else text
+    if name not in matplotlib.colormaps:
+        raise BadRequest(f"unknown colormap {name[:40]!r}; use a matplotlib name such as jet, coolwarm, "
+                         "viridis, plasma, hot")
+    return name
+
+
+def parse_blur(text: str | None) -> bool:
+    """`blur`: on/off. Its sigma is tied to the patch size (as in CLAM and the static heatmaps)."""
+    if text is None or text == "":
+        return False
+    value = _BLUR.get(text.lower())
+    if value is None:
+        raise BadRequest(f"blur must be 0 or 1, got {text[:40]!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class OverlayParams:
+    """How to colour an overlay tile: the query string of `/overlay/...` made explicit.
+
+    `class_index` None means the predicted class; the route resolves it against the slide.
+    """
+
+    cmap: str
+    class_index: int | None
+    norm: str
+    threshold: float
+    blur: bool
+
+    @classmethod
+    def from_query(cls, args: Mapping[str, str], default_cmap: str = "jet",
+                   default_norm: str = "percentile") -> OverlayParams:
+        return cls(
+            cmap=parse_cmap(args.get("cmap"), default_cmap),
+            class_index=query_int(args, "class", None, 0, 10_000),
+            norm=query_choice(args, "norm", NORMS, default_norm),
+            threshold=float(query_float(args, "threshold", 0.0, 0.0, 1.0)),
+            blur=parse_blur(args.get("blur")),
+        )
+
+    def key(self, class_index: int) -> tuple:
+        """What the rendered pixels depend on (with the resolved class), for ETags."""
+        return (self.cmap, class_index, self.norm, round(self.threshold, 6), self.blur)

@@ -1,0 +1,135 @@
+"""The JSON shapes of the API, in one place, so the frontend has one file to read.
+
+All URLs are built with `url_for` (slide ids are percent-quoted: ids with spaces or parentheses
+work). Non-finite numbers become null: JSON has no NaN.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from flask import url_for
+
+from viewer.cohort import SlideRecord
+from viewer.scores import ClassScores, SlideScores
+from viewer.state import ViewerState
+
+SUGGESTED_CMAPS = ("jet", "coolwarm", "viridis", "plasma", "hot")
+
+
+def number(value: Any) -> float | None:
+    v = float(value)
+    return v if math.isfinite(v) else None
+
+
+def _prediction(record: SlideRecord) -> dict:
+    p = record.prediction
+    return {"index": p.pred, "name": p.class_names[p.pred]}
+
+
+def cohort_entry(record: SlideRecord) -> dict:
+    """One row of `/api/slides`."""
+    p = record.prediction
+    return {
+        "id": record.slide_id,
+        "label": record.label,
+        "prediction": _prediction(record),
+        "probabilities": [number(v) for v in p.probs],
+        "class_names": list(p.class_names),
+        "bag_size": p.bag_size,
+        "model_type": p.model_type,
+        "readable": record.readable,
+        "error": record.problem,
+        "viewer_url": url_for("pages.viewer_page", slide_id=record.slide_id),
+        "api_url": url_for("api.slide_metadata", slide_id=record.slide_id),
+        "thumbnail_url": url_for("images.thumbnail", slide_id=record.slide_id) if record.readable else None,
+    }
+
+
+def class_info(record: SlideRecord, scores: SlideScores) -> list[dict]:
+    p = record.prediction
+    out = []
+    for i, name in enumerate(p.class_names):
+        available = scores.class_available(i)
+        entry = {"index": i, "name": name, "probability": number(p.probs[i]), "available": available,
+                 "score_min": None, "score_max": None}
+        if available:
+            raw = scores.raw(i)
+            finite = raw[np.isfinite(raw)]
+            if finite.size:
+                entry["score_min"], entry["score_max"] = float(finite.min()), float(finite.max())
+        out.append(entry)
+    return out
+
+
+def slide_metadata(state: ViewerState, record: SlideRecord) -> dict:
+    """`/api/slides/<id>`: everything the viewer page needs to set itself up."""
+    _, info = record.require_slide()
+    geometry = state.geometry(record)
+    scores = state.slide_scores(record)
+    p = record.prediction
+    sid = record.slide_id
+    s = state.settings
+    return {
+        "id": sid,
+        "label": record.label,
+        "readable": record.readable,
+        "error": record.problem,
+        "dimensions": list(info.dimensions),
+        "mpp": {"x": info.mpp_x, "y": info.mpp_y},
+        "objective_power": info.objective_power,
+        "vendor": info.vendor,
+        "background": info.background,
+        "level_count": len(info.level_dimensions),
+        "levels": [{"level": i, "dimensions": list(dims), "downsample": ds}
+                   for i, (dims, ds) in enumerate(zip(info.level_dimensions, info.level_downsamples))],
+        "bounds": (None if info.bounds is None else
+                   dict(zip(("x", "y", "width", "height"), info.bounds))),
+        "deepzoom": {
+            "tile_size": geometry.tile_size, "overlap": geometry.overlap, "limit_bounds": s.limit_bounds,
+            "level_count": geometry.level_count, "l0_offset": list(geometry.l0_offset),
+            "l0_dimensions": list(geometry.l0_dimensions),
+            "level_dimensions": [list(d) for d in geometry.z_dimensions],
+        },
+        "dzi": {"slide": url_for("tiles.slide_dzi", slide_id=sid),
+                "overlay": url_for("tiles.overlay_dzi", slide_id=sid)},
+        "classes": class_info(record, scores),
+        "prediction": _prediction(record),
+        "probabilities": [number(v) for v in p.probs],
+        "class_names": list(p.class_names),
+        "patch_size": p.l0_patch,
+        "bag_size": p.bag_size,
+        "model_type": p.model_type,
+        "attention_definition": p.attention_definition,
+        "defaults": {"cmap": s.default_cmap, "norm": s.default_norm, "class": p.pred, "threshold": 0.0,
+                     "blur": False},
+        "colormaps": list(SUGGESTED_CMAPS),
+        "urls": {
+            "topk": url_for("api.topk", slide_id=sid),
+            "patch": url_for("api.patch_at", slide_id=sid),
+            "thumbnail": url_for("images.thumbnail", slide_id=sid),
+            "colorbar": url_for("api.colorbar"),
+            "patch_image": url_for("images.patch_image", slide_id=sid, index=0).replace("/0.jpeg", "/{index}.jpeg"),
+            "viewer": url_for("pages.viewer_page", slide_id=sid),
+        },
+    }
+
+
+def class_ref(record: SlideRecord, class_index: int) -> dict:
+    return {"index": class_index, "name": record.prediction.class_names[class_index]}
+
+
+def patch_entry(record: SlideRecord, scores: SlideScores, cls: ClassScores, index: int) -> dict:
+    """One patch: where it is (level 0), its score, percentile (0..100), rank (1 = most attended)."""
+    x, y = scores.patch(index)
+    return {
+        "index": int(index),
+        "x": x,
+        "y": y,
+        "size": scores.l0_patch,
+        "score": number(cls.raw[index]),
+        "percentile": number(cls.percentile[index]),
+        "rank": int(cls.rank[index]),
+        "image_url": url_for("images.patch_image", slide_id=record.slide_id, index=int(index)),
+    }

@@ -1,0 +1,212 @@
+"""Slide pixels through OpenSlide: metadata probes, an LRU of open slides, Deep Zoom slide tiles.
+
+Slide tiles must equal openslide's `DeepZoomGenerator(tile_size=254, overlap=1,
+limit_bounds=True)` pixel for pixel, so they are made by the generator itself; this module only
+adds what a server needs around it: open slides kept in a small LRU behind a lock (opening an
+NDPI or DICOM slide costs milliseconds to seconds), one `OpenSlideCache` shared by every slide of
+the process (decoded tiles are reused across Deep Zoom levels and neighbouring requests), and the
+slide's ICC profile applied to every tile, patch and thumbnail, converting to sRGB with the
+profile's default rendering intent as openslide's own Deep Zoom server does, so colours in the
+browser match other viewers.
+"""
+from __future__ import annotations
+
+import io
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import openslide
+from openslide.deepzoom import DeepZoomGenerator
+from PIL import Image, ImageCms
+
+from viewer.errors import SlideUnreadable
+from viewer.geometry import DeepZoomGeometry
+
+_SRGB = ImageCms.createProfile("sRGB")
+_READ_ERRORS = (openslide.OpenSlideError, OSError, ValueError)
+
+
+@dataclass(frozen=True)
+class SlideInfo:
+    """What the API and the tile geometry need of a slide, read once when the cohort loads."""
+
+    dimensions: tuple[int, int]
+    level_dimensions: tuple[tuple[int, int], ...]
+    level_downsamples: tuple[float, ...]
+    mpp_x: float | None
+    mpp_y: float | None
+    objective_power: float | None
+    vendor: str | None
+    background: str  # hex RGB, '#ffffff' when the slide does not say
+    bounds: tuple[int, int, int, int] | None  # openslide.bounds-* (x, y, w, h) when present
+    properties: dict[str, str] = field(default_factory=dict)  # only those the geometry reads
+
+    def geometry(self, tile_size: int, overlap: int, limit_bounds: bool) -> DeepZoomGeometry:
+        return DeepZoomGeometry.for_slide(self.dimensions, self.level_dimensions, self.properties,
+                                          tile_size, overlap, limit_bounds)
+
+
+def _float_prop(props, key: str) -> float | None:
+    try:
+        value = float(props[key])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return value if value > 0 else None
+
+
+def open_slide(path: Path) -> openslide.OpenSlide:
+    """OpenSlide (never ImageSlide: a file OpenSlide refuses is reported, not half-served)."""
+    try:
+        return openslide.OpenSlide(str(path))
+    except _READ_ERRORS as exc:
+        raise SlideUnreadable(f"OpenSlide cannot open {Path(path).name}: {_reason(exc)}") from None
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:200]
+
+
+def probe_slide(path: Path) -> SlideInfo:
+    """Open the slide, read its metadata and one pixel of its smallest level, close it.
+
+    Reading a pixel catches files that open but cannot be decoded (a corrupt JPEG tile table),
+    so the cohort page can say so before anyone asks for a tile.
+    """
+    slide = open_slide(path)
+    try:
+        props = slide.properties
+        level = slide.level_count - 1
+        slide.read_region((0, 0), level, (1, 1))
+        bounds = None
+        keys = ("openslide.bounds-x", "openslide.bounds-y", "openslide.bounds-width", "openslide.bounds-height")
+        if all(k in props for k in keys):
+            bounds = tuple(int(props[k]) for k in keys)
+        geometry_props = {k: props[k] for k in keys if k in props}
+        return SlideInfo(
+            dimensions=tuple(slide.dimensions),
+            level_dimensions=tuple(tuple(d) for d in slide.level_dimensions),
+            level_downsamples=tuple(float(d) for d in slide.level_downsamples),
+            mpp_x=_float_prop(props, openslide.PROPERTY_NAME_MPP_X),
+            mpp_y=_float_prop(props, openslide.PROPERTY_NAME_MPP_Y),
+            objective_power=_float_prop(props, openslide.PROPERTY_NAME_OBJECTIVE_POWER),
+            vendor=props.get(openslide.PROPERTY_NAME_VENDOR),
+            background="#" + props.get(openslide.PROPERTY_NAME_BACKGROUND_COLOR, "ffffff"),
+            bounds=bounds,  # type: ignore[arg-type]
+            properties=geometry_props,
+        )
+    except _READ_ERRORS as exc:
+        raise SlideUnreadable(f"OpenSlide cannot read {Path(path).name}: {_reason(exc)}") from None
+    finally:
+        slide.close()
+
+
+def srgb_transform(slide: openslide.AbstractSlide) -> ImageCms.ImageCmsTransform | None:
+    """The slide profile -> sRGB transform (default intent of the profile), or None without one."""
+    profile = slide.color_profile
+    if profile is None:
+        return None
+    intent = ImageCms.getDefaultIntent(profile)
+    return ImageCms.buildTransform(profile, _SRGB, "RGB", "RGB", intent, 0)
+
+
+def to_srgb(image: Image.Image, transform: ImageCms.ImageCmsTransform | None) -> Image.Image:
+    """Apply the ICC transform in place (RGB images); no-op without a profile."""
+    if transform is not None:
+        ImageCms.applyTransform(image, transform, inPlace=True)
+        image.info.pop("icc_profile", None)
+    return image
+
+
+def encode_jpeg(image: Image.Image, quality: int) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+class OpenedSlide:
+    """An open slide with its Deep Zoom generator and ICC transform (thread-safe to read)."""
+
+    def __init__(self, path: Path, cache: openslide.OpenSlideCache | None, tile_size: int, overlap: int,
+                 limit_bounds: bool):
+        self.path = path
+        self.slide = open_slide(path)
+        if cache is not None:
+            self.slide.set_cache(cache)
+        self.deepzoom = DeepZoomGenerator(self.slide, tile_size, overlap, limit_bounds)
+        self.transform = srgb_transform(self.slide)
+        self.background = "#" + self.slide.properties.get(openslide.PROPERTY_NAME_BACKGROUND_COLOR, "ffffff")
+
+    def tile(self, dz_level: int, t_col: int, t_row: int) -> Image.Image:
+        """The Deep Zoom tile exactly as `DeepZoomGenerator.get_tile` makes it, then to sRGB."""
+        try:
+            image = self.deepzoom.get_tile(dz_level, (t_col, t_row))
+        except _READ_ERRORS as exc:
+            raise SlideUnreadable(f"OpenSlide cannot read {self.path.name}: {_reason(exc)}") from None
+        return to_srgb(image, self.transform)
+
+    def region(self, l0_x: int, l0_y: int, l0_w: int, l0_h: int) -> Image.Image:
+        """Level-0 pixels of a box on the slide's background colour, in sRGB (patch images)."""
+        try:
+            rgba = self.slide.read_region((l0_x, l0_y), 0, (l0_w, l0_h))
+        except _READ_ERRORS as exc:
+            raise SlideUnreadable(f"OpenSlide cannot read {self.path.name}: {_reason(exc)}") from None
+        image = Image.new("RGB", rgba.size, self.background)
+        image.paste(rgba, (0, 0), rgba)
+        return to_srgb(image, self.transform)
+
+    def thumbnail(self, size: int) -> Image.Image:
+        try:
+            image = self.slide.get_thumbnail((size, size))
+        except _READ_ERRORS as exc:
+            raise SlideUnreadable(f"OpenSlide cannot read {self.path.name}: {_reason(exc)}") from None
+        return to_srgb(image.convert("RGB"), self.transform)
+
+
+class SlideCache:
+    """Open slides by path, least recently used closed first, one OpenSlideCache for all.
+
+    The lock covers lookups and opening, so two threads asking for a cold slide open it once.
+    An evicted slide is not closed explicitly: a request in flight may still read from it, and
+    openslide-python closes the handle when the last reference goes.
+    """
+
+    def __init__(self, capacity: int, cache_bytes: int, tile_size: int = 254, overlap: int = 1,
+                 limit_bounds: bool = True):
+        self.capacity = max(1, int(capacity))
+        self.cache_bytes = int(cache_bytes)
+        self.tile_size, self.overlap, self.limit_bounds = tile_size, overlap, limit_bounds
+        self._slides: OrderedDict[Path, OpenedSlide] = OrderedDict()
+        self._lock = threading.Lock()
+        self._tile_cache: openslide.OpenSlideCache | None = None
+        self._pid = os.getpid()
+
+    def _shared_cache(self) -> openslide.OpenSlideCache | None:
+        # created in the process that reads (after a gunicorn fork), never inherited
+        if self._tile_cache is None and self.cache_bytes > 0:
+            self._tile_cache = openslide.OpenSlideCache(self.cache_bytes)
+        return self._tile_cache
+
+    def get(self, path: Path) -> OpenedSlide:
+        with self._lock:
+            if self._pid != os.getpid():  # forked: handles and cache belong to the parent
+                self._slides.clear()
+                self._tile_cache = None
+                self._pid = os.getpid()
+            opened = self._slides.get(path)
+            if opened is not None:
+                self._slides.move_to_end(path)
+                return opened
+            opened = OpenedSlide(path, self._shared_cache(), self.tile_size, self.overlap, self.limit_bounds)
+            self._slides[path] = opened
+            while len(self._slides) > self.capacity:
+                self._slides.popitem(last=False)
+            return opened
+
+    def forget(self, path: Path) -> None:
+        """Drop a slide whose reads failed (OpenSlide errors are sticky on a handle)."""
+        with self._lock:
+            self._slides.pop(path, None)

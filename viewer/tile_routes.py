@@ -1,0 +1,71 @@
+"""Deep Zoom routes: the slide (JPEG tiles) and the attention overlay (PNG tiles), same geometry.
+
+Both .dzi documents come from one `DeepZoomGeometry`, so OpenSeadragon lays the two sources out
+identically; tile addresses are checked against it before any work, and ETags are computed
+before rendering so that revalidation costs no pixels.
+"""
+from __future__ import annotations
+
+from flask import Blueprint, Response, request
+
+from viewer.http_cache import cached_body, file_stamp, make_etag, not_modified
+from viewer.overlay import render_overlay_tile
+from viewer.params import OverlayParams, parse_tile_address
+from viewer.slides import encode_jpeg
+from viewer.state import viewer_state
+
+bp = Blueprint("tiles", __name__)
+
+DZI_MIMETYPE = "application/xml"
+
+
+def _dzi(slide_id: str, tile_format: str) -> Response:
+    state = viewer_state()
+    geometry = state.geometry(state.record(slide_id))
+    return Response(geometry.dzi(tile_format), mimetype=DZI_MIMETYPE)
+
+
+@bp.get("/slide/<slide_id>.dzi")
+def slide_dzi(slide_id: str) -> Response:
+    return _dzi(slide_id, "jpeg")
+
+
+@bp.get("/overlay/<slide_id>.dzi")
+def overlay_dzi(slide_id: str) -> Response:
+    return _dzi(slide_id, "png")
+
+
+@bp.get("/slide/<slide_id>_files/<level>/<col>_<row>.jpeg")
+def slide_tile(slide_id: str, level: str, col: str, row: str) -> Response:
+    state = viewer_state()
+    record = state.record(slide_id)
+    dz_level, t_col, t_row = parse_tile_address(level, col, row)
+    state.geometry(record).check_address(dz_level, t_col, t_row)
+    s = state.settings
+    etag = make_etag("slide", file_stamp(record.slide_path), dz_level, t_col, t_row, s.jpeg_quality,
+                     s.tile_size, s.overlap, s.limit_bounds)
+    cached = not_modified(etag, s.tile_max_age)
+    if cached is not None:
+        return cached
+    body = state.read(record, lambda opened: encode_jpeg(opened.tile(dz_level, t_col, t_row), s.jpeg_quality))
+    return cached_body(body, "image/jpeg", etag, s.tile_max_age)
+
+
+@bp.get("/overlay/<slide_id>_files/<level>/<col>_<row>.png")
+def overlay_tile(slide_id: str, level: str, col: str, row: str) -> Response:
+    state = viewer_state()
+    record = state.record(slide_id)
+    dz_level, t_col, t_row = parse_tile_address(level, col, row)
+    geometry = state.geometry(record)
+    box = geometry.tile_box(dz_level, t_col, t_row)
+    s = state.settings
+    params = OverlayParams.from_query(request.args, s.default_cmap, s.default_norm)
+    scores = state.slide_scores(record)
+    class_index = scores.resolve_class(params.class_index)
+    etag = make_etag("overlay", file_stamp(record.blockmap_path), dz_level, t_col, t_row,
+                     params.key(class_index), s.tile_size, s.overlap, s.limit_bounds)
+    cached = not_modified(etag, s.tile_max_age)
+    if cached is not None:
+        return cached
+    body = render_overlay_tile(scores, geometry, box, params, class_index)
+    return cached_body(body, "image/png", etag, s.tile_max_age)
