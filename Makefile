@@ -46,12 +46,17 @@ demo: score-demo
 	@echo "Demo outputs:"
 	@echo "  blockmaps:        heatmaps/heatmap_raw_results/DEMO/"
 	@echo "  heatmaps/results: heatmaps/heatmap_production_results/DEMO/"
+	@echo "Serving the viewer on http://127.0.0.1:5000 (Ctrl-C stops it)"
+	$(BIN)/python run_viewer.py --demo --port 5000
 
 test: install
 	$(BIN)/python -m pytest -n 2 -q
 
-bench: install
+bench: install demo-data
 	$(BIN)/python bench/bench_static.py
+	$(BIN)/python bench/bench_cohort.py
+	$(BIN)/python bench/bench_tiles.py
+	$(BIN)/python bench/bench_first_tile.py
 
 clean:
 	rm -rf $(VENV) data heatmaps/heatmap_raw_results heatmaps/heatmap_production_results
