@@ -1,22 +1,30 @@
 """Write-then-rename, so that a run killed at any moment (even SIGKILL) leaves no half-written output.
 
 A partial file lives under a hidden name beside its final path (same filesystem, so the rename is
-atomic) and is renamed only once complete; readers never see a truncated PNG or HDF5 file.
+atomic) and is renamed only once complete; readers never see a truncated PNG or HDF5 file. The
+hidden name carries the writer's host and pid, so that a later run removes only the leftovers of
+dead writers and never a file that a concurrent shard is still writing.
 """
 from __future__ import annotations
 
 import os
+import re
+import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 PARTIAL_MARK = ".partial-"
+_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
+_PARTIAL = re.compile(r"^\..*\.partial-(?P<host>[A-Za-z0-9_-]+)-(?P<pid>\d+)(\.[^.]*)?$")
+FOREIGN_PARTIAL_AGE_S = 24 * 3600  # another host's leftovers: removed once this old
 
 
 def partial_path(final: Path) -> Path:
     """Hidden sibling of `final`, keeping its extension so that writers infer the format from it."""
     final = Path(final)
-    return final.with_name(f".{final.stem}{PARTIAL_MARK}{os.getpid()}{final.suffix}")
+    return final.with_name(f".{final.stem}{PARTIAL_MARK}{_HOST}-{os.getpid()}{final.suffix}")
 
 
 @contextmanager
@@ -33,13 +41,34 @@ def atomic_output(final: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def _writer_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
 def remove_stale_partials(folder: Path) -> int:
-    """Delete partial files that a killed run left behind; returns how many were removed."""
+    """Delete partial files whose writer is gone (this host: its pid no longer runs; another host:
+    older than a day); returns how many were removed."""
     removed = 0
     if not Path(folder).is_dir():
         return 0
     for path in Path(folder).rglob(f".*{PARTIAL_MARK}*"):
-        if path.is_file():
+        match = _PARTIAL.match(path.name)
+        if not match or not path.is_file():
+            continue
+        if match["host"] == _HOST:
+            stale = int(match["pid"]) != os.getpid() and not _writer_alive(int(match["pid"]))
+        else:
+            try:
+                stale = time.time() - path.stat().st_mtime > FOREIGN_PARTIAL_AGE_S
+            except FileNotFoundError:
+                continue
+        if stale:
             path.unlink(missing_ok=True)
             removed += 1
     return removed

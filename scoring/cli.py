@@ -1,7 +1,7 @@
 """`create_heatmaps.py`: the command line, and the one place errors become messages and exit codes.
 
 Exit codes: 0 every slide done; 1 some slides failed (listed in the errors CSV); 2 the config,
-process list or checkpoint is wrong, and nothing was written.
+process list, checkpoint or an output folder is wrong, and no slide was processed; 130 Ctrl-C.
 """
 from __future__ import annotations
 
@@ -40,6 +40,12 @@ def main(argv: list[str] | None = None) -> int:
         summary = run(config, overwrite=args.overwrite, shard=shard, progress=not args.no_progress)
     except HeatmapError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished slides are kept; rerun the same command to go on", file=sys.stderr)
+        return 130
+    except OSError as exc:  # e.g. the disk filled while writing results.csv
+        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     print(f"scored {len(summary.scored)}, skipped {len(summary.skipped)} already done, "
           f"failed {len(summary.failed)}; results: {summary.results_csv}", file=sys.stderr)

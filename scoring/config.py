@@ -87,6 +87,18 @@ def _bool(v: Any) -> bool:
     raise ValueError("true or false")
 
 
+def _dropout(v: Any) -> float | None:
+    """A rate, or older CLAM configs' `drop_out: true` (CLAM then used 0.25). No effect at inference."""
+    if v is None:
+        return None
+    if isinstance(v, bool):
+        return 0.25 if v else 0.0
+    f = _float(v)
+    if not 0.0 <= f < 1.0:
+        raise ValueError("a dropout rate in [0, 1) or true/false")
+    return f
+
+
 def _opt_bool(v: Any) -> bool | None:
     return None if v is None else _bool(v)
 
@@ -235,8 +247,8 @@ SCHEMA: dict[str, dict[str, _Key]] = {
         "num_layers": _Key(_opt_pos_int),
         "gate": _Key(_opt_bool),
         "model_size": _Key(_opt_str),
-        "dropout": _Key(_opt_float),
-        "drop_out": _Key(_opt_float, target="dropout"),
+        "dropout": _Key(_dropout),
+        "drop_out": _Key(_dropout, target="dropout"),
         "initiate_fn": _Key(_ignored, ignored="CLAM's loader name; models are chosen by model_type"),
     },
     "heatmap_arguments": {

@@ -6,6 +6,7 @@ comes from the coords' attributes, because the same coords can be written at any
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,8 @@ import numpy as np
 from scoring.config import Config
 from scoring.errors import FeatureError
 from scoring.inventory import SlideJob
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,9 @@ def resolve_paths(job: SlideJob, config: Config) -> tuple[Path, Path]:
         if features_path.suffix == ".h5":
             coord_candidates.append(features_path)
         if fdir is not None:
-            coord_candidates += [fdir / f"{sid}.h5", fdir / "h5_files" / f"{sid}.h5"]
+            # features_dir may be CLAM's pt_files/ itself, with coords in the sibling h5_files/
+            coord_candidates += [fdir / f"{sid}.h5", fdir / "h5_files" / f"{sid}.h5",
+                                 fdir.parent / "h5_files" / f"{sid}.h5"]
         coord_candidates.append(features_path.with_suffix(".h5"))
     coords_path = _first_existing(coord_candidates)
     if coords_path is None:
@@ -70,7 +75,8 @@ def _load_pt(path: Path) -> np.ndarray:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
-        raise FeatureError(f"{path}: cannot read features as a torch file: {exc}") from None
+        raise FeatureError(f"{path}: cannot read features as a torch file ({type(exc).__name__}: {exc}); "
+                           "expected a tensor saved with torch.save") from None
     if isinstance(obj, dict):
         obj = obj.get("features", obj.get("feats"))
     if not isinstance(obj, torch.Tensor):
@@ -150,7 +156,21 @@ def load_coords(path: Path, level_downsamples: Sequence[float], config: Config) 
                            "data_arguments.patch_size_level0 in the config")
     if l0_patch < 1:
         raise FeatureError(f"{path}: level-0 patch size must be positive, got {l0_patch}")
+    _warn_on_gaps(path, coords, l0_patch, clam_size is not None and clam_level is None and trident is None)
     return coords, l0_patch
+
+
+def _warn_on_gaps(path: Path, coords: np.ndarray, l0_patch: int, level_assumed: bool) -> None:
+    """Patches on a lattice with a step larger than the patch size leave gaps in every heatmap:
+    usually a patch size read at the wrong level (e.g. TRIDENT coords without patch_size_level0)."""
+    xs = np.unique(coords[:, 0])
+    if len(xs) < 3:
+        return
+    step = int(np.median(np.diff(xs)))
+    if step > 1.5 * l0_patch:
+        hint = " (no patch_level attribute: level 0 was assumed)" if level_assumed else ""
+        log.warning("%s: coords lie %d px apart but the level-0 patch size is %d%s; if patches should tile "
+                    "the tissue, set data_arguments.patch_size_level0", path, step, l0_patch, hint)
 
 
 def load_bag(job: SlideJob, config: Config, level_downsamples: Sequence[float],

@@ -74,7 +74,7 @@ def _split_slide_id(raw: str, slide_ext: str) -> tuple[str, str | None]:
     """`slide_001.svs` -> (`slide_001`, `.svs`); an id without an extension keeps slide_ext."""
     name = raw.strip()
     if name.lower().endswith(slide_ext.lower()):
-        return name[: -len(slide_ext)], slide_ext
+        return name[: -len(slide_ext)], name[-len(slide_ext):]  # the row's spelling: S1.SVS stays .SVS
     return name, None
 
 

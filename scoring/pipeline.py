@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -64,21 +65,36 @@ def samples_root(config: Config) -> Path:
     return config.exp_production_dir / "sampled_patches"
 
 
-def _remove_old_samples(config: Config, slide_id: str) -> None:
-    """On --overwrite, a slide's earlier samples go (their names carry scores, so none is replaced)."""
+def remove_old_outputs(config: Config, job: SlideJob) -> None:
+    """On --overwrite: the blockmap (the "finished" marker) goes first, so that a run killed
+    while redoing a slide leaves it unfinished, then the images, then the samples (their names
+    carry scores, so new ones would not replace old ones)."""
+    blockmap_path(config.exp_raw_dir, job.label, job.slide_id).unlink(missing_ok=True)
+    for path in heatmap_paths(config, job):
+        path.unlink(missing_ok=True)
     root = samples_root(config)
     if not root.is_dir():
         return
+    slide_id = job.slide_id
     pattern = re.compile(rf"^\d+_{re.escape(slide_id)}_x_-?\d+_y_-?\d+_score_.*\.png$")
     for path in root.glob("*/*/*.png"):
         if pattern.match(path.name):
             path.unlink(missing_ok=True)
 
 
-def heatmap_params(config: Config, job: SlideJob) -> HeatmapParams:
+def heatmap_params(config: Config, job: SlideJob, level_count: int) -> HeatmapParams:
+    """The static-image parameters for one slide. A vis_level this slide lacks (CLAM's template
+    says 1; a single-level scan has only 0) falls back to its coarsest level with a warning
+    rather than throwing away the slide's scores."""
     h = config.heatmap
     roi = job.roi if h.use_roi is not False else None
-    return HeatmapParams(vis_level=h.vis_level, alpha=h.alpha, cmap=h.cmap,
+    vis_level = h.vis_level
+    if vis_level >= level_count:
+        log.warning("%s: heatmap_arguments.vis_level %d does not exist (the slide has %d level%s); "
+                    "drawing at level %d", job.slide_id, vis_level, level_count, "s" if level_count > 1 else "",
+                    level_count - 1)
+        vis_level = level_count - 1
+    return HeatmapParams(vis_level=vis_level, alpha=h.alpha, cmap=h.cmap,
                          convert_to_percentiles=h.convert_to_percentiles, blur=h.blur,
                          custom_downsample=h.custom_downsample, binarize=h.binarize,
                          binary_thresh=h.binary_thresh, blank_canvas=h.blank_canvas, roi=roi)
@@ -94,23 +110,25 @@ def score_slide(job: SlideJob, config: Config, model) -> Blockmap:
         result = score_bag(model, bag.features)
         names = config.resolved_class_names(len(result.probs))
         bm = Blockmap(
-            slide_id=job.slide_id, slide_path=str(job.slide_path.resolve()), label=job.label,
+            slide_id=job.slide_id, slide_path=os.path.abspath(job.slide_path), label=job.label,
             model_type=config.model_type, class_names=names, pred=int(result.pred),
             probs=np.asarray(result.probs), logits=np.asarray(result.logits), l0_patch=bag.l0_patch,
             attention=np.asarray(result.attention, np.float32), l0_coords=bag.l0_coords.astype(np.int32),
             attention_per_class=result.attention_per_class,
-            extra={"ckpt_path": str(config.ckpt_path.resolve()), "features_path": str(bag.features_path.resolve()),
-                   "coords_path": str(bag.coords_path.resolve())},
+            extra={"ckpt_path": os.path.abspath(config.ckpt_path), "features_path": os.path.abspath(bag.features_path),
+                   "coords_path": os.path.abspath(bag.coords_path)},
         )
         del bag
         heatmap_path, original_path = heatmap_paths(config, job)
-        render_static(slide, bm.l0_coords, bm.attention, bm.l0_patch, heatmap_params(config, job),
+        render_static(slide, bm.l0_coords, bm.attention, bm.l0_patch, heatmap_params(config, job, slide.level_count),
                       heatmap_path, original_path if config.heatmap.save_orig else None)
         for spec in config.samples:
             out_dir = samples_root(config) / f"label_{job.label}_pred_{bm.pred}" / spec.name
             save_samples(slide, job.slide_id, bm.attention, bm.l0_coords, bm.l0_patch, spec, out_dir)
         write_blockmap(blockmap_path(config.exp_raw_dir, job.label, job.slide_id), bm)
         return bm
+    except openslide.OpenSlideError as exc:
+        raise SlideError(f"{job.slide_path}: OpenSlide cannot read pixels of this slide: {exc}") from None
     finally:
         slide.close()
 
@@ -163,15 +181,49 @@ def load_cohort_model(config: Config):
 
     if not config.ckpt_path.is_file():
         raise ConfigError(f"{config.source}: model_arguments.ckpt_path: checkpoint not found: {config.ckpt_path}")
-    return load_model(config.model_type, config.ckpt_path, n_classes=config.n_classes, in_dim=config.in_dim,
-                      **config.model_options)
+    model = load_model(config.model_type, config.ckpt_path, n_classes=config.n_classes, in_dim=config.in_dim,
+                       **config.model_options)
+    n_classes = int(model.n_classes)
+    if config.class_names is not None and len(config.class_names) != n_classes:
+        raise ConfigError(f"{config.source}: exp_arguments.class_names has {len(config.class_names)} names but the "
+                          f"checkpoint {config.ckpt_path} has {n_classes} classes")
+    for label, index in (config.label_dict or {}).items():
+        if not 0 <= index < n_classes:
+            log.warning("%s: data_arguments.label_dict maps %r to class %d, but the model has classes 0..%d",
+                        config.source, label, index, n_classes - 1)
+    return model
+
+
+def preflight(config: Config) -> None:
+    """Folder mistakes are config mistakes: one message before any work, not one per slide."""
+    roots = config.data_dir.items() if isinstance(config.data_dir, dict) else [(None, config.data_dir)]
+    for key, folder in roots:
+        if not folder.is_dir():
+            where = "data_arguments.data_dir" + (f".{key}" if key is not None else "")
+            raise ConfigError(f"{config.source}: {where}: folder not found: {folder}")
+    if config.features_dir is not None and not config.features_dir.is_dir():
+        raise ConfigError(f"{config.source}: data_arguments.features_dir: folder not found: {config.features_dir}")
+    for name, folder in (("exp_arguments.raw_save_dir", config.exp_raw_dir),
+                         ("exp_arguments.production_save_dir", config.exp_production_dir)):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"{config.source}: {name}: cannot create {folder}: {exc.strerror or exc}") from None
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise ConfigError(f"{config.source}: {name}: {folder} is not writable")
 
 
 def run(config: Config, *, overwrite: bool = False, shard: tuple[int, int] | None = None,
         progress: bool = True) -> RunSummary:
     """Score the cohort; one failing slide is logged and listed in the errors CSV, the rest go on."""
     cohort = list_slides(config)
+    if config.features_dir is None:
+        unlisted = [job.slide_id for job in cohort if job.features_path is None]
+        if unlisted:
+            raise ConfigError(f"{config.source}: data_arguments.features_dir: missing, and the process list gives "
+                              f"no features_path for {', '.join(unlisted[:3])}{' ...' if len(unlisted) > 3 else ''}")
     model = load_cohort_model(config)
+    preflight(config)
     jobs = shard_jobs(cohort, shard)
     summary = RunSummary()
     for folder in (config.exp_raw_dir, config.exp_production_dir):
@@ -187,7 +239,7 @@ def run(config: Config, *, overwrite: bool = False, shard: tuple[int, int] | Non
                 log.info("%s: already done (%s); --overwrite to redo", job.slide_id, final)
                 continue
             if overwrite:
-                _remove_old_samples(config, job.slide_id)
+                remove_old_outputs(config, job)
             start = time.perf_counter()
             try:
                 bm = score_slide(job, config, model)

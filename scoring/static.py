@@ -247,6 +247,12 @@ def _background(slide: openslide.AbstractSlide) -> tuple[int, int, int]:
     return 255, 255, 255
 
 
+def _binary_shown(grid: np.ndarray) -> np.ndarray:
+    """binarize: pixels whose patches are mostly above the threshold show the top colour, the
+    rest stay uncoloured (slide or blank canvas), so only the selected patches stand out."""
+    return np.where(np.rint(grid) >= 1, 1.0, np.nan)
+
+
 class _Painter:
     """Renders strips onto one output canvas: slide pixels first, then the colour blend."""
 
@@ -295,7 +301,7 @@ class _Painter:
             grid = rasterize_blurred(self.l0_coords, self.values01, self.l0_patch, self.o_downsample,
                                      geo.l0_window, shape, offset)
             if p.binarize:
-                np.rint(grid, out=grid)
+                grid = _binary_shown(grid)
             idx = to_indices(grid)
             cols = np.flatnonzero((idx != TRANSPARENT).any(axis=0))
             if cols.size == 0:
@@ -308,7 +314,7 @@ class _Painter:
         if g_cols.size == 0:
             return None
         if p.binarize:
-            g = np.rint(g)  # overlapping 0/1 patches: majority, as CLAM rounds the mean
+            g = _binary_shown(g)
         idx = cells.expand(to_indices(g))
         o_c0, o_c1 = int(cells.o_col_edges[g_cols[0]]), int(cells.o_col_edges[g_cols[-1] + 1])
         return np.ascontiguousarray(idx[:, o_c0:o_c1]), o_c0

@@ -90,3 +90,24 @@ def test_blockmap_module_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=os.path.dirname(os.path.dirname(__file__)))
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_partials_of_a_live_writer_are_kept(tmp_path):
+    """A concurrent shard's file in progress survives another run's sweep; a dead writer's goes."""
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        from scoring.atomic import _HOST
+
+        mine = tmp_path / f".a.partial-{_HOST}-{live.pid}.png"
+        mine.write_bytes(b"in progress")
+        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True)
+        gone = tmp_path / f".b.partial-{_HOST}-{int(dead.stdout)}.png"
+        gone.write_bytes(b"left by a killed run")
+        other_host = tmp_path / ".c.partial-otherhost-1.png"
+        other_host.write_bytes(b"maybe running elsewhere")
+        assert remove_stale_partials(tmp_path) == 1
+        assert mine.exists() and other_host.exists() and not gone.exists()
+    finally:
+        live.kill()
+        live.wait()

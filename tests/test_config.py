@@ -157,3 +157,10 @@ def test_yaml_roundtrip_of_guide_example(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(GUIDE))
     assert load_config(path).save_exp_code == "EXP"
+
+
+def test_older_clam_boolean_drop_out_is_accepted():
+    assert _parse(_with(CLAM, "model_arguments", "drop_out", True)).model_options["dropout"] == 0.25
+    assert _parse(_with(CLAM, "model_arguments", "drop_out", False)).model_options["dropout"] == 0.0
+    with pytest.raises(ConfigError, match=r"model_arguments.drop_out must be a dropout rate"):
+        _parse(_with(CLAM, "model_arguments", "drop_out", 3))

@@ -328,3 +328,33 @@ def test_transmil_handles_tiny_and_non_square_bags() -> None:
     for n in (1, 2, 3, 5, 17):
         scores = score_bag(model, _bag(n))
         assert scores.attention.shape == (n,) and np.isfinite(scores.logits).all()
+
+
+@pytest.mark.shared
+def test_older_clam_layout_without_dropout_layer_matches_reference(tmp_path: Path) -> None:
+    """CLAM versions that build no Dropout when trained without it save the head at attention_net.2."""
+    state = torch.load(shared_path("reference", "clam_sb.pt"), map_location="cpu", weights_only=True)
+    old = {k.replace("attention_net.3.", "attention_net.2."): v for k, v in state.items()}
+    torch.save(old, tmp_path / "old_clam.pt")
+    expected = np.load(shared_path("reference", "clam_sb_expected.npz"))
+    features = np.load(shared_path("reference", "features_500x1024.npy"))
+    scores = score_bag(load_model("clam_sb", tmp_path / "old_clam.pt"), features)
+    np.testing.assert_allclose(scores.logits, expected["logits"], **TOL)
+    np.testing.assert_allclose(scores.attention, expected["attention_raw"][0], **TOL)
+
+
+@pytest.mark.parametrize("model_type", ["clam_sb", "clam_mb"])
+def test_clam_head_at_index_2_round_trips(model_type: str, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_model(model_type, in_dim=IN_DIM, n_classes=3, fc_dropout_layer=False).eval()
+    assert any(k.startswith("attention_net.2.attention_a") for k in model.state_dict())
+    torch.save(model.state_dict(), tmp_path / "m.pt")
+    features = np.random.default_rng(0).normal(size=(30, IN_DIM)).astype(np.float32)
+    loaded = load_model(model_type, tmp_path / "m.pt")
+    np.testing.assert_array_equal(score_bag(loaded, features).attention, score_bag(model, features).attention)
+
+
+def test_contradicting_n_classes_names_the_config_keys(tmp_path: Path) -> None:
+    torch.save(_fresh("abmil").state_dict(), tmp_path / "m.pt")
+    with pytest.raises(CheckpointMismatch, match=r"model_arguments.n_classes or exp_arguments.n_classes"):
+        load_model("abmil", tmp_path / "m.pt", n_classes=5)

@@ -228,3 +228,55 @@ def test_missing_features_fail_that_slide_only(cohort):
     assert set(errors) == {"beta", "broken"}
     assert "features not found for slide beta" in errors["beta"] and "trident/beta.h5" in errors["beta"]
     assert (root / "raw/EXP/tumor/alpha/alpha_blockmap.h5").exists()
+
+
+def test_overwrite_that_fails_leaves_the_slide_unfinished(cohort):
+    """--overwrite removes the old blockmap first: a slide that fails on redo is not listed as done
+    with stale scores, and the next plain run retries it."""
+    root, config = cohort["root"], str(cohort["config"])
+    assert main(["--config", config, "--no-progress"]) == 1
+    torch.save(torch.zeros(3, D + 1), root / "features" / "pt_files" / "alpha.pt")  # now broken
+    assert main(["--config", config, "--no-progress", "--overwrite"]) == 1
+    assert not (root / "raw/EXP/tumor/alpha/alpha_blockmap.h5").exists()
+    assert not (root / "prod/EXP/tumor/alpha_heatmap.png").exists()
+    assert not list((root / "prod/EXP/sampled_patches").glob("*/*/*_alpha_x_*"))
+    assert [r["slide_id"] for r in _results(root)] == ["beta"]
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda raw, root: raw["exp_arguments"].update(class_names=["a", "b", "c"]),
+     "exp_arguments.class_names has 3 names but the checkpoint"),
+    (lambda raw, root: raw["data_arguments"].update(data_dir="no_such_folder"),
+     "data_arguments.data_dir: folder not found: no_such_folder"),
+    (lambda raw, root: (root.joinpath("afile").write_text("x"),
+                        raw["exp_arguments"].update(production_save_dir="afile/prod")),
+     "exp_arguments.production_save_dir: cannot create afile/prod/EXP"),
+])
+def test_cohort_level_mistakes_stop_before_any_slide(cohort, change, message):
+    root, raw = cohort["root"], cohort["raw"]
+    change(raw, root)
+    bad = root / "bad.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    proc = _run_cli(root, "--config", str(bad))
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert not list(root.glob("raw/EXP/*/*/*_blockmap.h5"))
+
+
+def test_vis_level_the_slide_lacks_falls_back_to_its_coarsest(cohort, caplog):
+    root, raw = cohort["root"], cohort["raw"]
+    raw["heatmap_arguments"]["vis_level"] = 1  # CLAM's template value; the CMU scan has one level
+    (root / "c1.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["--config", str(root / "c1.yaml"), "--no-progress"]) == 1  # only `broken` fails
+    assert Image.open(root / "prod/EXP/tumor/alpha_heatmap.png").size == (2220, 2967)
+    assert "vis_level 1 does not exist" in caplog.text
+
+
+def test_slide_id_keeps_its_own_extension_case(cohort):
+    root, raw = cohort["root"], cohort["raw"]
+    os.symlink(root / "slides" / "alpha.svs", root / "slides" / "UPPER.SVS")
+    shutil.copy(root / "features" / "pt_files" / "alpha.pt", root / "features" / "pt_files" / "UPPER.pt")
+    shutil.copy(root / "features" / "h5_files" / "alpha.h5", root / "features" / "h5_files" / "UPPER.h5")
+    (root / "process_list.csv").write_text("slide_id,label\nUPPER.SVS,tumor\n")
+    assert main(["--config", str(cohort["config"]), "--no-progress"]) == 0
+    assert (root / "raw/EXP/tumor/UPPER/UPPER_blockmap.h5").exists()

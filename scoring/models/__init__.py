@@ -23,14 +23,17 @@ MODEL_TYPES: tuple[str, ...] = ("abmil", "clam_sb", "clam_mb", "transmil", "dsmi
 OPTION_NAMES: tuple[str, ...] = (
     "embed_dim", "attention_dim", "num_heads", "num_layers", "gate", "model_size", "dropout",
     "num_landmarks", "pinv_iterations", "dim_head", "residual_conv_kernel", "dropout_v",
-    "fcc_channels", "ungated_dropout_layer",
+    "fcc_channels", "ungated_dropout_layer", "fc_dropout_layer",
 )
 _ALIASES: dict[str, str] = {"attn_dim": "attention_dim", "drop_out": "dropout", "heads": "num_heads"}
 #: Options whose value a checkpoint can reveal; the checkpoint's value wins over a configured one.
 _WIDTHS: tuple[str, ...] = (
     "embed_dim", "attention_dim", "num_heads", "num_layers", "gate", "dim_head", "residual_conv_kernel",
-    "fcc_channels", "ungated_dropout_layer",
+    "fcc_channels", "ungated_dropout_layer", "fc_dropout_layer",
 )
+
+_CONFIG_KEYS = {"n_classes": "model_arguments.n_classes or exp_arguments.n_classes",
+                "in_dim": "model_arguments.in_dim, or embed_dim in a CLAM config"}
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +114,8 @@ def load_model(
     for name, given in (("n_classes", n_classes), ("in_dim", in_dim)):
         if given is not None and name in found and int(given) != int(found[name]):
             raise CheckpointMismatch(
-                f"checkpoint {ckpt_path} is a {model_type} with {name}={found[name]}, but {name}={given} was given"
+                f"checkpoint {ckpt_path} is a {model_type} with {name}={found[name]}, but the config says "
+                f"{name}={given} ({_CONFIG_KEYS[name]})"
             )
     for name in _WIDTHS:
         if name in found:

@@ -52,6 +52,7 @@ class CLAM(MILModel):
         gate: bool = True,
         dropout: float = 0.25,
         ungated_dropout_layer: bool = True,
+        fc_dropout_layer: bool = True,
     ) -> None:
         super().__init__(in_dim, n_classes)
         self.model_type = "clam_mb" if multi_branch else "clam_sb"
@@ -63,7 +64,12 @@ class CLAM(MILModel):
             head = GatedAttention(embed_dim, attention_dim, n_branches, dropout, gate=True)
         else:
             head = UngatedAttention(embed_dim, attention_dim, n_branches, dropout, ungated_dropout_layer)
-        self.attention_net = nn.Sequential(nn.Linear(in_dim, embed_dim), nn.ReLU(), nn.Dropout(dropout), head)
+        # Older CLAM versions add the Dropout only when trained with dropout: their attention head
+        # then sits at `attention_net.2` instead of `attention_net.3`.
+        fc: list[nn.Module] = [nn.Linear(in_dim, embed_dim), nn.ReLU()]
+        if fc_dropout_layer:
+            fc.append(nn.Dropout(dropout))
+        self.attention_net = nn.Sequential(*fc, head)
         self.classifiers: nn.Module
         if multi_branch:
             # One scalar classifier per class, each reading the bag vector of its own branch.
@@ -74,11 +80,12 @@ class CLAM(MILModel):
         self._config = {
             "in_dim": in_dim, "n_classes": n_classes, "embed_dim": embed_dim,
             "attention_dim": attention_dim, "gate": gate, "dropout": dropout,
+            "fc_dropout_layer": fc_dropout_layer,
         }
 
     def forward_with_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.attention_net[:3](x)
-        raw = self.attention_net[3](h)  # (N, branches): what CLAM's heatmaps store
+        h = self.attention_net[:-1](x)
+        raw = self.attention_net[-1](h)  # (N, branches): what CLAM's heatmaps store
         weights = torch.softmax(raw, dim=0)
         bag = weights.transpose(0, 1) @ h  # (branches, embed)
         if self.multi_branch:
@@ -103,7 +110,7 @@ def build(multi_branch: bool, in_dim: int, n_classes: int, options: Mapping[str,
     """A CLAM from the normalised options (model_size picks the widths that are not given)."""
     embed_dim, attention_dim = _options(options.get("model_size"), options.get("embed_dim"), options.get("attention_dim"))
     kwargs: dict[str, Any] = {}
-    for name in ("gate", "dropout", "ungated_dropout_layer"):
+    for name in ("gate", "dropout", "ungated_dropout_layer", "fc_dropout_layer"):
         if options.get(name) is not None:
             kwargs[name] = options[name]
     return CLAM(in_dim, n_classes, multi_branch=multi_branch, embed_dim=embed_dim, attention_dim=attention_dim, **kwargs)
@@ -115,15 +122,19 @@ def infer(multi_branch: bool, sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     proj = shape_of(sd, "attention_net.0.weight")
     if proj is not None and len(proj) == 2:
         out["embed_dim"], out["in_dim"] = proj
-    gated = shape_of(sd, "attention_net.3.attention_a.0.weight")
-    ungated = shape_of(sd, "attention_net.3.module.0.weight")
+    head = 3
+    if not any(k.startswith("attention_net.3.") for k in sd) and any(k.startswith("attention_net.2.") for k in sd):
+        head = 2  # saved by a CLAM version that builds no Dropout layer when trained without dropout
+        out["fc_dropout_layer"] = False
+    gated = shape_of(sd, f"attention_net.{head}.attention_a.0.weight")
+    ungated = shape_of(sd, f"attention_net.{head}.module.0.weight")
     if gated is not None and len(gated) == 2:
         out["gate"] = True
         out["attention_dim"] = gated[0]
     elif ungated is not None and len(ungated) == 2:
         out["gate"] = False
         out["attention_dim"] = ungated[0]
-        out["ungated_dropout_layer"] = shape_of(sd, "attention_net.3.module.2.weight") is None
+        out["ungated_dropout_layer"] = shape_of(sd, f"attention_net.{head}.module.2.weight") is None
     if multi_branch:
         n = 0
         while shape_of(sd, f"classifiers.{n}.weight") is not None:
