@@ -376,6 +376,13 @@ def render_static(slide: openslide.AbstractSlide, l0_coords: np.ndarray, scores:
     if not l0_patch or l0_patch <= 0:
         raise FeatureError(f"level-0 patch size must be positive, got {l0_patch!r}")
     geo = _geometry(slide, params)
+    if params.roi is not None:
+        # As CLAM does for an ROI: only the patches that reach into it are drawn and ranked, so
+        # percentiles (and raw min-max) describe the region being looked at.
+        l0_x, l0_y, l0_w, l0_h = geo.l0_window
+        inside = ((coords[:, 0] < l0_x + l0_w) & (coords[:, 0] + l0_patch > l0_x)
+                  & (coords[:, 1] < l0_y + l0_h) & (coords[:, 1] + l0_patch > l0_y))
+        coords, values = coords[inside], values[inside]
 
     values01 = normalize_scores(values, "percentile" if params.convert_to_percentiles else "raw")
     if params.binarize:

@@ -88,6 +88,18 @@ def test_roi_renders_only_the_box(cmu, cmu_pixels, tmp_path):
         render(cmu, tmp_path, roi=(3000, 0, 4000, 100))
 
 
+def test_roi_percentiles_rank_the_patches_inside_it(cmu, tmp_path):
+    """As in CLAM, an ROI's colours rank its own patches: its best patch gets the top colour even
+    though patches elsewhere on the slide score higher."""
+    inside = [int(np.flatnonzero((COORDS[:, 0] == x) & (COORDS[:, 1] == y))[0])
+              for x, y in ((0, 0), (256, 0), (0, 256), (256, 256))]
+    best = max(inside, key=lambda i: SCORES[i])
+    assert SCORES[best] < SCORES.max()
+    heat = render(cmu, tmp_path, roi=(0, 0, 512, 512), alpha=1.0)
+    x, y = COORDS[best]
+    np.testing.assert_array_equal(heat[y + 100, x + 100], matplotlib.colormaps["jet"](1.0, bytes=True)[:3])
+
+
 def test_custom_downsample_halves_both_images(cmu, tmp_path):
     path, orig = tmp_path / "h.png", tmp_path / "o.png"
     render_static(cmu, COORDS, SCORES, PATCH, HeatmapParams(custom_downsample=2), path, orig)
