@@ -19,55 +19,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
-import socket
 import statistics
-import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.server import ViewerStartError, start_viewer, stop_viewer  # noqa: E402
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
 TARGET_MS = 1000.0
 FIRST_TILE_JS = ("window.milViewer && (window.milViewer.error || "
                  "(window.milViewer.overlay && window.milViewer.overlay.firstTileDrawnAt !== null))")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, str(REPO_ROOT / "run_viewer.py"), "--demo", "--port", str(port)],
-                            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"run_viewer.py --demo exited with {proc.returncode}:\n{proc.stdout.read()}\n"
-                     "(build the demo first: make demo)")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/slides", timeout=2) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    sys.exit("run_viewer.py --demo did not start serving in 60 s")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def one_load(browser, url: str) -> dict:
@@ -101,9 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"{CHROMIUM} missing: install Debian's chromium (`apt-get install -y chromium`, or `make install`)")
     from playwright.sync_api import sync_playwright
 
-    port = args.port or free_port()
-    server = start_server(port)
-    base = f"http://127.0.0.1:{port}"
+    try:
+        server, base = start_viewer(["--demo"], port=args.port)
+    except ViewerStartError as exc:
+        sys.exit(f"{exc}\n(build the demo first: make demo)")
     try:
         with urllib.request.urlopen(base + "/api/slides") as r:
             cohort = json.load(r)
@@ -128,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 browser.close()
     finally:
-        stop_server(server)
+        stop_viewer(server)
     worst = max(medians)
     verdict = "PASS" if worst < TARGET_MS else "FAIL"
     print(f"page load -> first heatmap tile: {worst:.0f} ms (worst slide median) vs target {TARGET_MS:.0f} ms: {verdict}")

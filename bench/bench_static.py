@@ -35,30 +35,12 @@ import sys
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-BENCH_DIR = REPO_ROOT / "data" / "bench"
-SLIDE_W, SLIDE_H = 40_000, 30_000
-PATCH = 256
-N_PATCHES = 18_000
+from bench.common import BENCH_DIR, N_PATCHES, PATCH, REPO_ROOT, SLIDE_H, SLIDE_W, bench_slide  # noqa: E402
+
 CLAM = {"32x": (1.8, 277.0), "4x": (10.7, 1730.0)}  # seconds, MB
 SPEEDUP_TARGET, MEMORY_TARGET = 5.0, 4.0
-
-
-def bench_slide(rebuild: bool = False) -> Path:
-    """The cached 40000x30000 benchmark slide, built from real tissue when absent."""
-    from demo.cmu import cmu_small_region
-    from demo.pyramid import tissue_source, write_pyramid
-
-    path = BENCH_DIR / f"bench_{SLIDE_W}x{SLIDE_H}.svs"
-    if rebuild or not path.exists():
-        print(f"building {path.relative_to(REPO_ROOT)} ...", flush=True)
-        t0 = time.perf_counter()
-        write_pyramid(path, SLIDE_W, SLIDE_H, tissue_source(cmu_small_region()), tile=256,
-                      quality=75, mpp=0.5, seed=0)
-        print(f"  built in {time.perf_counter() - t0:.1f} s", flush=True)
-    return path
 
 
 def bench_patches(slide_path: Path, rebuild: bool = False) -> Path:

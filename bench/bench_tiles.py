@@ -28,41 +28,22 @@ import http.client
 import os
 import queue
 import random
-import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-BENCH_DIR = REPO_ROOT / "data" / "bench"
-SLIDE_W, SLIDE_H = 40_000, 30_000
-SLIDE_ID = f"bench_{SLIDE_W}x{SLIDE_H}"
-PATCH = 256
-N_PATCHES = 18_000
+from bench.common import (  # noqa: E402
+    BENCH_DIR, N_PATCHES, PATCH, REPO_ROOT, SLIDE_H, SLIDE_ID, SLIDE_W, bench_slide)
+from tests.server import ViewerStartError, start_viewer, stop_viewer  # noqa: E402
+
 RESULTS_DIR = BENCH_DIR / "viewer_results" / "BENCH"
 LABEL = "bench"
 CLIENTS = 8
 IN_PROCESS_TARGET, HTTP_TARGET = 3.0, 2.0
-
-
-def bench_slide(rebuild: bool = False) -> Path:
-    """The cached benchmark slide (same arguments as bench_static.py, so they share the file)."""
-    from demo.cmu import cmu_small_region
-    from demo.pyramid import tissue_source, write_pyramid
-
-    path = BENCH_DIR / f"{SLIDE_ID}.svs"
-    if rebuild or not path.exists():
-        print(f"building {path.relative_to(REPO_ROOT)} ...", flush=True)
-        t0 = time.perf_counter()
-        write_pyramid(path, SLIDE_W, SLIDE_H, tissue_source(cmu_small_region()), tile=256, quality=75,
-                      mpp=0.5, seed=0)
-        print(f"  built in {time.perf_counter() - t0:.1f} s", flush=True)
-    return path
 
 
 def bench_blockmap(slide: Path, rebuild: bool = False) -> Path:
@@ -145,34 +126,6 @@ def in_process(tiles: list[tuple[int, int, int]]) -> tuple[float, float, dict]:
     return totals[0], totals[1], per_level
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(port: int, workers: int, threads: int) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO_ROOT / "run_viewer.py"), "--results", str(RESULTS_DIR), "--slides",
-         str(BENCH_DIR), "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-         "--threads", str(threads)],
-        cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"run_viewer.py exited with {proc.returncode}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/api/slides")
-            if conn.getresponse().status == 200:
-                conn.close()
-                return proc
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("server did not start within 60 s")
-
-
 def http_rate(port: int, urls: list[str], clients: int = CLIENTS) -> float:
     """Tiles per second for `urls` fetched by `clients` threads over keep-alive connections."""
     work: queue.Queue[str] = queue.Queue()
@@ -253,18 +206,19 @@ def main(argv=None) -> int:
         rng.shuffle(order)
         slide_urls = [f"/slide/{SLIDE_ID}_files/{lv}/{c}_{r}.jpeg" for lv, c, r in order]
         overlay_urls = [f"/overlay/{SLIDE_ID}_files/{lv}/{c}_{r}.png" for lv, c, r in order]
-        port = free_port()
-        proc = start_server(port, args.workers, args.threads)
+        try:
+            proc, base = start_viewer(["--results", str(RESULTS_DIR), "--slides", str(BENCH_DIR), "--host",
+                                       "127.0.0.1", "--workers", str(args.workers), "--threads", str(args.threads)],
+                                      quiet=True)
+        except ViewerStartError as exc:
+            raise SystemExit(str(exc))
+        port = urlsplit(base).port
         try:
             http_rate(port, slide_urls[:64] + overlay_urls[:64])  # warm the workers
             slide_rate = http_rate(port, slide_urls)
             overlay_rate = http_rate(port, overlay_urls)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_viewer(proc)
         http_ratio = overlay_rate / slide_rate
         print(f"\nHTTP, gunicorn ({args.workers} workers x {args.threads} threads), {CLIENTS} clients, "
               f"{args.requests} requests each kind")

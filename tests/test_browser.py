@@ -13,11 +13,6 @@ import base64
 import io
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -28,6 +23,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import REPO_ROOT
+from tests.server import start_viewer, stop_viewer
 from tests.viewer_fixtures import client, viewer_app, viewer_cohort  # noqa: F401
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -67,12 +63,6 @@ def require_browser() -> None:
 # the server and the browser
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def http_get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
@@ -85,36 +75,12 @@ def http_get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
 def server(viewer_cohort) -> str:
     """run_viewer.py (gunicorn) on a free 127.0.0.1 port; yields its base URL."""
     require_browser()
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO_ROOT / "run_viewer.py"), "--config", str(viewer_cohort.config),
-         "--port", str(port), "--workers", "2", "--threads", "4"],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
+    proc, base = start_viewer(["--config", str(viewer_cohort.config), "--workers", "2", "--threads", "4"])
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"run_viewer.py exited with {proc.returncode}:\n{proc.stdout.read()}")
-            try:
-                if http_get(base + "/api/slides", timeout=2)[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("run_viewer.py did not start serving in 60 s")
-            time.sleep(0.2)
         yield base
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-        if proc.stdout:
-            proc.stdout.close()
+        stop_viewer(proc)
+        proc.stdout.close()
 
 
 @pytest.fixture(scope="session")

@@ -4,28 +4,21 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 import run_viewer
 from tests.conftest import REPO_ROOT
+from tests.server import free_port, start_viewer, stop_viewer, wait_until_serving
 from tests.viewer_fixtures import viewer_cohort  # noqa: F401
 
 TILE = "/slide/pyramid_files/13/5_4.jpeg"
 OVERLAY = "/overlay/pyramid_files/13/5_4.png?cmap=viridis"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def fetch(port: int, path: str, timeout: float = 10.0) -> tuple[int, dict, bytes]:
@@ -36,30 +29,6 @@ def fetch(port: int, path: str, timeout: float = 10.0) -> tuple[int, dict, bytes
         return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
     finally:
         conn.close()
-
-
-def wait_until_serving(proc: subprocess.Popen, port: int, deadline_s: float = 40.0) -> None:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            out = proc.stdout.read() if proc.stdout else ""
-            raise AssertionError(f"server exited with {proc.returncode}:\n{out}")
-        try:
-            if fetch(port, "/api/slides", timeout=2)[0] == 200:
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError("server did not start in time")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
 
 
 def check_serving(port: int) -> None:
@@ -76,16 +45,13 @@ def check_serving(port: int) -> None:
 
 
 def test_run_viewer_serves_tiles_through_gunicorn(viewer_cohort):
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO_ROOT / "run_viewer.py"), "--config", str(viewer_cohort.config),
-         "--port", str(port), "--workers", "2", "--threads", "2"],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc, base = start_viewer(["--config", str(viewer_cohort.config), "--workers", "2", "--threads", "2"],
+                              timeout=40)
+    port = urlsplit(base).port
     try:
-        wait_until_serving(proc, port)
         check_serving(port)
     finally:
-        stop(proc)
+        stop_viewer(proc)
     out = proc.stdout.read()
     assert "Starting gunicorn" in out and "Running on" not in out  # never Flask's dev server
     assert f"http://127.0.0.1:{port}/" in out
@@ -101,10 +67,10 @@ def test_gunicorn_factory_string(viewer_cohort):
                              "--no-control-socket", factory],
                             cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        wait_until_serving(proc, port)
+        wait_until_serving(proc, f"http://127.0.0.1:{port}", timeout=40, name="gunicorn")
         check_serving(port)
     finally:
-        stop(proc)
+        stop_viewer(proc)
 
 
 def test_viewer_never_imports_torch(viewer_cohort):
