@@ -5,8 +5,9 @@ that every machine can fetch (CMU-1-Small-Region, see demo.cmu):
 
     data/demo/slides/CMU-1-Small-Region.svs   the real scan itself (copied, not linked: the viewer
                                               refuses symlinks that leave the slide root)
-    data/demo/slides/CMU-tiled-large.svs      Aperio-style pyramid tiled from its tissue
-    data/demo/slides/CMU-tiled-stroma.tif     generic tiled TIFF from its stroma (few nuclei)
+    data/demo/slides/CMU-tiled-large.svs      Aperio-style pyramid quilted from its tissue:
+                                              nuclei-dense regions many patches wide in stroma
+    data/demo/slides/CMU-tiled-stroma.tif     generic tiled TIFF quilted from its stroma only
     data/demo/features/...                    CLAM (h5_files + pt_files) and TRIDENT layouts
     data/demo/process_list.csv                slide_id,label,process,features_path,coords_path
     data/demo/checkpoints/s_0_checkpoint.pt   CLAM-SB state dict, saved as CLAM saves it
@@ -66,7 +67,8 @@ class SlideSpec:
     seed: int = 0
     prefer: str = "tissue"
     crop: int = 2048
-    block: int = 1024
+    block: int = 256  # quilt cell of the tiled slides (demo.pyramid.write_pyramid)
+    dense_area: float = 0.35  # share of the tissue in nuclei-dense regions (write_pyramid)
     patch_level: int = 0  # CLAM: level at which patch_size is given
     target_magnification: float = 10.0  # TRIDENT
 
@@ -77,7 +79,7 @@ def default_specs(large: tuple[int, int] = (32768, 24576), stroma: tuple[int, in
         SlideSpec("CMU-1-Small-Region", "CMU-1-Small-Region.svs", "clam", 256),
         SlideSpec("CMU-tiled-large", "CMU-tiled-large.svs", "trident", 512, size=large, seed=1),
         SlideSpec("CMU-tiled-stroma", "CMU-tiled-stroma.tif", "clam", 256, size=stroma, seed=2,
-                  prefer="stroma", crop=768, block=256, patch_level=1),
+                  prefer="stroma", crop=768, dense_area=0.0, patch_level=1),
     ]
 
 
@@ -126,7 +128,8 @@ def _make_slide(spec: SlideSpec, slides_dir: Path, cmu: Path, sources: dict) -> 
         if key not in sources:
             sources[key] = tissue_source(cmu, spec.crop, prefer=spec.prefer)
         w, h = spec.size
-        write_pyramid(path, w, h, sources[key], seed=spec.seed, block=spec.block, mpp=0.499)
+        write_pyramid(path, w, h, sources[key], seed=spec.seed, block=spec.block,
+                      dense_area=spec.dense_area, mpp=0.499)
     log.info("slide %s: %s in %.1fs", spec.slide_id, path, time.perf_counter() - t0)
     return path, True
 

@@ -1,7 +1,8 @@
 """The demo data builder: tiled pyramids from real tissue, tissue mask, coords layouts, features, model.
 
-Everything here runs on small sizes (a few thousand pixels a side) so the module stays well under
-30 s; the same code builds the 32768x24576 demo slide and the benchmark slides.
+Everything here runs on small sizes (a few thousand pixels a side, one slide a quarter of the
+demo's) so the module stays well under 30 s; the same code builds the 32768x24576 demo slide and
+the benchmark slides.
 """
 from __future__ import annotations
 
@@ -37,6 +38,16 @@ def source(cmu_slide) -> np.ndarray:
 def svs(tmp_path_factory, source):
     path = tmp_path_factory.mktemp("pyr") / "tiled.svs"
     return write_pyramid(path, 6144, 4096, source, mpp=0.5, seed=3)
+
+
+@pytest.fixture(scope="module")
+def regions(tmp_path_factory, cmu_slide):
+    """A slide a quarter of the demo's large one, from the same 2048-px crop, patched and
+    described as the demo does it: (coords, nuclei fraction) of its 512-px tissue patches."""
+    path = tmp_path_factory.mktemp("regions") / "regions.svs"
+    write_pyramid(path, 16384, 12288, tissue_source(cmu_slide), seed=1)
+    coords = patch_grid(path, 512, mask=tissue_mask(path))
+    return coords, patch_features(path, coords, 512)[:, NUCLEI_INDEX]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -91,6 +102,45 @@ def test_pixels_are_tissue_and_levels_agree(svs):
     assert min(err, key=err.get) == (0, 0)
 
 
+def test_tiled_tissue_is_continuous(svs):
+    # quilt cells (and tiles) meet every 256 px: crossing one changes the colour no more than
+    # any other step between neighbouring pixels (a mosaic of pasted blocks jumps there)
+    with openslide.OpenSlide(str(svs)) as s:
+        lw, lh = s.level_dimensions[2]
+        low = _rgb(s, (0, 0), 2, (lw, lh)).astype(np.int16)
+        ys, xs = np.nonzero(low.max(-1) - low.min(-1) > 40)
+        x0, y0 = (int(np.median(xs)) * 4 - 512) // 256 * 256, (int(np.median(ys)) * 4 - 512) // 256 * 256
+        px = _rgb(s, (x0, y0), 0, (1024, 1024)).astype(np.float32)
+    assert px.std() > 20
+    border = np.arange(1023) % 256 == 255  # the step from column/row 255 to 256, 511 to 512, ...
+    for axis, mean_axes in ((1, (0, 2)), (0, (1, 2))):
+        step = np.abs(np.diff(px, axis=axis)).mean(mean_axes)
+        assert step[border].mean() < 1.3 * step[~border].mean(), axis
+
+
+def test_nuclei_dense_tissue_forms_regions_many_patches_wide(regions):
+    from scipy import ndimage
+
+    from demo.build import DENSE_THRESHOLD
+
+    coords, density = regions
+    dense = density > DENSE_THRESHOLD
+    assert len(coords) > 250 and 0.08 < dense.mean() < 0.6  # both kinds of tissue, stroma most
+    grid = np.full((12288 // 512, 16384 // 512), np.nan)
+    grid[coords[:, 1] // 512, coords[:, 0] // 512] = density
+    # neighbouring patches agree (a checkerboard of random blocks has no correlation) ...
+    a = np.r_[grid[:, :-1].ravel(), grid[:-1].ravel()]
+    b = np.r_[grid[:, 1:].ravel(), grid[1:].ravel()]
+    both = ~np.isnan(a) & ~np.isnan(b)
+    assert np.corrcoef(a[both], b[both])[0, 1] > 0.5
+    # ... and the dense patches join into regions: the largest spans several patches each way
+    labels, _ = ndimage.label(grid > DENSE_THRESHOLD)
+    sizes = np.bincount(labels.ravel())[1:]
+    ys, xs = np.nonzero(labels == np.argmax(sizes) + 1)
+    assert sizes.max() >= 12 and np.ptp(ys) >= 3 and np.ptp(xs) >= 3
+    assert sizes.max() >= 0.3 * dense.sum()
+
+
 def test_generic_tiff_and_determinism(tmp_path, source):
     a = write_pyramid(tmp_path / "a.tif", 2500, 1800, source, seed=7)
     b = write_pyramid(tmp_path / "b.tif", 2500, 1800, source, seed=7)
@@ -104,9 +154,11 @@ def test_generic_tiff_and_determinism(tmp_path, source):
     assert not list(tmp_path.glob(".*"))  # no partial files left behind
 
 
-def test_write_pyramid_rejects_bad_source(tmp_path):
+def test_write_pyramid_rejects_bad_source(tmp_path, source):
     with pytest.raises(ValueError):
         write_pyramid(tmp_path / "x.svs", 1000, 1000, np.zeros((100, 100), np.uint8))
+    with pytest.raises(ValueError):
+        write_pyramid(tmp_path / "x.svs", 1000, 1000, source, dense_area=1.5)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -218,6 +270,8 @@ def test_build_small_cohort(tmp_path):
         assert s.slide_path.exists() and s.features_path.exists() and s.coords_path.exists()
         assert s.features.shape == (len(s.coords), FEATURE_DIM) and len(s.coords) >= 20
         assert s.label in CLASS_NAMES
+    # the large slide has its nuclei-dense regions, the stroma slide none
+    assert [s.label for s in cohort.slides[1:]] == ["nuclei_dense", "nuclei_sparse"]
     with h5py.File(cohort.slides[1].coords_path) as f:
         assert f["coords"].attrs["patch_size_level0"] == 512
     with h5py.File(cohort.slides[2].coords_path) as f:
