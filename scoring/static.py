@@ -269,16 +269,20 @@ class _Painter:
         (l_w, l_h), (o_w, o_h) = geo.l_size, geo.o_size
         self.o_downsample = geo.downsample * l_w / o_w if geo.resized else geo.downsample
 
-    def slide_strip(self, strip: _Strip) -> Image.Image:
-        """The strip's slide pixels at output size, RGB; transparent scan areas show the slide's
-        background colour rather than black."""
+    def slide_strip(self, strip: _Strip) -> np.ndarray:
+        """The strip's slide pixels at output size, (rows, o_w, 3 or 4) uint8 of which the first
+        three channels are RGB; transparent scan areas show the slide's background colour rather
+        than black. Opaque strips (most) go to the canvas with a single copy."""
         geo = self.geo
         l_w, rows = geo.l_size[0], strip.l_row1 - strip.l_row0
         l0_x = geo.l0_window[0]
         l0_y = int(round(geo.l0_window[1] + strip.l_row0 * geo.downsample))
         region = self.slide.read_region((l0_x, l0_y), geo.level, (l_w, rows))
-        lo, _ = region.getchannel("A").getextrema()
-        if lo < 255:
+        if not geo.resized:
+            pixels = np.asarray(region)
+            if pixels[..., 3].min() == 255:
+                return pixels
+        if region.getchannel("A").getextrema()[0] < 255:
             base = Image.new("RGBA", region.size, self.background + (255,))
             base.alpha_composite(region)
             region = base
@@ -288,7 +292,7 @@ class _Painter:
             sy = l_h / o_h
             box = (0.0, strip.o_row0 * sy - strip.l_row0, float(l_w), strip.o_row1 * sy - strip.l_row0)
             region = region.resize((o_w, strip.o_row1 - strip.o_row0), Image.Resampling.BOX, box=box)
-        return region
+        return np.asarray(region)
 
     def indices(self, strip: _Strip) -> tuple[np.ndarray, int] | None:
         """Palette indices of the strip's output rows, cropped to the columns that patches touch
@@ -397,7 +401,7 @@ def render_static(slide: openslide.AbstractSlide, l0_coords: np.ndarray, scores:
     canvas = np.empty((o_h, o_w, 3), np.uint8)
     if original_path is not None or not params.blank_canvas:
         for strip, pixels in zip(geo.strips, _ordered_map(painter.slide_strip, geo.strips, workers)):
-            canvas[strip.o_row0:strip.o_row1] = np.asarray(pixels)
+            canvas[strip.o_row0:strip.o_row1] = pixels[..., :3]
             del pixels
         if original_path is not None:
             _save(canvas, original_path, orig_fmt)  # type: ignore[arg-type]
