@@ -11,7 +11,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from .base import GatedAttention, MILModel, shape_of
+from .base import GatedAttention, MILModel, linear_shape, shape_of
 
 
 class ABMIL(MILModel):
@@ -53,14 +53,14 @@ def build(in_dim: int, n_classes: int, options: Mapping[str, Any]) -> ABMIL:
 def infer(sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     """Widths an ABMIL checkpoint reveals; the gate is on where its sigmoid branch is saved."""
     out: dict[str, Any] = {}
-    proj = shape_of(sd, "patch_embed.0.weight")
-    if proj is not None and len(proj) == 2:
+    proj = linear_shape(sd, "patch_embed.0.weight")
+    if proj is not None:
         out["embed_dim"], out["in_dim"] = proj
-    attn = shape_of(sd, "global_attn.attention_a.0.weight")
-    if attn is not None and len(attn) == 2:
+    attn = linear_shape(sd, "global_attn.attention_a.0.weight")
+    if attn is not None:
         out["attention_dim"] = attn[0]
         out["gate"] = shape_of(sd, "global_attn.attention_b.0.weight") is not None
-    clf = shape_of(sd, "classifier.weight")
-    if clf is not None and len(clf) == 2:
+    clf = linear_shape(sd, "classifier.weight")
+    if clf is not None:
         out["n_classes"] = clf[0]
     return out

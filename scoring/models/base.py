@@ -88,3 +88,10 @@ def shape_of(state_dict: Mapping[str, torch.Tensor], key: str) -> tuple[int, ...
                 t = v
                 break
     return tuple(t.shape) if isinstance(t, torch.Tensor) else None
+
+
+def linear_shape(state_dict: Mapping[str, torch.Tensor], key: str) -> tuple[int, int] | None:
+    """(out, in) of a saved linear weight, or None where it is absent or not 2-D: the widths a
+    checkpoint reveals are read from these."""
+    shape = shape_of(state_dict, key)
+    return (shape[0], shape[1]) if shape is not None and len(shape) == 2 else None

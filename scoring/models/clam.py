@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from .base import GatedAttention, MILModel, shape_of
+from .base import GatedAttention, MILModel, linear_shape, shape_of
 
 #: CLAM's `size_arg`: (hidden width, attention width); the input width is the feature width.
 MODEL_SIZES: dict[str, tuple[int, int]] = {"small": (512, 256), "big": (512, 384)}
@@ -119,19 +119,19 @@ def build(multi_branch: bool, in_dim: int, n_classes: int, options: Mapping[str,
 def infer(multi_branch: bool, sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     """Widths a CLAM checkpoint reveals; what cannot be read is left out (the strict load reports it)."""
     out: dict[str, Any] = {}
-    proj = shape_of(sd, "attention_net.0.weight")
-    if proj is not None and len(proj) == 2:
+    proj = linear_shape(sd, "attention_net.0.weight")
+    if proj is not None:
         out["embed_dim"], out["in_dim"] = proj
     head = 3
     if not any(k.startswith("attention_net.3.") for k in sd) and any(k.startswith("attention_net.2.") for k in sd):
         head = 2  # saved by a CLAM version that builds no Dropout layer when trained without dropout
         out["fc_dropout_layer"] = False
-    gated = shape_of(sd, f"attention_net.{head}.attention_a.0.weight")
-    ungated = shape_of(sd, f"attention_net.{head}.module.0.weight")
-    if gated is not None and len(gated) == 2:
+    gated = linear_shape(sd, f"attention_net.{head}.attention_a.0.weight")
+    ungated = linear_shape(sd, f"attention_net.{head}.module.0.weight")
+    if gated is not None:
         out["gate"] = True
         out["attention_dim"] = gated[0]
-    elif ungated is not None and len(ungated) == 2:
+    elif ungated is not None:
         out["gate"] = False
         out["attention_dim"] = ungated[0]
         out["ungated_dropout_layer"] = shape_of(sd, f"attention_net.{head}.module.2.weight") is None
@@ -142,7 +142,7 @@ def infer(multi_branch: bool, sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
         if n:
             out["n_classes"] = n
     else:
-        clf = shape_of(sd, "classifiers.weight")
-        if clf is not None and len(clf) == 2:
+        clf = linear_shape(sd, "classifiers.weight")
+        if clf is not None:
             out["n_classes"] = clf[0]
     return out

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from .base import MILModel, shape_of
+from .base import MILModel, linear_shape, shape_of
 
 
 class InstanceClassifier(nn.Module):
@@ -95,16 +95,16 @@ def build(in_dim: int, n_classes: int, options: Mapping[str, Any]) -> DSMIL:
 
 def infer(sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    proj = shape_of(sd, "patch_embed.0.weight")
-    if proj is not None and len(proj) == 2:
+    proj = linear_shape(sd, "patch_embed.0.weight")
+    if proj is not None:
         out["embed_dim"], out["in_dim"] = proj
-    q = shape_of(sd, "b_classifier.q.weight")
-    if q is not None and len(q) == 2:
+    q = linear_shape(sd, "b_classifier.q.weight")
+    if q is not None:
         out["attention_dim"] = q[0]
     fcc = shape_of(sd, "b_classifier.fcc.weight")
     if fcc is not None and len(fcc) == 3:
         out["fcc_channels"] = fcc[0]
-    clf = shape_of(sd, "i_classifier.inst_classifier.weight")
-    if clf is not None and len(clf) == 2:
+    clf = linear_shape(sd, "i_classifier.inst_classifier.weight")
+    if clf is not None:
         out["n_classes"] = clf[0]
     return out

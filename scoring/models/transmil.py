@@ -20,7 +20,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from .base import MILModel, shape_of
+from .base import MILModel, linear_shape, shape_of
 
 
 def _nystrom_attention() -> type[nn.Module]:
@@ -155,8 +155,8 @@ def infer(sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     The landmark count and pseudo-inverse iterations have no weights, so they keep their defaults.
     """
     out: dict[str, Any] = {}
-    proj = shape_of(sd, "patch_embed.0.weight")
-    if proj is not None and len(proj) == 2:
+    proj = linear_shape(sd, "patch_embed.0.weight")
+    if proj is not None:
         out["embed_dim"], out["in_dim"] = proj
     layers = 0
     while shape_of(sd, f"blocks.{layers}.norm.weight") is not None:
@@ -170,7 +170,7 @@ def infer(sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
         qkv = shape_of(sd, "blocks.0.attention.to_qkv.weight")
         if qkv is not None and len(qkv) == 2 and qkv[0] % (3 * res[0]) == 0:
             out["dim_head"] = qkv[0] // (3 * res[0])
-    clf = shape_of(sd, "classifier.weight")
-    if clf is not None and len(clf) == 2:
+    clf = linear_shape(sd, "classifier.weight")
+    if clf is not None:
         out["n_classes"] = clf[0]
     return out
