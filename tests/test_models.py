@@ -83,7 +83,23 @@ def test_matches_reference_implementation(model_type: str, filename: str) -> Non
         np.testing.assert_allclose(scores.attention, per_class[:, scores.pred], **TOL)
     else:
         assert scores.attention_per_class is None
-        np.testing.assert_allclose(scores.attention, per_class[:, 0], **TOL)
+        np.testing.assert_allclose(scores.attention, per_class[:, 0], **_attention_tolerance(model_type, per_class))
+
+
+def _attention_tolerance(model_type: str, reference: np.ndarray) -> dict:
+    """1e-5, except that TransMIL's attention is held to 1e-5 of the map's own scale.
+
+    TransMIL's scores are dot products of 512-wide float32 tokens after Nystrom attention (an
+    iterated pseudo-inverse), spanning about -225..225 here. The reference numbers are float32 too:
+    a float64 run of the same checkpoint differs from them by up to 1.2e-4, and float32 runs by
+    1e-4 to 2e-4 depending on the CPU's BLAS kernels (AVX2 or AVX-512). No implementation can agree
+    with a float32 reference more closely than the reference agrees with exact arithmetic, so the
+    absolute tolerance is 1e-5 of the largest score (2.3e-3 here); a wrong formula is off by whole
+    units. Logits and probabilities keep 1e-5.
+    """
+    if model_type != "transmil":
+        return TOL
+    return dict(rtol=1e-5, atol=1e-5 * float(np.abs(reference).max()))
 
 
 @pytest.mark.shared
