@@ -33,6 +33,7 @@ $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 demo-data: install
@@ -53,10 +54,10 @@ test: install
 	$(BIN)/python -m pytest -n 2 -q
 
 bench: install demo-data
-	$(BIN)/python bench/bench_static.py
-	$(BIN)/python bench/bench_cohort.py
-	$(BIN)/python bench/bench_tiles.py
-	$(BIN)/python bench/bench_first_tile.py
+	$(BIN)/python -m bench.bench_static
+	$(BIN)/python -m bench.bench_cohort
+	$(BIN)/python -m bench.bench_tiles
+	$(BIN)/python -m bench.bench_first_tile
 
 clean:
 	rm -rf $(VENV) data heatmaps/heatmap_raw_results heatmaps/heatmap_production_results

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Score a cohort and write heatmaps: `python create_heatmaps.py --config FILE [--overwrite] [--shard I/N]`."""
+"""Score a cohort and write heatmaps: `python create_heatmaps.py --config FILE [--overwrite] [--shard I/N]` (= `mil-heatmaps`)."""
 import sys
 
 from scoring.cli import main

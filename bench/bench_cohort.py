@@ -73,7 +73,7 @@ def main() -> None:
     results = {}
     for n in (1, args.copies):
         # each size in its own interpreter: RUSAGE_CHILDREN is a running maximum
-        code = (f"import sys; sys.path.insert(0, {str(REPO_ROOT)!r}); from bench.bench_cohort import make_cohort, run; "
+        code = ("from bench.bench_cohort import make_cohort, run; "
                 f"w, m = run(make_cohort({n})); print(w, m)")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT)
         if out.returncode != 0:

@@ -24,9 +24,8 @@ import sys
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.server import ViewerStartError, start_viewer, stop_viewer  # noqa: E402
+from viewer.background import ViewerStartError, start_viewer, stop_viewer  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -35,7 +35,6 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import BENCH_DIR, N_PATCHES, PATCH, REPO_ROOT, SLIDE_H, SLIDE_W, bench_slide  # noqa: E402
 

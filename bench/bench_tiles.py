@@ -5,7 +5,7 @@
 Slide: the 40000x30000 pyramidal Aperio-style TIFF of real H&E tissue that bench_static.py uses
 (demo.pyramid from the CMU-1 scan; built once, cached under data/bench/). Patches: a lattice of
 256-px level-0 patches over the tissue (demo.patches' tissue mask), its step chosen to give
-~18,000 patches; scores random; one blockmap written with scoring.blockmap under
+~18,000 patches; scores random; one blockmap written with scoremap.blockmap under
 data/bench/viewer_results/ (rebuilt when the slide is newer).
 
 Tile set: up to --tiles-per-level random tiles (fixed seed) of each of the 8 deepest Deep Zoom
@@ -34,11 +34,10 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (  # noqa: E402
     BENCH_DIR, N_PATCHES, PATCH, REPO_ROOT, SLIDE_H, SLIDE_ID, SLIDE_W, bench_slide)
-from tests.server import ViewerStartError, start_viewer, stop_viewer  # noqa: E402
+from viewer.background import ViewerStartError, start_viewer, stop_viewer  # noqa: E402
 
 RESULTS_DIR = BENCH_DIR / "viewer_results" / "BENCH"
 LABEL = "bench"
@@ -51,7 +50,7 @@ def bench_blockmap(slide: Path, rebuild: bool = False) -> Path:
     import numpy as np
 
     from demo.patches import patch_grid, tissue_mask
-    from scoring.blockmap import Blockmap, blockmap_path, write_blockmap
+    from scoremap.blockmap import Blockmap, blockmap_path, write_blockmap
 
     path = blockmap_path(RESULTS_DIR, LABEL, SLIDE_ID)
     if path.exists() and not rebuild and path.stat().st_mtime >= slide.stat().st_mtime:

@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 from scipy import ndimage
 
-from scoring.atomic import atomic_output
+from scoremap.atomic import atomic_output
 
 if TYPE_CHECKING:
     import openslide

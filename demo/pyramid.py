@@ -35,7 +35,7 @@ import tifffile
 from PIL import Image
 from scipy import ndimage
 
-from scoring.atomic import atomic_output
+from scoremap.atomic import atomic_output
 
 MAX_TOP_LEVEL_SIDE = 1000  # keep halving until the smallest level's longest side is below this
 RIM = 1200  # level-0 px over which nuclei-dense regions fade into stroma

@@ -14,7 +14,6 @@ from scoring.errors import HeatmapError
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="create_heatmaps.py",
         description="Score a cohort of slides with a trained MIL model and write attention blockmaps, "
                     "results.csv, sampled patches and static heatmaps.")
     parser.add_argument("--config", "--config_file", dest="config", required=True, metavar="FILE",

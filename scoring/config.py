@@ -9,12 +9,16 @@ import difflib
 import logging
 import math
 import os
+from collections import namedtuple
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 
+from scoremap.colormap import check_colormap
+from scoremap.defaults import HEATMAP_ARGUMENTS
+from scoremap.errors import UnknownColormap
 from scoring.errors import ConfigError
 from scoring.models import MODEL_TYPES  # torch-free import: the registry loads models lazily
 
@@ -153,14 +157,10 @@ def _slide_ext(v: Any) -> str:
 
 
 def _cmap(v: Any) -> str:
-    name = _str(v)
-    import matplotlib
-
-    if name not in matplotlib.colormaps:
-        close = difflib.get_close_matches(name, list(matplotlib.colormaps), n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ValueError(f"a matplotlib colormap name such as jet, coolwarm, viridis, plasma, hot{hint}")
-    return name
+    try:
+        return check_colormap(_str(v))
+    except UnknownColormap as exc:
+        raise ValueError(str(exc).replace("expected ", "")) from None
 
 
 def _vis_level(v: Any) -> int:
@@ -205,6 +205,7 @@ class _Key:
 
 
 _EXTRACTION_ONLY = "feature-extraction setting, has no effect on scoring"
+_HEAT = HEATMAP_ARGUMENTS
 
 SCHEMA: dict[str, dict[str, _Key]] = {
     "exp_arguments": {
@@ -252,18 +253,18 @@ SCHEMA: dict[str, dict[str, _Key]] = {
         "initiate_fn": _Key(_ignored, ignored="CLAM's loader name; models are chosen by model_type"),
     },
     "heatmap_arguments": {
-        "vis_level": _Key(_vis_level, -1),
-        "alpha": _Key(_unit, 0.4),
-        "cmap": _Key(_cmap, "jet"),
-        "convert_to_percentiles": _Key(_bool, True),
-        "blur": _Key(_bool, False),
-        "save_orig": _Key(_bool, True),
-        "save_ext": _Key(_ext, "png"),
-        "custom_downsample": _Key(_custom_downsample, 1.0),
-        "blank_canvas": _Key(_bool, False),
-        "binarize": _Key(_bool, False),
-        "binary_thresh": _Key(_thresh, -1.0),
-        "use_roi": _Key(_opt_bool),
+        "vis_level": _Key(_vis_level, _HEAT["vis_level"]),
+        "alpha": _Key(_unit, _HEAT["alpha"]),
+        "cmap": _Key(_cmap, _HEAT["cmap"]),
+        "convert_to_percentiles": _Key(_bool, _HEAT["convert_to_percentiles"]),
+        "blur": _Key(_bool, _HEAT["blur"]),
+        "save_orig": _Key(_bool, _HEAT["save_orig"]),
+        "save_ext": _Key(_ext, _HEAT["save_ext"]),
+        "custom_downsample": _Key(_custom_downsample, _HEAT["custom_downsample"]),
+        "blank_canvas": _Key(_bool, _HEAT["blank_canvas"]),
+        "binarize": _Key(_bool, _HEAT["binarize"]),
+        "binary_thresh": _Key(_thresh, _HEAT["binary_thresh"]),
+        "use_roi": _Key(_opt_bool, _HEAT["use_roi"]),
         "use_ref_scores": _Key(_ignored, ignored="percentiles are always taken over the slide's own patches"),
         "use_center_shift": _Key(_ignored, ignored="CLAM patch-in-contour test, " + _EXTRACTION_ONLY),
         "calc_heatmap": _Key(_ignored, ignored="heatmaps are always computed from the blockmap"),
@@ -312,20 +313,9 @@ class SampleSpec:
     score_end: float | None = None
 
 
-@dataclass(frozen=True)
-class HeatmapConfig:
-    vis_level: int = -1
-    alpha: float = 0.4
-    cmap: str = "jet"
-    convert_to_percentiles: bool = True
-    blur: bool = False
-    save_orig: bool = True
-    save_ext: str = "png"
-    custom_downsample: float = 1.0
-    blank_canvas: bool = False
-    binarize: bool = False
-    binary_thresh: float = -1.0
-    use_roi: bool | None = None  # None: use ROI columns when the process list has them
+#: The validated `heatmap_arguments`: one field per key of `scoremap.defaults.HEATMAP_ARGUMENTS`,
+#: which also gives every default (a section that leaves a key out gets it from there).
+HeatmapConfig = namedtuple("HeatmapConfig", tuple(HEATMAP_ARGUMENTS), defaults=tuple(HEATMAP_ARGUMENTS.values()))
 
 
 @dataclass(frozen=True)
@@ -505,7 +495,7 @@ def parse_config(raw: Any, source: Path) -> Config:
     if embed_dim is not None:
         options["embed_dim"] = embed_dim
 
-    heatmap = HeatmapConfig(**{k: heat[k] for k in HeatmapConfig.__dataclass_fields__})
+    heatmap = HeatmapConfig(**{k: heat[k] for k in HEATMAP_ARGUMENTS})
     return Config(
         source=source,
         save_exp_code=exp["save_exp_code"],

@@ -16,12 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import openslide
-import PIL
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from scoring.atomic import atomic_output, remove_stale_partials
-from scoring.blockmap import Blockmap, BlockmapError, blockmap_path, read_blockmap, write_blockmap
+from scoremap.atomic import atomic_output, remove_stale_partials
+from scoremap.blockmap import Blockmap, BlockmapError, blockmap_path, read_blockmap, write_blockmap
+from scoremap.errors import SlideOpenError
+from scoremap.slides import open_slide
 from scoring.config import Config
 from scoring.errors import ConfigError, HeatmapError, SlideError
 from scoring.features import load_bag
@@ -39,19 +40,6 @@ class RunSummary:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (slide_id, message)
     results_csv: Path | None = None
     errors_csv: Path | None = None
-
-
-def open_slide(path: Path) -> openslide.AbstractSlide:
-    """OpenSlide for every format it reads; SlideError naming the file otherwise."""
-    if not path.exists():
-        raise SlideError(f"slide file not found: {path}")
-    try:
-        return openslide.open_slide(str(path))
-    except PIL.UnidentifiedImageError:
-        raise SlideError(f"{path}: OpenSlide cannot open this slide: not a format OpenSlide reads "
-                         "(nor a plain image)") from None
-    except (openslide.OpenSlideError, OSError, ValueError) as exc:
-        raise SlideError(f"{path}: OpenSlide cannot open this slide ({type(exc).__name__}: {exc})") from None
 
 
 def heatmap_paths(config: Config, job: SlideJob) -> tuple[Path, Path]:
@@ -104,7 +92,10 @@ def score_slide(job: SlideJob, config: Config, model) -> Blockmap:
     """Score one slide and write all its outputs; returns what went into its blockmap."""
     from scoring.attention import score_bag
 
-    slide = open_slide(job.slide_path)
+    try:
+        slide = open_slide(job.slide_path)
+    except SlideOpenError as exc:
+        raise SlideError(str(exc)) from None
     try:
         bag = load_bag(job, config, slide.level_downsamples, slide.dimensions)
         result = score_bag(model, bag.features)

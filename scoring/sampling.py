@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import openslide
 
-from scoring.atomic import atomic_output
+from scoremap.atomic import atomic_output
 from scoring.config import SampleSpec
 
 

@@ -7,12 +7,12 @@ colours it with matplotlib and blends in float: ~6 full-size float copies (1.7 G
 worked on by a thread pool (OpenSlide decoding and Pillow's resampling release the GIL):
 
     read_region(strip) -> RGB [box downsample for custom_downsample] -> canvas  => original
-    cell_grid(strip) -> palette indices (scoring.colormap) -> Pillow palette colours,
+    window_indices(strip) (scoremap.raster) -> Pillow palette colours,
         alpha-masked paste onto the canvas (the blend, in C)                     => heatmap
 
 imagecodecs (libjpeg-turbo, libpng) or tifffile encode both files straight from the numpy canvas,
-each under a hidden name renamed when complete (`scoring.atomic`).
-Planes (see scoring.scoregrid): l0_ level-0 pixels, l_ pixels of the chosen level, o_ pixels of
+each under a hidden name renamed when complete (`scoremap.atomic`).
+Planes (see scoremap.grid): l0_ level-0 pixels, l_ pixels of the chosen level, o_ pixels of
 the output image (l_ divided by `custom_downsample`).
 """
 from __future__ import annotations
@@ -30,10 +30,14 @@ import numpy as np
 import openslide
 from PIL import Image
 
-from scoring.atomic import atomic_output
-from scoring.colormap import TRANSPARENT, palette, to_indices
+from scoremap.atomic import atomic_output
+from scoremap.colormap import TRANSPARENT, check_colormap, palette
+from scoremap.defaults import HEATMAP_ARGUMENTS
+from scoremap.errors import UnknownColormap
 from scoring.errors import ConfigError, FeatureError
-from scoring.scoregrid import cell_grid, normalize_scores, rasterize_blurred
+from scoremap.patch_index import PatchIndex
+from scoremap.raster import ScoreSource, Window, window_indices
+from scoremap.normalize import normalize_scores
 
 TARGET_DOWNSAMPLE = 32.0  # vis_level -1: the level whose downsample is closest to this
 JPEG_QUALITY = 90
@@ -43,19 +47,22 @@ _FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".ti
 _JPEG_MAX_SIDE = 65_500
 
 
+_H = HEATMAP_ARGUMENTS  # the one place heatmap defaults live (scoremap.defaults)
+
+
 @dataclass(frozen=True)
 class HeatmapParams:
     """The `heatmap_arguments` of SPEC §3 that shape the static image (CLAM's names and defaults)."""
 
-    vis_level: int = -1  # -1: level whose downsample is closest to 32
-    alpha: float = 0.4  # 0: slide only, 1: heatmap only
-    cmap: str = "jet"
-    convert_to_percentiles: bool = True
-    blur: bool = False  # gaussian smoothing, sigma tied to the patch size at vis level
-    custom_downsample: float = 1  # extra downscale of the final images (>=1)
-    binarize: bool = False
-    binary_thresh: float = -1  # as CLAM: <0 -> 1/N when binarize
-    blank_canvas: bool = False  # white instead of slide pixels
+    vis_level: int = _H["vis_level"]  # -1: level whose downsample is closest to 32
+    alpha: float = _H["alpha"]  # 0: slide only, 1: heatmap only
+    cmap: str = _H["cmap"]
+    convert_to_percentiles: bool = _H["convert_to_percentiles"]
+    blur: bool = _H["blur"]  # gaussian smoothing, sigma tied to the patch size at vis level
+    custom_downsample: float = _H["custom_downsample"]  # extra downscale of the final images (>=1)
+    binarize: bool = _H["binarize"]
+    binary_thresh: float = _H["binary_thresh"]  # as CLAM: <0 -> 1/N when binarize
+    blank_canvas: bool = _H["blank_canvas"]  # white instead of slide pixels
     roi: tuple[int, int, int, int] | None = None  # level-0 x1,y1,x2,y2 -> render only that box
 
 
@@ -259,7 +266,10 @@ class _Painter:
     def __init__(self, slide: openslide.AbstractSlide, geo: _Geometry, params: HeatmapParams,
                  l0_coords: np.ndarray, values01: np.ndarray, l0_patch: float):
         self.slide, self.geo, self.params = slide, geo, params
-        self.l0_coords, self.values01, self.l0_patch = l0_coords, values01, l0_patch
+        # the index finds each strip's patches without visiting the whole bag
+        coords = np.asarray(l0_coords, np.int64)
+        index = PatchIndex(coords, int(l0_patch)) if len(coords) else None
+        self.source = ScoreSource(coords, np.asarray(values01, np.float64), int(l0_patch), index)
         self.background = _background(slide)
         self.palette_bytes = palette(params.cmap).tobytes()
         opacity = int(round(params.alpha * 255))
@@ -295,33 +305,20 @@ class _Painter:
         return np.asarray(region)
 
     def indices(self, strip: _Strip) -> tuple[np.ndarray, int] | None:
-        """Palette indices of the strip's output rows, cropped to the columns that patches touch
-        (glass on either side of the tissue is neither coloured nor visited), with the crop's
-        first column; None when no patch touches the strip."""
+        """Palette indices of the strip's output rows (the one window rasteriser, as tiles and
+        exports use it), cropped to the columns that show colour (glass on either side of the
+        tissue is neither coloured nor copied), with the crop's first column; None when no patch
+        colours the strip."""
         geo, p = self.geo, self.params
-        shape = (strip.o_row1 - strip.o_row0, geo.o_size[0])
-        offset = (strip.o_row0, 0)
-        if p.blur:
-            grid = rasterize_blurred(self.l0_coords, self.values01, self.l0_patch, self.o_downsample,
-                                     geo.l0_window, shape, offset)
-            if p.binarize:
-                grid = _binary_shown(grid)
-            idx = to_indices(grid)
-            cols = np.flatnonzero((idx != TRANSPARENT).any(axis=0))
-            if cols.size == 0:
-                return None
-            return np.ascontiguousarray(idx[:, cols[0]:cols[-1] + 1]), int(cols[0])
-        cells = cell_grid(self.l0_coords, self.values01, self.l0_patch, self.o_downsample,
-                          geo.l0_window, shape, offset)
-        g = cells.g_values
-        g_cols = np.flatnonzero(~np.isnan(g).all(axis=0))
-        if g_cols.size == 0:
+        window = Window(geo.l0_window, self.o_downsample, strip.o_row1 - strip.o_row0, geo.o_size[0],
+                        strip.o_row0, 0)
+        idx = window_indices(self.source, window, blur=p.blur, transform=_binary_shown if p.binarize else None)
+        if idx is None:
             return None
-        if p.binarize:
-            g = _binary_shown(g)
-        idx = cells.expand(to_indices(g))
-        o_c0, o_c1 = int(cells.o_col_edges[g_cols[0]]), int(cells.o_col_edges[g_cols[-1] + 1])
-        return np.ascontiguousarray(idx[:, o_c0:o_c1]), o_c0
+        cols = np.flatnonzero((idx != TRANSPARENT).any(axis=0))
+        if cols.size == 0:
+            return None
+        return np.ascontiguousarray(idx[:, cols[0]:cols[-1] + 1]), int(cols[0])
 
     def blend(self, canvas: np.ndarray, strip: _Strip, found: tuple[np.ndarray, int] | None) -> None:
         """alpha * colour + (1 - alpha) * canvas where a patch lies, in place (Pillow's masked
@@ -354,7 +351,10 @@ def _check_params(params: HeatmapParams) -> None:
     if not cd >= 1.0 or math.isinf(cd):
         raise ConfigError(f"heatmap_arguments.custom_downsample: {params.custom_downsample!r}; "
                           f"expected a number >= 1 (1 keeps the level's size, 2 halves it)")
-    palette(params.cmap)  # unknown colormap -> ConfigError naming heatmap_arguments.cmap
+    try:
+        check_colormap(params.cmap)
+    except UnknownColormap as exc:
+        raise ConfigError(f"heatmap_arguments.cmap: {exc}") from None
 
 
 def render_static(slide: openslide.AbstractSlide, l0_coords: np.ndarray, scores: np.ndarray, l0_patch: int,

@@ -9,8 +9,8 @@ import h5py
 import numpy as np
 import pytest
 
-from scoring.atomic import atomic_output, remove_stale_partials
-from scoring.blockmap import Blockmap, BlockmapError, blockmap_path, read_blockmap, write_blockmap
+from scoremap.atomic import atomic_output, remove_stale_partials
+from scoremap.blockmap import Blockmap, BlockmapError, blockmap_path, read_blockmap, write_blockmap
 
 
 def _bm(per_class=True) -> Blockmap:
@@ -75,7 +75,7 @@ def test_atomic_output_leaves_nothing_on_error(tmp_path):
 def test_sigkill_mid_write_leaves_no_final_file(tmp_path):
     final = tmp_path / "x.h5"
     code = ("import os, signal, sys\n"
-            "from scoring.atomic import atomic_output\n"
+            "from scoremap.atomic import atomic_output\n"
             f"with atomic_output({str(final)!r}) as tmp:\n"
             "    tmp.write_bytes(b'partial')\n"
             "    os.kill(os.getpid(), signal.SIGKILL)\n")
@@ -86,7 +86,7 @@ def test_sigkill_mid_write_leaves_no_final_file(tmp_path):
 
 
 def test_blockmap_module_does_not_import_torch():
-    code = "import sys, scoring.blockmap, scoring.config, scoring.inventory; print('torch' in sys.modules)"
+    code = "import sys, scoremap.blockmap, scoring.config, scoring.inventory; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=os.path.dirname(os.path.dirname(__file__)))
     assert out.stdout.strip() == "False", out.stderr
@@ -96,7 +96,7 @@ def test_partials_of_a_live_writer_are_kept(tmp_path):
     """A concurrent shard's file in progress survives another run's sweep; a dead writer's goes."""
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        from scoring.atomic import _HOST
+        from scoremap.atomic import _HOST
 
         mine = tmp_path / f".a.partial-{_HOST}-{live.pid}.png"
         mine.write_bytes(b"in progress")

@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import REPO_ROOT
-from tests.server import start_viewer, stop_viewer
+from viewer.background import start_viewer, stop_viewer
 from tests.viewer_fixtures import client, viewer_app, viewer_cohort  # noqa: F401
 
 CHROMIUM = Path("/usr/bin/chromium")

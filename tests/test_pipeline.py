@@ -18,7 +18,7 @@ import yaml
 from PIL import Image
 
 from scoring.attention import score_bag
-from scoring.blockmap import read_blockmap
+from scoremap.blockmap import read_blockmap
 from scoring.cli import main
 from scoring.models import build_model, load_model
 

@@ -243,7 +243,7 @@ def test_strips_join_without_seams(pyramid, tmp_path, monkeypatch, params):
 
 
 def test_colouring_modules_do_not_import_torch():
-    code = ("import sys; import scoring.colormap, scoring.scoregrid, scoring.static; "
+    code = ("import sys; import scoremap.colormap, scoremap.grid, scoring.static; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

@@ -9,7 +9,7 @@ import openslide
 import pytest
 from PIL import Image
 
-from scoring.scoregrid import normalize_scores
+from scoremap.normalize import normalize_scores
 from tests.viewer_fixtures import PATCH, client, viewer_app, viewer_cohort, write_scored  # noqa: F401
 from viewer.app import create_app
 from viewer.errors import ViewerConfigError
@@ -124,7 +124,7 @@ def test_thumbnail_and_colorbar(client):
     assert bar.status_code == 200 and bar.mimetype == "image/png"
     legend = Image.open(io.BytesIO(bar.data))
     assert legend.size == (200, 10)
-    from scoring.colormap import colorbar
+    from scoremap.colormap import colorbar
 
     assert np.array_equal(np.asarray(legend.convert("RGB")), np.asarray(colorbar("viridis", 200, 10)))
     names = client.get("/api/colormaps").get_json()

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scoring.blockmap import Blockmap
-from scoring.colormap import TRANSPARENT, palette, to_indices
-from scoring.scoregrid import normalize_scores, rasterize_blurred
+from scoremap.blockmap import Blockmap
+from scoremap.colormap import TRANSPARENT, palette, to_indices
+from scoremap.grid import rasterize_blurred
+from scoremap.normalize import normalize_scores
 from tests.viewer_fixtures import PATCH, client, viewer_app, viewer_cohort  # noqa: F401
 from viewer.geometry import DeepZoomGeometry
 from viewer.overlay import render_overlay_tile, tile_indices
@@ -196,11 +197,12 @@ def test_limit_bounds_offset_moves_the_overlay():
     x, y = 6001 - 3000, 3003 - 1001  # the patch in Deep Zoom pixels
     col, row = x // 254, y // 254
     box = geo.tile_box(top, col, row)
-    idx = tile_indices(scores, scores.normalized(1, "percentile"), geo, box, 0.0, False)
+    params = OverlayParams("jet", None, "percentile", 0.0, False)
+    idx = tile_indices(scores, geo, box, params, 1)
     lx, ly = x - box.z_x, y - box.z_y
     assert idx[ly, lx] != TRANSPARENT
     assert idx[ly, lx - 1] == TRANSPARENT and idx[ly - 1, lx] == TRANSPARENT
-    png = render_overlay_tile(scores, geo, box, OverlayParams("jet", None, "percentile", 0.0, False), 1)
+    png = render_overlay_tile(scores, geo, box, params, 1)
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), idx)
 
 

@@ -12,9 +12,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-import run_viewer
+from viewer import cli as run_viewer
 from tests.conftest import REPO_ROOT
-from tests.server import free_port, start_viewer, stop_viewer, wait_until_serving
+from viewer.background import free_port, start_viewer, stop_viewer, wait_until_serving
 from tests.viewer_fixtures import viewer_cohort  # noqa: F401
 
 TILE = "/slide/pyramid_files/13/5_4.jpeg"
@@ -89,9 +89,7 @@ for url in ["/", "/api/slides", "/api/slides/pyramid", "{TILE}", "{OVERLAY}", "{
     assert client.get(url).status_code == 200, url
 print(sorted(m for m in sys.modules if m.split(".")[0] == "torch"))
 """
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
 

@@ -58,7 +58,7 @@ def sample_tiles(dz: DeepZoomGenerator) -> list[tuple[int, int, int]]:
 
 def check_slide_tiles(client, slide_id: str, path: Path) -> int:
     """Compare the served tiles (and the in-process tile) with the reference; returns #tiles."""
-    with openslide.OpenSlide(str(path)) as slide:
+    with openslide.open_slide(str(path)) as slide:  # openslide's own choice: OpenSlide, else ImageSlide
         dz = DeepZoomGenerator(slide, 254, 1, True)
         dzi = client.get(f"/slide/{slide_id}.dzi")
         assert dzi.status_code == 200
@@ -99,12 +99,13 @@ READABLE = {
     "boxes": "boxes.tiff",
     "small": "small.svs",
     "dicom-boxes": "dicom-boxes/boxes_0.dcm",
+    # a plain (untiled) TIFF OpenSlide refuses: scoring reads it through Pillow, so the viewer does too
+    "kidney-48-5": "kidney-48-5.tif",
 }
 UNREADABLE = {
     "unreadable": "unreadable.svs",
     "unopenable": "unopenable.tiff",
     "broken": "broken.svs",
-    "kidney-48-5": "kidney-48-5.tif",
 }
 
 

@@ -26,7 +26,7 @@ import numpy as np
 
 import pytest
 
-from scoring.blockmap import Blockmap, blockmap_path, write_blockmap
+from scoremap.blockmap import Blockmap, blockmap_path, write_blockmap
 
 PATCH = 256
 EXP = "EXP"

@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import io
 
-import matplotlib
 from flask import Blueprint, Response, jsonify, request
 
-from scoring.colormap import colorbar as draw_colorbar
+from scoremap.colormap import available_colormaps
+from scoremap.colormap import colorbar as draw_colorbar
+from scoremap.defaults import SUGGESTED_CMAPS
 from viewer import serialize
 from viewer.errors import NotFound
 from viewer.http_cache import cached_body, make_etag, not_modified
 from viewer.params import parse_cmap, query_choice, query_float, query_int
-from viewer.serialize import SUGGESTED_CMAPS, class_ref, cohort_entry, patch_entry
+from viewer.serialize import class_ref, cohort_entry, patch_entry
 from viewer.state import viewer_state
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -86,4 +87,4 @@ def colorbar() -> Response:
 
 @bp.get("/colormaps")
 def colormaps() -> Response:
-    return jsonify({"suggested": list(SUGGESTED_CMAPS), "all": sorted(matplotlib.colormaps)})
+    return jsonify({"suggested": list(SUGGESTED_CMAPS), "all": available_colormaps()})

@@ -28,7 +28,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from scoring.blockmap import ATTENTION_DEFINITIONS, BlockmapError, read_blockmap
+from scoremap.blockmap import ATTENTION_DEFINITIONS, BlockmapError, read_blockmap
 from scoring.errors import ConfigError
 from viewer.errors import NotFound, SlideForbidden, SlideUnreadable, ViewerConfigError, ViewerError
 from viewer.slide_paths import locate_slide, real_roots

@@ -29,7 +29,7 @@ def patch_image(slide_id: str, index: str) -> Response:
     if cached is not None:
         return cached
     size = scores.l0_patch
-    body = state.images.get_or_make(("patch", record.slide_id, l0_x, l0_y, size), lambda: state.read(
+    body = state.image(record, ("patch", l0_x, l0_y, size), lambda: state.read(
         record, lambda opened: encode_jpeg(opened.region(l0_x, l0_y, size, size), s.jpeg_quality)))
     return cached_body(body, "image/jpeg", etag, s.tile_max_age)
 
@@ -45,6 +45,6 @@ def thumbnail(slide_id: str) -> Response:
     cached = not_modified(etag, s.tile_max_age)
     if cached is not None:
         return cached
-    body = state.images.get_or_make(("thumbnail", record.slide_id, size), lambda: state.read(
+    body = state.image(record, ("thumbnail", size), lambda: state.read(
         record, lambda opened: encode_jpeg(opened.thumbnail(size), s.jpeg_quality)))
     return cached_body(body, "image/jpeg", etag, s.tile_max_age)

@@ -12,14 +12,15 @@ import re
 from dataclasses import dataclass
 from typing import Mapping
 
-import matplotlib
-
+from scoremap.colormap import check_colormap
+from scoremap.defaults import OVERLAY
+from scoremap.errors import UnknownColormap
+from scoremap.normalize import NORMS
 from viewer.errors import BadRequest
 
 _INT = re.compile(r"[0-9]{1,9}")
 _SIGNED_INT = re.compile(r"-?[0-9]{1,9}")
 _FLOAT = re.compile(r"-?(?:[0-9]{1,12}(?:\.[0-9]{0,12})?|\.[0-9]{1,12})(?:[eE][-+]?[0-9]{1,3})?")
-NORMS = ("percentile", "raw")
 _BLUR = {"0": False, "1": True, "false": False, "true": True, "off": False, "on": True, "no": False, "yes": True}
 
 
@@ -74,17 +75,16 @@ def query_choice(args: Mapping[str, str], name: str, choices: tuple[str, ...], d
 
 def parse_cmap(text: str | None, default: str) -> str:
     """A matplotlib colormap name (any registered one, `_r` variants included)."""
-    name = default if text is None or text == "" else text
-    if name not in matplotlib.colormaps:
-        raise BadRequest(f"unknown colormap {name[:40]!r}; use a matplotlib name such as jet, coolwarm, "
-                         "viridis, plasma, hot")
-    return name
+    try:
+        return check_colormap(default if text is None or text == "" else text)
+    except UnknownColormap as exc:
+        raise BadRequest(f"cmap: {exc}") from None
 
 
 def parse_blur(text: str | None) -> bool:
     """`blur`: on/off. Its sigma is tied to the patch size (as in CLAM and the static heatmaps)."""
     if text is None or text == "":
-        return False
+        return bool(OVERLAY["blur"])
     value = _BLUR.get(text.lower())
     if value is None:
         raise BadRequest(f"blur must be 0 or 1, got {text[:40]!r}")
@@ -105,13 +105,14 @@ class OverlayParams:
     blur: bool
 
     @classmethod
-    def from_query(cls, args: Mapping[str, str], default_cmap: str = "jet",
-                   default_norm: str = "percentile") -> OverlayParams:
+    def from_query(cls, args: Mapping[str, str], default_cmap: str = OVERLAY["cmap"],
+                   default_norm: str = OVERLAY["norm"]) -> OverlayParams:
         return cls(
             cmap=parse_cmap(args.get("cmap"), default_cmap),
             class_index=query_int(args, "class", None, 0, 10_000),
             norm=query_choice(args, "norm", NORMS, default_norm),
-            threshold=float(query_float(args, "threshold", 0.0, 0.0, 1.0)),
+            threshold=float(query_float(args, "threshold", OVERLAY["threshold"], OVERLAY["threshold_min"],
+                                        OVERLAY["threshold_max"])),
             blur=parse_blur(args.get("blur")),
         )
 

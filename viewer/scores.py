@@ -1,48 +1,29 @@
-"""A slide's scores as the viewer uses them: normalised per class, ranked, indexed by position.
+"""A slide's scores as the viewer uses them: normalised per class, ranked, indexed, in a pyramid.
 
 Everything here is derived from the blockmap alone (no slide pixels) and computed once per
-(slide, class, normalisation), then reused by every overlay tile and API call: a browser asks
-for dozens of tiles per second, and normalising 100k scores per tile would dominate the cost.
-Blockmaps are held in a small LRU, so a long session over a large cohort stays bounded.
+(blockmap file, class, normalisation), then reused by every overlay tile and API call: a browser
+asks for dozens of tiles per second, and normalising a million scores per tile would dominate the
+cost. Every derivation is an entry of the viewer's one byte-bounded cache (`scoremap.cache`), keyed
+by the blockmap's file identity, so a long session over a large cohort stays bounded and a rescored
+blockmap is never served from an old entry.
 """
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Hashable
 
 import numpy as np
 
-from scoring.blockmap import Blockmap, BlockmapError, read_blockmap
-from scoring.scoregrid import normalize_scores
+from scoremap.blockmap import Blockmap, BlockmapError
+from scoremap.cache import ByteLRU, array_bytes
+from scoremap.normalize import normalize_scores
+from scoremap.patch_index import PatchIndex
+from scoremap.pyramid import ScorePyramid
+from scoremap.raster import ScoreSource
 from viewer.errors import BadRequest, NotFound
+from viewer.geometry import DeepZoomGeometry
 
-class PatchIndex:
-    """Patches sorted by x, to find those overlapping a level-0 box without scanning the bag.
-
-    A tile at the deepest Deep Zoom levels overlaps a handful of patches out of 10^4..10^5; a
-    binary search on x narrows to a vertical strip and a mask on y finishes. Patch i covers
-    level-0 [x, x + s) x [y, y + s).
-    """
-
-    def __init__(self, l0_coords: np.ndarray, l0_patch: int):
-        coords = np.asarray(l0_coords, dtype=np.int64)
-        self.l0_patch = int(l0_patch)
-        self._order = np.argsort(coords[:, 0], kind="stable")
-        self._l0_x = coords[self._order, 0]
-        self._l0_y = coords[self._order, 1]
-
-    def overlapping(self, l0_x0: float, l0_y0: float, l0_x1: float, l0_y1: float) -> np.ndarray:
-        """Indices (into the bag) of patches meeting the half-open box [x0, x1) x [y0, y1)."""
-        s = self.l0_patch
-        lo = int(np.searchsorted(self._l0_x, l0_x0 - s, side="right"))
-        hi = int(np.searchsorted(self._l0_x, l0_x1, side="left"))
-        if hi <= lo:
-            return np.empty(0, np.int64)
-        ys = self._l0_y[lo:hi]
-        keep = (ys > l0_y0 - s) & (ys < l0_y1)
-        return self._order[lo:hi][keep]
+_PRIVATE_CACHE_BYTES = 256 * 1024 * 1024  # a SlideScores built without the viewer's cache (scripts, tests)
 
 
 @dataclass(frozen=True)
@@ -54,18 +35,27 @@ class ClassScores:
     rank: np.ndarray  # (N,) int: 1 = most attended
     order: np.ndarray  # (N,) patch indices, most attended first
 
+    @property
+    def nbytes(self) -> int:
+        return array_bytes(self.percentile, self.rank, self.order)
+
 
 class SlideScores:
-    """The blockmap of one slide plus its lazily computed, cached derivations."""
+    """The blockmap of one slide, its patch index, and its cached derivations."""
 
-    def __init__(self, blockmap: Blockmap):
+    def __init__(self, blockmap: Blockmap, cache: ByteLRU | None = None, key: Hashable | None = None):
         self.blockmap = blockmap
         self.l0_coords = np.ascontiguousarray(blockmap.l0_coords, dtype=np.int64)
         self.l0_patch = int(blockmap.l0_patch)
         self.index = PatchIndex(self.l0_coords, self.l0_patch)
-        self._normalized: dict[tuple[int, str], np.ndarray] = {}
-        self._classes: dict[int, ClassScores] = {}
-        self._lock = threading.Lock()
+        self._cache = cache if cache is not None else ByteLRU(_PRIVATE_CACHE_BYTES)
+        self._key = key if key is not None else ("scores", id(self))
+
+    @property
+    def nbytes(self) -> int:
+        bm = self.blockmap
+        return (array_bytes(bm.attention, bm.l0_coords, bm.attention_per_class, self.l0_coords)
+                + self.index.nbytes)
 
     @property
     def bag_size(self) -> int:
@@ -96,28 +86,38 @@ class SlideScores:
 
     def normalized(self, class_index: int, norm: str) -> np.ndarray:
         """Scores in [0, 1] (NaN kept) by the same `normalize_scores` as the static heatmaps."""
-        key = (class_index, norm)
-        values = self._normalized.get(key)
-        if values is None:
+        def load():
             values = normalize_scores(self.raw(class_index), norm).astype(np.float32)
             values.setflags(write=False)
-            with self._lock:
-                values = self._normalized.setdefault(key, values)
-        return values
+            return values, values.nbytes
+        return self._cache.get(("normalized", self._key, class_index, norm), load)
 
     def class_scores(self, class_index: int) -> ClassScores:
-        found = self._classes.get(class_index)
-        if found is not None:
-            return found
-        raw = self.raw(class_index)
-        percentile = self.normalized(class_index, "percentile") * 100.0
-        keyed = np.where(np.isfinite(raw), raw, -np.inf)
-        order = np.argsort(-keyed, kind="stable")  # ties keep bag order
-        rank = np.empty(len(raw), np.int64)
-        rank[order] = np.arange(1, len(raw) + 1)
-        found = ClassScores(raw=raw, percentile=percentile, rank=rank, order=order)
-        with self._lock:
-            return self._classes.setdefault(class_index, found)
+        def load():
+            raw = self.raw(class_index)
+            percentile = self.normalized(class_index, "percentile") * np.float32(100.0)
+            keyed = np.where(np.isfinite(raw), raw, -np.inf)
+            order = np.argsort(-keyed, kind="stable")  # ties keep bag order
+            rank = np.empty(len(raw), np.int64)
+            rank[order] = np.arange(1, len(raw) + 1)
+            found = ClassScores(raw=raw, percentile=percentile, rank=rank, order=order)
+            return found, found.nbytes
+        return self._cache.get(("class_scores", self._key, class_index), load)
+
+    def pyramid(self, class_index: int, norm: str, geometry: DeepZoomGeometry) -> ScorePyramid | None:
+        """The score pyramid on this Deep Zoom geometry (None: no tile meets many patches)."""
+        window = geometry.l0_window()
+
+        def load():
+            built = ScorePyramid.build(self.l0_coords, self.normalized(class_index, norm), self.l0_patch,
+                                       self.index, window, geometry.tile_size)
+            return built, (0 if built is None else built.nbytes)
+        return self._cache.get(("pyramid", self._key, class_index, norm, window, geometry.tile_size), load)
+
+    def source(self, class_index: int, norm: str, geometry: DeepZoomGeometry | None = None) -> ScoreSource:
+        """What the window rasteriser paints this class from (with the pyramid of `geometry`)."""
+        pyramid = None if geometry is None else self.pyramid(class_index, norm, geometry)
+        return ScoreSource(self.l0_coords, self.normalized(class_index, norm), self.l0_patch, self.index, pyramid)
 
     def patch_at(self, l0_x: float, l0_y: float) -> np.ndarray:
         """Indices of patches covering a level-0 point, nearest centre first."""
@@ -137,26 +137,3 @@ class SlideScores:
             raise NotFound(f"patch {index} out of range 0..{self.bag_size - 1}")
         x, y = self.l0_coords[index]
         return int(x), int(y)
-
-
-class ScoreStore:
-    """`SlideScores` by blockmap path, least recently used dropped first (thread-safe)."""
-
-    def __init__(self, capacity: int):
-        self.capacity = max(1, int(capacity))
-        self._items: OrderedDict[Path, SlideScores] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, blockmap_path: Path) -> SlideScores:
-        with self._lock:
-            found = self._items.get(blockmap_path)
-            if found is not None:
-                self._items.move_to_end(blockmap_path)
-                return found
-        loaded = SlideScores(read_blockmap(blockmap_path))  # outside the lock: h5 reads take time
-        with self._lock:
-            found = self._items.setdefault(blockmap_path, loaded)
-            self._items.move_to_end(blockmap_path)
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
-            return found

@@ -11,11 +11,12 @@ from typing import Any
 import numpy as np
 from flask import url_for
 
+from scoremap.defaults import OVERLAY, SUGGESTED_CMAPS
+from scoremap.normalize import NORM_LABELS, NORMS
 from viewer.cohort import SlideRecord
 from viewer.scores import ClassScores, SlideScores
 from viewer.state import ViewerState
 
-SUGGESTED_CMAPS = ("jet", "coolwarm", "viridis", "plasma", "hot")
 
 
 def number(value: Any) -> float | None:
@@ -102,9 +103,8 @@ def slide_metadata(state: ViewerState, record: SlideRecord) -> dict:
         "bag_size": p.bag_size,
         "model_type": p.model_type,
         "attention_definition": p.attention_definition,
-        "defaults": {"cmap": s.default_cmap, "norm": s.default_norm, "class": p.pred, "threshold": 0.0,
-                     "blur": False},
-        "colormaps": list(SUGGESTED_CMAPS),
+        "defaults": overlay_defaults(state, p.pred),
+        "choices": overlay_choices(),
         "urls": {
             "topk": url_for("api.topk", slide_id=sid),
             "patch": url_for("api.patch_at", slide_id=sid),
@@ -113,6 +113,25 @@ def slide_metadata(state: ViewerState, record: SlideRecord) -> dict:
             "patch_image": url_for("images.patch_image", slide_id=sid, index=0).replace("/0.jpeg", "/{index}.jpeg"),
             "viewer": url_for("pages.viewer_page", slide_id=sid),
         },
+    }
+
+
+def overlay_defaults(state: ViewerState, class_index: int) -> dict:
+    """How the page colours the overlay until the user (or the URL) says otherwise."""
+    s = state.settings
+    return {"cmap": s.default_cmap, "norm": s.default_norm, "class": int(class_index),
+            "threshold": OVERLAY["threshold"], "blur": OVERLAY["blur"], "alpha": OVERLAY["alpha"]}
+
+
+def overlay_choices() -> dict:
+    """What the page's controls offer: the server's ranges, so the page keeps no copies."""
+    return {
+        "colormaps": list(SUGGESTED_CMAPS),
+        "colormaps_url": url_for("api.colormaps"),
+        "norms": [{"name": n, "label": NORM_LABELS[n][0], "title": NORM_LABELS[n][1]} for n in NORMS],
+        "threshold": {"min": OVERLAY["threshold_min"], "max": OVERLAY["threshold_max"],
+                      "step": OVERLAY["threshold_step"]},
+        "alpha": {"min": 0.0, "max": 1.0, "step": 0.01},
     }
 
 

@@ -1,20 +1,17 @@
-"""Slide pixels through OpenSlide: metadata probes, an LRU of open slides, Deep Zoom slide tiles.
+"""Slide pixels through OpenSlide: metadata probes, open slides, Deep Zoom slide tiles.
 
 Slide tiles must equal openslide's `DeepZoomGenerator(tile_size=254, overlap=1,
 limit_bounds=True)` pixel for pixel, so they are made by the generator itself; this module only
-adds what a server needs around it: open slides kept in a small LRU behind a lock (opening an
-NDPI or DICOM slide costs milliseconds to seconds), one `OpenSlideCache` shared by every slide of
-the process (decoded tiles are reused across Deep Zoom levels and neighbouring requests), and the
-slide's ICC profile applied to every tile, patch and thumbnail, converting to sRGB with the
+adds what a server needs around it: slides opened by the one `scoremap.slides.open_slide` that
+scoring uses too (a plain PNG that scores also views), one `OpenSlideCache` shared by every slide
+of the process (decoded tiles are reused across Deep Zoom levels and neighbouring requests), and
+the slide's ICC profile applied to every tile, patch and thumbnail, converting to sRGB with the
 profile's default rendering intent as openslide's own Deep Zoom server does, so colours in the
-browser match other viewers.
+browser match other viewers. Open slides are entries of the viewer's one cache (viewer.state).
 """
 from __future__ import annotations
 
 import io
-import os
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,11 +19,16 @@ import openslide
 from openslide.deepzoom import DeepZoomGenerator
 from PIL import Image, ImageCms
 
+from scoremap.errors import SlideOpenError
+from scoremap.slides import READ_ERRORS, error_reason
+from scoremap.slides import open_slide as open_core_slide
 from viewer.errors import SlideUnreadable
 from viewer.geometry import DeepZoomGeometry
 
 _SRGB = ImageCms.createProfile("sRGB")
-_READ_ERRORS = (openslide.OpenSlideError, OSError, ValueError)
+#: What an open slide is counted as in the byte-bounded cache: OpenSlide's own tables of a
+#: large SVS or NDPI (decoded tiles live in the shared OpenSlideCache, counted apart).
+OPEN_SLIDE_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -57,17 +59,12 @@ def _float_prop(props, key: str) -> float | None:
     return value if value > 0 else None
 
 
-def open_slide(path: Path) -> openslide.OpenSlide:
-    """OpenSlide (never ImageSlide: a file OpenSlide refuses is reported, not half-served)."""
+def open_slide(path: Path) -> openslide.AbstractSlide:
+    """The shared opener; its refusal as the viewer's 422, naming the file but not its folder."""
     try:
-        return openslide.OpenSlide(str(path))
-    except _READ_ERRORS as exc:
-        raise SlideUnreadable(f"OpenSlide cannot open {Path(path).name}: {_reason(exc)}") from None
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:200]
+        return open_core_slide(path)
+    except SlideOpenError as exc:
+        raise SlideUnreadable(f"cannot open {Path(path).name}: {exc.reason}") from None
 
 
 def probe_slide(path: Path) -> SlideInfo:
@@ -98,8 +95,8 @@ def probe_slide(path: Path) -> SlideInfo:
             bounds=bounds,  # type: ignore[arg-type]
             properties=geometry_props,
         )
-    except _READ_ERRORS as exc:
-        raise SlideUnreadable(f"OpenSlide cannot read {Path(path).name}: {_reason(exc)}") from None
+    except READ_ERRORS as exc:
+        raise SlideUnreadable(f"OpenSlide cannot read {Path(path).name}: {error_reason(exc)}") from None
     finally:
         slide.close()
 
@@ -144,16 +141,16 @@ class OpenedSlide:
         """The Deep Zoom tile exactly as `DeepZoomGenerator.get_tile` makes it, then to sRGB."""
         try:
             image = self.deepzoom.get_tile(dz_level, (t_col, t_row))
-        except _READ_ERRORS as exc:
-            raise SlideUnreadable(f"OpenSlide cannot read {self.path.name}: {_reason(exc)}") from None
+        except READ_ERRORS as exc:
+            raise SlideUnreadable(f"OpenSlide cannot read {self.path.name}: {error_reason(exc)}") from None
         return to_srgb(image, self.transform)
 
     def region(self, l0_x: int, l0_y: int, l0_w: int, l0_h: int) -> Image.Image:
         """Level-0 pixels of a box on the slide's background colour, in sRGB (patch images)."""
         try:
             rgba = self.slide.read_region((l0_x, l0_y), 0, (l0_w, l0_h))
-        except _READ_ERRORS as exc:
-            raise SlideUnreadable(f"OpenSlide cannot read {self.path.name}: {_reason(exc)}") from None
+        except READ_ERRORS as exc:
+            raise SlideUnreadable(f"OpenSlide cannot read {self.path.name}: {error_reason(exc)}") from None
         image = Image.new("RGB", rgba.size, self.background)
         image.paste(rgba, (0, 0), rgba)
         return to_srgb(image, self.transform)
@@ -161,52 +158,6 @@ class OpenedSlide:
     def thumbnail(self, size: int) -> Image.Image:
         try:
             image = self.slide.get_thumbnail((size, size))
-        except _READ_ERRORS as exc:
-            raise SlideUnreadable(f"OpenSlide cannot read {self.path.name}: {_reason(exc)}") from None
+        except READ_ERRORS as exc:
+            raise SlideUnreadable(f"OpenSlide cannot read {self.path.name}: {error_reason(exc)}") from None
         return to_srgb(image.convert("RGB"), self.transform)
-
-
-class SlideCache:
-    """Open slides by path, least recently used closed first, one OpenSlideCache for all.
-
-    The lock covers lookups and opening, so two threads asking for a cold slide open it once.
-    An evicted slide is not closed explicitly: a request in flight may still read from it, and
-    openslide-python closes the handle when the last reference goes.
-    """
-
-    def __init__(self, capacity: int, cache_bytes: int, tile_size: int = 254, overlap: int = 1,
-                 limit_bounds: bool = True):
-        self.capacity = max(1, int(capacity))
-        self.cache_bytes = int(cache_bytes)
-        self.tile_size, self.overlap, self.limit_bounds = tile_size, overlap, limit_bounds
-        self._slides: OrderedDict[Path, OpenedSlide] = OrderedDict()
-        self._lock = threading.Lock()
-        self._tile_cache: openslide.OpenSlideCache | None = None
-        self._pid = os.getpid()
-
-    def _shared_cache(self) -> openslide.OpenSlideCache | None:
-        # created in the process that reads (after a gunicorn fork), never inherited
-        if self._tile_cache is None and self.cache_bytes > 0:
-            self._tile_cache = openslide.OpenSlideCache(self.cache_bytes)
-        return self._tile_cache
-
-    def get(self, path: Path) -> OpenedSlide:
-        with self._lock:
-            if self._pid != os.getpid():  # forked: handles and cache belong to the parent
-                self._slides.clear()
-                self._tile_cache = None
-                self._pid = os.getpid()
-            opened = self._slides.get(path)
-            if opened is not None:
-                self._slides.move_to_end(path)
-                return opened
-            opened = OpenedSlide(path, self._shared_cache(), self.tile_size, self.overlap, self.limit_bounds)
-            self._slides[path] = opened
-            while len(self._slides) > self.capacity:
-                self._slides.popitem(last=False)
-            return opened
-
-    def forget(self, path: Path) -> None:
-        """Drop a slide whose reads failed (OpenSlide errors are sticky on a handle)."""
-        with self._lock:
-            self._slides.pop(path, None)

@@ -1,71 +1,85 @@
-"""What one viewer process holds: the cohort, open slides, scores, small caches, its settings.
+"""What one viewer process holds: the cohort, its settings, and the one cache of everything loaded.
 
 One `ViewerState` per Flask app (per gunicorn worker), reached from routes via `viewer_state()`.
 Routes stay a few lines because the lookups that can fail (unknown slide, unreadable slide,
 class without attention) raise the viewer's error types here.
+
+Open slides, blockmaps (with their derivations: normalised scores, ranks, score pyramids) and
+encoded images all live in one `scoremap.cache.ByteLRU`, bounded in bytes (`CACHE_BYTES`), with one
+load in flight per key. Keys carry the file's identity (inode, size, mtime), so a rescored
+blockmap or a replaced slide is read afresh, never served from an older entry.
 """
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
+import dataclasses
+import os
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Mapping
 
+import openslide
 from flask import current_app
 
-from scoring.blockmap import BlockmapError
+from scoremap.blockmap import BlockmapError, read_blockmap
+from scoremap.cache import ByteLRU, file_identity
+from scoremap.defaults import VIEWER_SETTINGS
 from viewer.cohort import Cohort, SlideRecord
-from viewer.errors import NotFound, SlideUnreadable
+from viewer.errors import NotFound, SlideUnreadable, ViewerConfigError
 from viewer.geometry import DeepZoomGeometry
-from viewer.scores import ScoreStore, SlideScores
-from viewer.slides import OpenedSlide, SlideCache
+from viewer.scores import SlideScores
+from viewer.slides import OPEN_SLIDE_BYTES, OpenedSlide
 
 EXTENSION_KEY = "mil_viewer"
 
 
 @dataclass(frozen=True)
 class Settings:
-    tile_size: int = 254
-    overlap: int = 1
-    limit_bounds: bool = True
-    jpeg_quality: int = 75
-    tile_max_age: int = 3600
-    default_cmap: str = "jet"
-    default_norm: str = "percentile"
-    thumbnail_size: int = 256
-    topk_max: int = 1000
+    """The viewer's settings: one field per key of `scoremap.defaults.VIEWER_SETTINGS` (lower case)."""
 
+    tile_size: int
+    tile_overlap: int
+    limit_bounds: bool
+    jpeg_quality: int
+    tile_max_age: int
+    default_cmap: str
+    default_norm: str
+    thumbnail_size: int
+    topk_max: int
+    cache_bytes: int
+    openslide_cache_bytes: int
 
-class BytesLRU:
-    """A tiny thread-safe LRU of encoded images (thumbnails, patch images)."""
+    @classmethod
+    def from_mapping(cls, config: Mapping[str, Any]) -> Settings:
+        """Each setting from `config` (an app config: defaults, environment, caller), converted
+        to its default's type; ViewerConfigError naming the key when it does not convert."""
+        values: dict[str, Any] = {}
+        for key, default in VIEWER_SETTINGS.items():
+            value = config.get(key, default)
+            kind = type(default)
+            try:
+                if kind is bool:
+                    if isinstance(value, str):
+                        value = {"1": True, "true": True, "0": False, "false": False}[value.lower()]
+                    converted = bool(value)
+                else:
+                    converted = kind(value)
+            except (KeyError, TypeError, ValueError):
+                raise ViewerConfigError(f"{key} must be {kind.__name__}, got {value!r}") from None
+            if kind is int and converted < 0:
+                raise ViewerConfigError(f"{key} must be >= 0, got {converted}")
+            values[key.lower()] = converted
+        return cls(**values)
 
-    def __init__(self, capacity: int):
-        self.capacity = capacity
-        self._items: OrderedDict[tuple, bytes] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get_or_make(self, key: tuple, make: Callable[[], bytes]) -> bytes:
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-        value = make()
-        with self._lock:
-            self._items[key] = value
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
-        return value
+    def as_mapping(self) -> dict[str, Any]:
+        return {f.name.upper(): getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 class ViewerState:
-    def __init__(self, cohort: Cohort, settings: Settings, slide_cache_size: int, openslide_cache_bytes: int,
-                 score_cache_size: int):
+    def __init__(self, cohort: Cohort, settings: Settings):
         self.cohort = cohort
         self.settings = settings
-        self.slides = SlideCache(slide_cache_size, openslide_cache_bytes, settings.tile_size,
-                                 settings.overlap, settings.limit_bounds)
-        self.scores = ScoreStore(score_cache_size)
-        self.images = BytesLRU(256)
+        self.cache = ByteLRU(settings.cache_bytes)
+        self._tile_cache: openslide.OpenSlideCache | None = None
+        self._tile_cache_pid: int | None = None
         self._geometries: dict[str, DeepZoomGeometry] = {}
 
     def record(self, slide_id: str) -> SlideRecord:
@@ -77,14 +91,31 @@ class ViewerState:
         if found is None:
             _, info = record.require_slide()
             s = self.settings
-            found = info.geometry(s.tile_size, s.overlap, s.limit_bounds)
+            found = info.geometry(s.tile_size, s.tile_overlap, s.limit_bounds)
             self._geometries[record.slide_id] = found
         return found
 
+    def _openslide_cache(self) -> openslide.OpenSlideCache | None:
+        """One OpenSlideCache per process (made after a gunicorn fork, never inherited)."""
+        if self._tile_cache_pid != os.getpid():
+            self._tile_cache_pid = os.getpid()
+            s = self.settings.openslide_cache_bytes
+            self._tile_cache = openslide.OpenSlideCache(s) if s > 0 else None
+        return self._tile_cache
+
+    def _slide_key(self, record: SlideRecord) -> tuple:
+        path, _ = record.require_slide()
+        return ("slide", file_identity(path))
+
     def opened(self, record: SlideRecord) -> OpenedSlide:
         path, _ = record.require_slide()
+        s = self.settings
+
+        def load():
+            opened = OpenedSlide(path, self._openslide_cache(), s.tile_size, s.tile_overlap, s.limit_bounds)
+            return opened, OPEN_SLIDE_BYTES
         try:
-            return self.slides.get(path)
+            return self.cache.get(self._slide_key(record), load)
         except SlideUnreadable as exc:
             record.mark_unreadable(exc.message)
             raise
@@ -96,12 +127,24 @@ class ViewerState:
             return action(opened)
         except SlideUnreadable as exc:
             record.mark_unreadable(exc.message)
-            self.slides.forget(opened.path)
+            self.cache.discard(self._slide_key(record))
             raise
 
+    def image(self, record: SlideRecord, key: tuple, make: Callable[[], bytes]) -> bytes:
+        """An encoded image of the slide (thumbnail, patch), made once per slide file and kept."""
+        def load():
+            body = make()
+            return body, len(body)
+        return self.cache.get(("image", file_identity(record.slide_path), *key), load)
+
     def slide_scores(self, record: SlideRecord) -> SlideScores:
+        key = ("scores", file_identity(record.blockmap_path))
+
+        def load():
+            scores = SlideScores(read_blockmap(record.blockmap_path), self.cache, key)
+            return scores, scores.nbytes
         try:
-            return self.scores.get(record.blockmap_path)
+            return self.cache.get(key, load)
         except BlockmapError as exc:  # deleted or rewritten badly since the cohort loaded
             raise NotFound(f"scores of slide {record.slide_id!r} are no longer readable: {exc}") from None
 

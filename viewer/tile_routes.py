@@ -43,7 +43,7 @@ def slide_tile(slide_id: str, level: str, col: str, row: str) -> Response:
     state.geometry(record).check_address(dz_level, t_col, t_row)
     s = state.settings
     etag = make_etag("slide", file_stamp(record.slide_path), dz_level, t_col, t_row, s.jpeg_quality,
-                     s.tile_size, s.overlap, s.limit_bounds)
+                     s.tile_size, s.tile_overlap, s.limit_bounds)
     cached = not_modified(etag, s.tile_max_age)
     if cached is not None:
         return cached
@@ -63,7 +63,7 @@ def overlay_tile(slide_id: str, level: str, col: str, row: str) -> Response:
     scores = state.slide_scores(record)
     class_index = scores.resolve_class(params.class_index)
     etag = make_etag("overlay", file_stamp(record.blockmap_path), dz_level, t_col, t_row,
-                     params.key(class_index), s.tile_size, s.overlap, s.limit_bounds)
+                     params.key(class_index), s.tile_size, s.tile_overlap, s.limit_bounds)
     cached = not_modified(etag, s.tile_max_age)
     if cached is not None:
         return cached

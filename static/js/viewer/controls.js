@@ -24,10 +24,10 @@ export class Controls {
       cmapError: $("cmap-error"), classSelect: $("class-select"), threshold: $("threshold"),
       thresholdValue: $("threshold-value"), blur: $("blur"), colorbar: $("colorbar"),
       legendMin: $("legend-min"), legendMid: $("legend-mid"), legendMax: $("legend-max"),
-      legendNote: $("legend-note"), className: $("overlay-class-name"),
-      norms: Array.from(document.querySelectorAll('input[name="norm"]')),
+      legendNote: $("legend-note"), className: $("overlay-class-name"), normGroup: $("norms"),
       modes: Array.from(document.querySelectorAll("[data-mode]")),
     };
+    this._buildChoices();
     this._buildClassMenu();
     this._bind();
   }
@@ -46,6 +46,27 @@ export class Controls {
       return (body && body.error) || `unknown colormap "${name}"`;
     } catch (err) {
       return `cannot check the colormap: ${err.message}`;
+    }
+  }
+
+  /** The colormap menu, the scale buttons and the slider ranges, as the server offers them. */
+  _buildChoices() {
+    const { cmap, normGroup, threshold, alpha } = this.el;
+    const choices = this.meta.choices;
+    cmap.replaceChildren(...choices.colormaps.map((name) => new Option(name, name)));
+    normGroup.replaceChildren(...choices.norms.map((n) => {
+      const input = document.createElement("input");
+      Object.assign(input, { type: "radio", name: "norm", value: n.name });
+      const text = document.createElement("span");
+      text.textContent = n.label;
+      const label = document.createElement("label");
+      label.title = n.title;
+      label.append(input, text);
+      return label;
+    }));
+    this.el.norms = Array.from(normGroup.querySelectorAll('input[name="norm"]'));
+    for (const [input, range] of [[threshold, choices.threshold], [alpha, choices.alpha]]) {
+      Object.assign(input, { min: String(range.min), max: String(range.max), step: String(range.step) });
     }
   }
 

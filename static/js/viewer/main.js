@@ -9,7 +9,7 @@ import { Controls } from "./controls.js";
 import { OverlayLayer } from "./overlay.js";
 import { PatchTools } from "./patches.js";
 import { ScaleBar } from "./scalebar.js";
-import { SUGGESTED_CMAPS, UrlMirror, initialState } from "./state.js";
+import { UrlMirror, initialState } from "./state.js";
 import { ViewportLock, isAnimating } from "./sync.js";
 
 const root = document.getElementById("viewer");
@@ -123,7 +123,7 @@ async function main() {
     onMode: () => setMode(),
   };
   controls = new Controls({ meta, state, ...callbacks });
-  if (!SUGGESTED_CMAPS.includes(state.cmap)) {
+  if (!meta.choices.colormaps.includes(state.cmap)) {
     const problem = await controls.checkCmap(state.cmap);
     if (problem) {
       controls.setCmapError(`${problem.split(";")[0]} in the link, showing ${meta.defaults.cmap}`);

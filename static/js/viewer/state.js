@@ -8,10 +8,9 @@
 //   cmap alpha class norm threshold blur   the heatmap (class = class index)
 //   mode      dual (slide | heatmap side by side) or single (heatmap over the slide, one pane)
 //
-// Everything read from the URL is checked here; anything malformed falls back to the default.
+// Everything read from the URL is checked here; anything malformed falls back to the default. The
+// defaults and the ranges are the server's (meta.defaults, meta.choices of /api/slides/<id>).
 
-export const SUGGESTED_CMAPS = ["jet", "coolwarm", "viridis", "plasma", "hot"];
-export const DEFAULT_ALPHA = 0.5;
 const CMAP_NAME = /^[A-Za-z0-9_.\-]{1,64}$/;
 const NUMBER = /^-?(\d+(\.\d*)?|\.\d+)(e[-+]?\d+)?$/i;
 
@@ -38,7 +37,7 @@ export function initialState(meta, search) {
     zoom: null,
     rotation: 0,
     cmap: d.cmap,
-    alpha: DEFAULT_ALPHA,
+    alpha: d.alpha,
     class: d.class,
     norm: d.norm,
     threshold: d.threshold ?? 0,
@@ -58,8 +57,9 @@ export function initialState(meta, search) {
   if (alpha !== null) state.alpha = alpha;
   const cls = readNumber(q, "class", 0, 10000);
   if (cls !== null && Number.isInteger(cls) && availableClasses(meta).includes(cls)) state.class = cls;
-  if (["percentile", "raw"].includes(q.get("norm"))) state.norm = q.get("norm");
-  const threshold = readNumber(q, "threshold", 0, 0.99);
+  if (meta.choices.norms.some((n) => n.name === q.get("norm"))) state.norm = q.get("norm");
+  const range = meta.choices.threshold;
+  const threshold = readNumber(q, "threshold", range.min, range.max);
   if (threshold !== null) state.threshold = threshold;
   if (["0", "1"].includes(q.get("blur"))) state.blur = q.get("blur") === "1";
   if (["dual", "single"].includes(q.get("mode"))) state.mode = q.get("mode");

@@ -3,7 +3,7 @@
 CLAM's blockmap holds only `attention_scores` and `coords`; ours keeps those two datasets exactly
 (so CLAM-era scripts still read it) and adds the attributes a viewer needs to colour a slide
 without the config that produced it. This module is the one place that knows the layout; it is
-shared by scoring (writer) and viewer (reader) and imports no torch.
+shared by scoring (writer) and the viewer and exports (readers), and imports no torch.
 """
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from scoring.atomic import atomic_output
+from scoremap.atomic import atomic_output
+from scoremap.errors import BlockmapError
 
 FORMAT_VERSION = 1
 
@@ -26,10 +27,6 @@ ATTENTION_DEFINITIONS = {
     "transmil": "dot product of each patch token with the class token after the first transformer block",
     "dsmil": "softmax attention of each patch to the predicted class's critical instance",
 }
-
-
-class BlockmapError(ValueError):
-    """A blockmap file is missing a dataset or attribute, or they disagree."""
 
 
 @dataclass(frozen=True)

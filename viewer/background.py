@@ -1,6 +1,6 @@
-"""The viewer served by run_viewer.py (gunicorn) in a child process, for the tests and the benches.
+"""The viewer served (gunicorn, as `mil-viewer` serves it) in a child process: for scripts, tests, benches.
 
-Standard library only, so that bench/ can import it without pytest:
+Standard library only (the child imports the viewer, this module does not):
 
     proc, base = start_viewer(["--config", "config.yaml", "--workers", "2"])
     try:
@@ -20,7 +20,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-RUN_VIEWER = REPO_ROOT / "run_viewer.py"
 
 
 class ViewerStartError(RuntimeError):
@@ -55,7 +54,7 @@ def _answers(base: str) -> bool:
         conn.close()
 
 
-def wait_until_serving(proc: subprocess.Popen, base: str, timeout: float = 60.0, name: str = "run_viewer.py") -> None:
+def wait_until_serving(proc: subprocess.Popen, base: str, timeout: float = 60.0, name: str = "mil-viewer") -> None:
     """Until GET {base}/api/slides answers 200. Where the server exits first, or does not answer
     within `timeout` seconds, it is stopped and ViewerStartError raised with its output."""
     deadline = time.monotonic() + timeout
@@ -75,13 +74,13 @@ def wait_until_serving(proc: subprocess.Popen, base: str, timeout: float = 60.0,
 
 def start_viewer(args: list[str], *, cwd: str | Path = REPO_ROOT, timeout: float = 60, port: int = 0,
                  quiet: bool = False) -> tuple[subprocess.Popen, str]:
-    """`run_viewer.py ARGS --port PORT` (a free 127.0.0.1 port unless `port` is given), once it
+    """`mil-viewer ARGS --port PORT` (a free 127.0.0.1 port unless `port` is given), once it
     answers /api/slides: the process and its base URL. Its stdout and stderr go to one text pipe
     (proc.stdout), or nowhere with `quiet` (for long runs: nothing reads the pipe while it serves).
     Raises ViewerStartError, with the server's output, where it does not come up."""
     port = port or free_port()
     out = subprocess.DEVNULL if quiet else subprocess.PIPE
-    proc = subprocess.Popen([sys.executable, str(RUN_VIEWER), *args, "--port", str(port)], cwd=cwd,
+    proc = subprocess.Popen([sys.executable, "-m", "viewer", *args, "--port", str(port)], cwd=cwd,
                             stdout=out, stderr=subprocess.DEVNULL if quiet else subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     wait_until_serving(proc, base, timeout)

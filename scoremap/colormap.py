@@ -18,11 +18,11 @@ import matplotlib
 import numpy as np
 from PIL import Image
 
-from scoring.errors import ConfigError
+from scoremap.defaults import SUGGESTED_CMAPS
+from scoremap.errors import UnknownColormap
 
 TRANSPARENT = 255  # palette index of pixels that show no colour
 N_COLOURS = 255  # palette indices 0..254 carry the colormap
-_SUGGESTED = ("jet", "coolwarm", "viridis", "plasma", "hot")
 _TILE_DEFLATE_LEVEL = 1  # index rasters are mostly runs: level 1 is as small as 6 and faster
 
 
@@ -31,16 +31,21 @@ def available_colormaps() -> list[str]:
     return sorted(matplotlib.colormaps)
 
 
+def check_colormap(name: object) -> str:
+    """`name` when matplotlib knows it (any registered name, `_r` variants included), else
+    UnknownColormap suggesting close names: the one check behind the config key, the query
+    parameter and the viewer's default."""
+    if isinstance(name, str) and name in matplotlib.colormaps:
+        return name
+    text = str(name)[:64]
+    close = difflib.get_close_matches(text, list(matplotlib.colormaps), n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    raise UnknownColormap(f"unknown colormap {text!r}{hint}; expected a matplotlib colormap name such as "
+                          f"{', '.join(SUGGESTED_CMAPS)}")
+
+
 def _colormap(cmap: str) -> matplotlib.colors.Colormap:
-    """matplotlib's colormap, or a ConfigError naming the config key and a few valid names."""
-    try:
-        return matplotlib.colormaps[cmap]
-    except (KeyError, TypeError, ValueError):
-        close = difflib.get_close_matches(str(cmap), list(matplotlib.colormaps), n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ConfigError(
-            f"heatmap_arguments.cmap: unknown colormap {cmap!r}{hint}; expected a matplotlib "
-            f"colormap name such as {', '.join(_SUGGESTED)}") from None
+    return matplotlib.colormaps[check_colormap(cmap)]
 
 
 @lru_cache(maxsize=256)

@@ -1,14 +1,14 @@
-"""Score normalisation and the registration of patches on rasters (scoring.scoregrid)."""
+"""Score normalisation and the registration of patches on rasters (scoremap.grid)."""
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from scoring.scoregrid import blur_sigma, cell_grid, normalize_scores, rasterize, rasterize_blurred
+from scoremap.grid import blur_sigma, cell_grid, rasterize, rasterize_blurred
+from scoremap.normalize import normalize_scores
 
 
 def reference_raster(coords, values, s, d, window, shape):
@@ -120,17 +120,14 @@ def test_strips_of_one_raster_join_exactly():
     np.testing.assert_array_equal(np.vstack(parts), whole)
 
 
-def test_lattice_of_18k_patches_rasterizes_a_4x_level_quickly():
+def test_lattice_of_18k_patches_compresses_to_its_own_cells():
     step, s = 256, 256
     xs, ys = np.meshgrid(np.arange(0, 40000 - s, step), np.arange(0, 30000 - s, step))
     coords = np.stack([xs.ravel(), ys.ravel()], 1)[:18000]
     values = np.random.default_rng(3).random(len(coords))
-    t0 = time.perf_counter()
     cells = cell_grid(coords, values, s, 4.0, (0, 0, 40000, 30000), (7500, 10000))
-    elapsed = time.perf_counter() - t0
     assert cells.g_values.shape == (len(cells.o_row_edges) - 1, len(cells.o_col_edges) - 1)
-    assert cells.g_values.size < 200 * 200  # the lattice compresses to its own cells
-    assert elapsed < 1.0
+    assert cells.g_values.size < 200 * 200  # the lattice compresses to its own cells (speed: bench/)
 
 
 # -- blur ------------------------------------------------------------------------------------

@@ -1,0 +1,57 @@
+"""Every default of the heatmaps and the viewer, in one place.
+
+The scoring config's `heatmap_arguments` take their defaults from `HEATMAP_ARGUMENTS` (CLAM's
+template values, so a CLAM config means the same here); the viewer's settings from
+`VIEWER_SETTINGS`; the overlay's colouring (colormap, normalisation, threshold, blur, opacity) from
+`OVERLAY`. The viewer page reads the overlay defaults and the choices it offers from the API
+(`/api/slides/<id>`: `defaults`, `choices`), never from copies in JavaScript.
+"""
+from __future__ import annotations
+
+from types import MappingProxyType
+
+#: Colormaps the menus offer first; any matplotlib name works.
+SUGGESTED_CMAPS: tuple[str, ...] = ("jet", "coolwarm", "viridis", "plasma", "hot")
+
+#: `heatmap_arguments` of the scoring config (static heatmaps), with CLAM's defaults.
+HEATMAP_ARGUMENTS = MappingProxyType({
+    "vis_level": -1,  # -1: the level whose downsample is closest to 32x
+    "alpha": 0.4,  # 0: slide only, 1: heatmap only
+    "cmap": "jet",
+    "convert_to_percentiles": True,
+    "blur": False,
+    "save_orig": True,
+    "save_ext": "png",
+    "custom_downsample": 1.0,
+    "blank_canvas": False,
+    "binarize": False,
+    "binary_thresh": -1.0,  # < 0: 1/N when binarize
+    "use_roi": None,  # None: use the process list's ROI columns when it has them
+})
+
+#: How overlay tiles are coloured when a request does not say, and the ranges a client may ask.
+OVERLAY = MappingProxyType({
+    "cmap": HEATMAP_ARGUMENTS["cmap"],
+    "norm": "percentile",
+    "threshold": 0.0,  # on the normalised 0..1 scale: lower scores are transparent
+    "threshold_min": 0.0,
+    "threshold_max": 1.0,
+    "threshold_step": 0.01,
+    "blur": False,
+    "alpha": 0.5,  # applied in the browser: changing it fetches no tile
+})
+
+#: The viewer's server settings (`create_app` mapping keys, also `MIL_VIEWER_<KEY>` variables).
+VIEWER_SETTINGS = MappingProxyType({
+    "TILE_SIZE": 254,  # openslide's deepzoom defaults: 254 + 1 overlap = 256-px tiles
+    "TILE_OVERLAP": 1,
+    "LIMIT_BOUNDS": True,
+    "JPEG_QUALITY": 75,
+    "TILE_MAX_AGE": 3600,  # Cache-Control max-age of tiles and images, seconds
+    "DEFAULT_CMAP": OVERLAY["cmap"],
+    "DEFAULT_NORM": OVERLAY["norm"],
+    "THUMBNAIL_SIZE": 256,
+    "TOPK_MAX": 1000,
+    "CACHE_BYTES": 384 * 1024 * 1024,  # scores, score pyramids, open slides, images: per process
+    "OPENSLIDE_CACHE_BYTES": 128 * 1024 * 1024,  # decoded slide tiles, shared by all slides
+})

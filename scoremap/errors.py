@@ -1,0 +1,30 @@
+"""Errors of the core, each naming the file or value at fault. Callers decide how to show them.
+
+The scoring CLI turns them into one line and exit code 2 (or one failed slide); the viewer into one
+4xx JSON answer (viewer/errors.py). None of them knows about config keys or HTTP.
+"""
+
+
+class ScoreMapError(ValueError):
+    """Base of the core's errors: a message fit to show to a user."""
+
+
+class BlockmapError(ScoreMapError):
+    """A blockmap file is missing a dataset or attribute, or they are malformed or disagree."""
+
+
+class UnknownColormap(ScoreMapError):
+    """A colormap name matplotlib does not know; the message suggests close names."""
+
+
+class SlideOpenError(ScoreMapError):
+    """A slide file is missing, or neither OpenSlide nor Pillow can read it.
+
+    `path` and `reason` are kept apart so that the viewer can say why without showing a client
+    the server's folders.
+    """
+
+    def __init__(self, message: str, *, path=None, reason: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+        self.reason = reason or message

@@ -1,0 +1,128 @@
+"""`mil-viewer` / `python run_viewer.py`: serve the viewer for `--config FILE | --results DIR --slides DIR | --demo`.
+
+Always through a production WSGI server (gunicorn; waitress where gunicorn cannot run, e.g.
+Windows), never Flask's development server, which serves one request at a time and drops the
+parallel tile requests a Deep Zoom viewer makes. The cohort is loaded once, before the server
+starts (so a bad config is reported as one line, not by every worker), and the workers are
+forked from that process (`preload_app`).
+
+    python run_viewer.py --config heatmaps/configs/my_config.yaml
+    python run_viewer.py --results heatmaps/heatmap_raw_results/EXP --slides /data/slides --port 8000
+    python run_viewer.py --demo
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Any, Sequence
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Serve the MIL heatmap viewer for a scored cohort (gunicorn, never the dev server).")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", "--config_file", dest="config", metavar="FILE",
+                        help="the scoring config (YAML) the cohort was scored with")
+    source.add_argument("--results", metavar="DIR",
+                        help="a raw results experiment folder ({label}/{slide_id}/{slide_id}_blockmap.h5); "
+                             "needs --slides")
+    source.add_argument("--demo", action="store_true", help="serve the demo cohort (built by `make demo`)")
+    parser.add_argument("--slides", metavar="DIR", help="the folder holding the slides of --results")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                        help="server processes (default: CPU count, at most 4)")
+    parser.add_argument("--threads", type=int, default=4, help="threads per process (default 4)")
+    parser.add_argument("--timeout", type=int, default=120, help="seconds before a stuck worker is restarted")
+    parser.add_argument("--access-log", action="store_true", help="log every request")
+    args = parser.parse_args(argv)
+    if args.results and not args.slides:
+        parser.error("--results DIR needs --slides DIR (the folder holding the slides)")
+    if args.slides and not args.results:
+        parser.error("--slides DIR goes with --results DIR")
+    if not 1 <= args.port <= 65535:
+        parser.error(f"--port must be 1..65535, got {args.port}")
+    if args.workers < 1 or args.threads < 1:
+        parser.error("--workers and --threads must be at least 1")
+    return args
+
+
+def viewer_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The `create_app` mapping for the chosen cohort source."""
+    if args.demo:
+        return {"DEMO": True}
+    if args.config:
+        return {"SCORING_CONFIG": args.config}
+    return {"RESULTS_DIR": args.results, "SLIDES_DIR": args.slides}
+
+
+def bind_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+def serve_gunicorn(app, args: argparse.Namespace) -> None:
+    from gunicorn.app.base import BaseApplication
+
+    class ViewerServer(BaseApplication):
+        """gunicorn running an app object built (and validated) before the workers fork."""
+
+        def load_config(self) -> None:
+            settings = {
+                "bind": bind_address(args.host, args.port),
+                "workers": args.workers,
+                "worker_class": "gthread",
+                "threads": args.threads,
+                "timeout": args.timeout,
+                "preload_app": True,
+                "accesslog": "-" if args.access_log else None,
+                "errorlog": "-",
+                "loglevel": "info",
+            }
+            # one shared control socket per user would make two viewers (or a test run beside
+            # `make demo`) fight over it; the viewer needs none
+            settings["control_socket_disable"] = True
+            for key, value in settings.items():
+                if key in self.cfg.settings:
+                    self.cfg.set(key, value)
+
+        def load(self):
+            return app
+
+    ViewerServer().run()
+
+
+def serve_waitress(app, args: argparse.Namespace) -> None:
+    import waitress
+
+    waitress.serve(app, host=args.host, port=args.port, threads=max(4, args.workers * args.threads))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from viewer.app import create_app
+    from viewer.errors import ViewerConfigError
+    from viewer.state import EXTENSION_KEY
+
+    try:
+        app = create_app(viewer_config(args))
+    except ViewerConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    cohort = app.extensions[EXTENSION_KEY].cohort
+    readable = sum(r.readable for r in cohort)
+    print(f"MIL Heatmap Viewer: {len(cohort)} slides ({readable} readable) from {cohort.source}\n"
+          f"  open http://{bind_address(args.host, args.port)}/", flush=True)
+    try:
+        import gunicorn  # noqa: F401  (absent or unusable on Windows)
+        import fcntl  # noqa: F401
+    except ImportError:
+        try:
+            serve_waitress(app, args)
+        except ImportError:
+            print("error: neither gunicorn nor waitress is installed; run `make install`", file=sys.stderr)
+            return 2
+        return 0
+    serve_gunicorn(app, args)
+    return 0
