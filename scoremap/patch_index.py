@@ -45,6 +45,8 @@ class PatchIndex:
 
     def overlapping(self, l0_x0: float, l0_y0: float, l0_x1: float, l0_y1: float) -> np.ndarray:
         """Indices (into the bag, ascending) of patches meeting the half-open box [x0, x1) x [y0, y1)."""
+        if not (l0_x1 > l0_x0 and l0_y1 > l0_y0):
+            return np.empty(0, np.int64)
         s = self.l0_patch
         # integer bounds: x in [xa, xb) and y in [ya, yb) meet the box
         xa, xb = math.floor(l0_x0) - s + 1, math.ceil(l0_x1)

@@ -17,11 +17,15 @@ from scoremap.blockmap import Blockmap
 from scoremap.colormap import TRANSPARENT, palette, to_indices
 from scoremap.grid import rasterize_blurred
 from scoremap.normalize import normalize_scores
-from tests.viewer_fixtures import PATCH, client, viewer_app, viewer_cohort  # noqa: F401
+from scoremap.patch_index import PatchIndex
+from scoremap.raster import ScoreSource, Window, window_indices
+from tests.viewer_fixtures import PATCH, client, viewer_app, viewer_cohort, write_scored  # noqa: F401
+from viewer.app import create_app
 from viewer.geometry import DeepZoomGeometry
 from viewer.overlay import render_overlay_tile, tile_indices
 from viewer.params import OverlayParams
 from viewer.scores import SlideScores
+from viewer.state import EXTENSION_KEY
 
 
 def geometry(client, slide_id: str) -> DeepZoomGeometry:
@@ -222,3 +226,43 @@ def test_etag_and_304(client):
                       headers={"If-None-Match": slide.headers["ETag"]}).status_code == 304
     assert client.get("/slide/pyramid_files/13/5_4.jpeg",
                       headers={"If-None-Match": '"something-else"'}).status_code == 200
+
+
+def test_coarse_tiles_of_a_dense_bag_come_from_the_pyramid_and_equal_painted_ones(viewer_cohort, tmp_path):
+    """47,000 overlapping patches (256 px every 16 px) on the real 6000 x 4500 slide: tiles at 4x
+    and coarser meet thousands of patches, so the server cuts them from the score pyramid; every
+    pixel still equals the tile painted from the patches (cell_grid) to within one palette step."""
+    xs, ys = np.meshgrid(np.arange(1000, 5000, 16), np.arange(700, 3700, 16))
+    coords = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.int32)
+    raw = tmp_path / "raw"
+    slide = viewer_cohort.scored["pyramid"].slide_path
+    _, scores, _ = write_scored(raw, "dense", "normal", slide, coords, seed=11, per_class=False,
+                                model_type="abmil")
+    app = create_app({"RESULTS_DIR": str(raw), "SLIDES_DIR": str(viewer_cohort.slides_dir)})
+    dense = app.test_client()
+    geo = geometry(dense, "dense")
+    values = normalize_scores(scores, "percentile").astype(np.float32)
+    direct = ScoreSource(coords.astype(np.int64), values, PATCH, PatchIndex(coords, PATCH))
+    state = app.extensions[EXTENSION_KEY]
+    record = state.record("dense")
+    pyramid = state.slide_scores(record).pyramid(1, "percentile", state.geometry(record))
+    assert pyramid is not None and pyramid.coarse_downsample == 4  # ((1016 + 256) / 16)^2 = 6,300 patches
+    pixels = 0
+    for level in range(geo.level_count):
+        if not pyramid.serves(geo.l0_downsample(level), geo.l0_offset):
+            continue
+        t_cols, t_rows = geo.t_dimensions[level]
+        for col in range(t_cols):
+            for row in range(t_rows):
+                box = geo.tile_box(level, col, row)
+                want = window_indices(direct, Window(geo.l0_window(), box.l0_downsample, box.z_h, box.z_w,
+                                                     box.z_y, box.z_x))
+                got = np.asarray(tile_png(dense, "dense", level, col, row))
+                if want is None:
+                    assert (got == TRANSPARENT).all()
+                    continue
+                steps = np.abs(got.astype(int) - want.astype(int))
+                assert np.array_equal(got == TRANSPARENT, want == TRANSPARENT), (level, col, row)
+                assert (steps <= 1).mean() >= 0.99 and steps.max() <= 1, (level, col, row)
+                pixels += int((want != TRANSPARENT).sum())
+    assert pixels > 100_000

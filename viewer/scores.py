@@ -110,7 +110,7 @@ class SlideScores:
 
         def load():
             built = ScorePyramid.build(self.l0_coords, self.normalized(class_index, norm), self.l0_patch,
-                                       self.index, window, geometry.tile_size)
+                                       window, geometry.tile_size)
             return built, (0 if built is None else built.nbytes)
         return self._cache.get(("pyramid", self._key, class_index, norm, window, geometry.tile_size), load)
 
