@@ -1,7 +1,9 @@
 """One bag in, prediction and per-patch attention out, as numpy for the blockmap writer.
 
-The whole bag is scored at once: TransMIL's and DSMIL's attention of a patch depends on every other
-patch, so scoring in chunks would change the heatmap, not just the speed.
+Every bag is scored as one bag: TransMIL's and DSMIL's attention of a patch depends on every other
+patch, and every model's prediction on all of them. Inside the models, the per-patch layers run a
+chunk of patches at a time where the result is the same (scoring.models.base.attention_pool), so
+memory is bounded by the model, not the bag.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import numpy as np
 import torch
 
 from .errors import FeatureError
+from .models.base import chunks
 
 
 @dataclass(frozen=True)
@@ -47,9 +50,9 @@ def _as_tensor(features: np.ndarray | torch.Tensor, in_dim: int | None) -> torch
         )
     if not (x.is_floating_point() or x.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)):
         raise FeatureError(f"features must be numeric; got dtype {x.dtype}")
-    x = x.detach().to("cpu", torch.float32)
-    if not torch.isfinite(x).all():
-        bad = int((~torch.isfinite(x)).any(dim=1).sum())
+    x = x.detach().to("cpu", torch.float32)  # no copy when it already is (features are read as float32)
+    bad = sum(int((~torch.isfinite(x[rows])).any(dim=1).sum()) for rows in chunks(x.shape[0]))
+    if bad:  # checked a chunk at a time: torch.isfinite of a whole 200,000 x 1024 bag takes 1.4 GB
         raise FeatureError(f"features hold NaN or infinite values in {bad} of {x.shape[0]} patches")
     return x
 

@@ -90,7 +90,12 @@ def _load_h5_features(path: Path) -> np.ndarray:
         with h5py.File(path, "r") as fh:
             if "features" not in fh:
                 raise FeatureError(f"{path}: no 'features' dataset (found: {', '.join(fh.keys()) or 'nothing'})")
-            return np.asarray(fh["features"][()], dtype=np.float32)
+            ds = fh["features"]
+            if not np.issubdtype(ds.dtype, np.number):
+                raise FeatureError(f"{path}: 'features' must be numeric, got {ds.dtype}")
+            feats = np.empty(ds.shape, np.float32)  # HDF5 converts float16/float64 while reading:
+            ds.read_direct(feats)  # no second bag-sized copy
+            return feats
     except OSError as exc:
         raise FeatureError(f"{path}: cannot read as HDF5: {exc}") from None
 
@@ -102,7 +107,8 @@ def load_features(path: Path) -> np.ndarray:
         feats = feats[0]
     if feats.ndim != 2 or feats.shape[0] == 0:
         raise FeatureError(f"{path}: features must have shape (N, D) with N >= 1, got {tuple(feats.shape)}")
-    if not np.isfinite(feats).all():
+    step = max(1, (1 << 22) // max(1, feats.shape[1]))  # a 16 MB slice at a time, not a bag-sized mask
+    if not all(np.isfinite(feats[r:r + step]).all() for r in range(0, feats.shape[0], step)):
         raise FeatureError(f"{path}: features contain NaN or infinite values")
     return feats
 

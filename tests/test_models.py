@@ -374,3 +374,37 @@ def test_contradicting_n_classes_names_the_config_keys(tmp_path: Path) -> None:
     torch.save(_fresh("abmil").state_dict(), tmp_path / "m.pt")
     with pytest.raises(CheckpointMismatch, match=r"model_arguments.n_classes or exp_arguments.n_classes"):
         load_model("abmil", tmp_path / "m.pt", n_classes=5)
+
+
+# --------------------------------------------------------------------------- streaming large bags
+
+
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+@pytest.mark.parametrize("n", [300, 1000])
+def test_streamed_scoring_of_large_bags_gives_the_whole_bag_scores(model_type, n):
+    """Bags above `patch_chunk` are scored a chunk at a time (memory bounded by the chunk): the
+    logits and every patch's attention equal the plain whole-bag forward, to float64 rounding."""
+    torch.manual_seed(5)
+    model = build_model(model_type, in_dim=IN_DIM, n_classes=N_CLASSES, **SMALL[model_type]).double().eval()
+    x = torch.from_numpy(_bag(n, seed=n)).double()
+    with torch.inference_mode():
+        model.patch_chunk = 10 ** 9
+        plain_logits, plain_attention = model.forward_with_attention(x)
+        model.patch_chunk = 64  # 5 or 16 chunks, the last one short
+        logits, attention = model.forward_with_attention(x)
+    np.testing.assert_allclose(logits.numpy(), plain_logits.numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(attention.numpy(), plain_attention.numpy(), rtol=1e-11, atol=1e-11)
+
+
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_streamed_scoring_in_float32_matches_to_the_reference_tolerance(model_type):
+    torch.manual_seed(6)
+    model = _fresh(model_type, seed=6)
+    features = _bag(700, seed=9)
+    model.patch_chunk = 10 ** 9
+    plain = score_bag(model, features)
+    model.patch_chunk = 100
+    streamed = score_bag(model, features)
+    np.testing.assert_allclose(streamed.logits, plain.logits, **TOL)
+    np.testing.assert_allclose(streamed.attention, plain.attention, **TOL)
+    assert streamed.pred == plain.pred

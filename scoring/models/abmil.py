@@ -11,7 +11,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from .base import GatedAttention, MILModel, linear_shape, shape_of
+from .base import GatedAttention, MILModel, attention_pool, linear_shape, shape_of
 
 
 class ABMIL(MILModel):
@@ -39,10 +39,9 @@ class ABMIL(MILModel):
         }
 
     def forward_with_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.patch_embed(x)
-        raw = self.global_attn(h)[:, 0]  # (N,) pre-softmax: what the heatmap shows
-        bag = torch.softmax(raw, dim=0) @ h
-        return self.classifier(bag), raw
+        # raw (N, 1): the pre-softmax attention the heatmap shows
+        bag, raw = attention_pool(x, self.patch_embed, self.global_attn, self.patch_chunk)
+        return self.classifier(bag[0]), raw[:, 0]
 
 
 def build(in_dim: int, n_classes: int, options: Mapping[str, Any]) -> ABMIL:

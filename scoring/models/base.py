@@ -7,6 +7,11 @@ import torch
 from torch import nn
 
 
+#: Patches per chunk of the per-patch layers at inference: ~50 MB of activations at 512 wide,
+#: whatever the bag's size (a million overlapping patches would otherwise need gigabytes).
+PATCH_CHUNK = 16384
+
+
 class MILModel(nn.Module):
     """A bag classifier that can also say how much each patch mattered.
 
@@ -15,6 +20,10 @@ class MILModel(nn.Module):
     """
 
     model_type: str = ""
+    #: Bags larger than this are scored by streaming the per-patch layers a chunk of this many
+    #: patches at a time (inference only; the same scores, memory bounded by the chunk). Smaller
+    #: bags, and training, take the plain whole-bag path.
+    patch_chunk: int = PATCH_CHUNK
     #: True where the attention is one column per class (N, C) rather than one score per patch (N,).
     per_class_attention: bool = False
 
@@ -66,6 +75,46 @@ class GatedAttention(nn.Module):
         if self.attention_b is not None:
             a = a * self.attention_b(h)
         return self.attention_c(a)
+
+
+def chunks(n: int, size: int = PATCH_CHUNK) -> list[slice]:
+    """Row slices of a bag of n patches, `size` at a time (one slice when the bag is small)."""
+    return [slice(start, min(n, start + size)) for start in range(0, n, size)]
+
+
+def attention_pool(x: torch.Tensor, embed, attend, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(attention)^T @ embed(x) over the whole bag, and the raw attention (N, branches).
+
+    The per-patch layers (`embed`, then `attend` on its output) run `chunk` patches at a time and
+    the softmax pooling is accumulated exactly across chunks (the running maximum rescales what was
+    summed so far, as in a streaming softmax), so peak memory is bounded by the chunk, not the bag.
+    A bag that fits one chunk takes the plain path (identical to pooling the whole bag at once).
+    """
+    n = x.shape[0]
+    if n <= chunk or torch.is_grad_enabled():
+        h = embed(x)
+        raw = attend(h)
+        return torch.softmax(raw, dim=0).transpose(0, 1) @ h, raw
+    raws = []
+    peak = total = pooled = None
+    for rows in chunks(n, chunk):
+        h = embed(x[rows])
+        raw = attend(h)  # (c, branches)
+        raws.append(raw)
+        top = raw.amax(dim=0)
+        if peak is None:
+            peak = top
+            weights = torch.exp(raw - peak)
+            total = weights.sum(dim=0)
+            pooled = weights.transpose(0, 1) @ h
+            continue
+        new_peak = torch.maximum(peak, top)
+        rescale = torch.exp(peak - new_peak)
+        weights = torch.exp(raw - new_peak)
+        total = total * rescale + weights.sum(dim=0)
+        pooled = pooled * rescale[:, None] + weights.transpose(0, 1) @ h
+        peak = new_peak
+    return pooled / total[:, None], torch.cat(raws)
 
 
 def strip_module(key: str) -> str:

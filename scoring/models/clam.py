@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from .base import GatedAttention, MILModel, linear_shape, shape_of
+from .base import GatedAttention, MILModel, attention_pool, linear_shape, shape_of
 
 #: CLAM's `size_arg`: (hidden width, attention width); the input width is the feature width.
 MODEL_SIZES: dict[str, tuple[int, int]] = {"small": (512, 256), "big": (512, 384)}
@@ -84,10 +84,9 @@ class CLAM(MILModel):
         }
 
     def forward_with_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.attention_net[:-1](x)
-        raw = self.attention_net[-1](h)  # (N, branches): what CLAM's heatmaps store
-        weights = torch.softmax(raw, dim=0)
-        bag = weights.transpose(0, 1) @ h  # (branches, embed)
+        # raw (N, branches): what CLAM's heatmaps store; bag (branches, embed)
+        bag, raw = attention_pool(x, self.attention_net[:-1], self.attention_net[-1],
+                                  self.patch_chunk)
         if self.multi_branch:
             logits = torch.cat([clf(bag[c]) for c, clf in enumerate(self.classifiers)])
             return logits, raw

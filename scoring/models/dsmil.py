@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from .base import MILModel, linear_shape, shape_of
+from .base import MILModel, chunks, linear_shape, shape_of
 
 
 class InstanceClassifier(nn.Module):
@@ -80,12 +80,61 @@ class DSMIL(MILModel):
         }
 
     def forward_with_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if x.shape[0] > self.patch_chunk and not torch.is_grad_enabled():
+            return self._streamed(x)
         h = self.patch_embed(x)
         instance_scores = self.i_classifier(h)  # (N, C)
         max_scores, critical = instance_scores.max(dim=0)
         pooled, attention = self.b_classifier(h, critical)
+        return self._logits(pooled, max_scores), attention
+
+    def _logits(self, pooled: torch.Tensor, max_scores: torch.Tensor) -> torch.Tensor:
         bag_scores = self.classifier(pooled.unsqueeze(0))[0, :, 0]  # Conv1d over the whole embedding
-        return (bag_scores + max_scores) / 2, attention
+        return (bag_scores + max_scores) / 2
+
+    def _streamed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same computation a chunk of patches at a time (inference on large bags).
+
+        Pass 1 finds each class's critical instance (the top instance score over the whole bag);
+        pass 2 recomputes the chunk's embedding, its query similarity to the critical instances
+        and the values, and accumulates the softmax-weighted values exactly (a streaming softmax).
+        The embedding is computed twice, the bag's activations never held at once: 200,000 x 1024
+        features need ~100 MB beyond themselves instead of 1.2 GB.
+        """
+        b = self.b_classifier
+        n = x.shape[0]
+        best = best_at = None
+        for rows in chunks(n, self.patch_chunk):
+            scores = self.i_classifier(self.patch_embed(x[rows]))  # (c, C)
+            top, at = scores.max(dim=0)
+            at = at + rows.start
+            if best is None:
+                best, best_at = top, at
+            else:
+                better = top > best  # ties keep the earlier patch, as one max over the bag does
+                best, best_at = torch.where(better, top, best), torch.where(better, at, best_at)
+        critical_queries = b.q(self.patch_embed(x[best_at]))  # (C, A)
+        scale = math.sqrt(critical_queries.shape[1])
+        sims = []
+        peak = total = pooled = None
+        for rows in chunks(n, self.patch_chunk):
+            h = self.patch_embed(x[rows])
+            sim = (b.q(h) @ critical_queries.transpose(0, 1)) / scale  # (c, C)
+            sims.append(sim)
+            values = b.v(h)
+            top = sim.amax(dim=0)
+            new_peak = top if peak is None else torch.maximum(peak, top)
+            weights = torch.exp(sim - new_peak)
+            part = weights.transpose(0, 1) @ values  # (C, E)
+            if peak is None:
+                total, pooled = weights.sum(dim=0), part
+            else:
+                rescale = torch.exp(peak - new_peak)
+                total = total * rescale + weights.sum(dim=0)
+                pooled = pooled * rescale[:, None] + part
+            peak = new_peak
+        attention = torch.softmax(torch.cat(sims), dim=0)
+        return self._logits(b.norm(pooled / total[:, None]), best), attention
 
 
 def build(in_dim: int, n_classes: int, options: Mapping[str, Any]) -> DSMIL:
