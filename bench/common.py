@@ -19,7 +19,8 @@ N_PATCHES = 18_000
 def bench_slide(rebuild: bool = False) -> Path:
     """The cached 40000x30000 benchmark slide, built from real tissue when absent."""
     from demo.cmu import cmu_small_region
-    from demo.pyramid import tissue_source, write_pyramid
+    from demo.pyramid import write_pyramid
+    from demo.tissue import tissue_source
 
     path = BENCH_DIR / f"{SLIDE_ID}.svs"
     if rebuild or not path.exists():

@@ -39,7 +39,8 @@ import yaml
 from demo.cmu import REPO_ROOT, cmu_small_region
 from demo.features import FEATURE_DIM, NUCLEI_INDEX, patch_features
 from demo.patches import patch_grid, tissue_mask, write_clam, write_trident
-from demo.pyramid import tissue_source, write_pyramid
+from demo.pyramid import write_pyramid
+from demo.tissue import tissue_source
 from scoremap.atomic import atomic_output
 
 if TYPE_CHECKING:

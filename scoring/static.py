@@ -276,7 +276,7 @@ class _Painter:
         self.mask_lut = [opacity] * TRANSPARENT + [0]
         # The colour is painted on the output raster: its downsample from level 0 includes
         # custom_downsample, so registration holds on the written image whatever its size.
-        (l_w, l_h), (o_w, o_h) = geo.l_size, geo.o_size
+        l_w, o_w = geo.l_size[0], geo.o_size[0]
         self.o_downsample = geo.downsample * l_w / o_w if geo.resized else geo.downsample
 
     def slide_strip(self, strip: _Strip) -> np.ndarray:

@@ -23,3 +23,23 @@ def cmu_slide() -> Path:
     from demo.cmu import cmu_small_region
 
     return cmu_small_region()
+
+
+@pytest.fixture(scope="session")
+def viewer_cohort(tmp_path_factory, cmu_slide):
+    """The scored test cohort of tests/viewer_fixtures.py (real slides, blockmaps, a config)."""
+    from tests.viewer_fixtures import build_cohort
+
+    return build_cohort(tmp_path_factory.mktemp("viewer-cohort"), cmu_slide)
+
+
+@pytest.fixture(scope="session")
+def viewer_app(viewer_cohort):
+    from viewer.app import create_app
+
+    return create_app({"SCORING_CONFIG": str(viewer_cohort.config)})
+
+
+@pytest.fixture()
+def client(viewer_app):
+    return viewer_app.test_client()

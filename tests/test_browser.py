@@ -24,7 +24,6 @@ from PIL import Image
 
 from tests.conftest import REPO_ROOT
 from viewer.background import start_viewer, stop_viewer
-from tests.viewer_fixtures import client, viewer_app, viewer_cohort  # noqa: F401
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -16,7 +16,8 @@ import torch
 
 from demo.features import FEATURE_DIM, FEATURE_NAMES, NUCLEI_INDEX, describe, patch_features
 from demo.patches import patch_grid, tissue_mask, write_clam, write_trident
-from demo.pyramid import level_dimensions, tissue_source, write_pyramid
+from demo.pyramid import write_pyramid
+from demo.tissue import level_dimensions, tissue_source
 
 # Regions of CMU-1-Small-Region (level 0, 256 px), checked by eye: epidermis full of nuclei,
 # sparse dermis at the tissue edge, and empty glass.

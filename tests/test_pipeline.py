@@ -273,7 +273,7 @@ def test_vis_level_the_slide_lacks_falls_back_to_its_coarsest(cohort, caplog):
 
 
 def test_slide_id_keeps_its_own_extension_case(cohort):
-    root, raw = cohort["root"], cohort["raw"]
+    root = cohort["root"]
     os.symlink(root / "slides" / "alpha.svs", root / "slides" / "UPPER.SVS")
     shutil.copy(root / "features" / "pt_files" / "alpha.pt", root / "features" / "pt_files" / "UPPER.pt")
     shutil.copy(root / "features" / "h5_files" / "alpha.h5", root / "features" / "h5_files" / "UPPER.h5")

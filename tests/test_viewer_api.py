@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from scoremap.normalize import normalize_scores
-from tests.viewer_fixtures import PATCH, client, viewer_app, viewer_cohort, write_scored  # noqa: F401
+from tests.viewer_fixtures import PATCH, write_scored
 from viewer.app import create_app
 from viewer.errors import ViewerConfigError
 

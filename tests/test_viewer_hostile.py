@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.viewer_fixtures import client, viewer_app, viewer_cohort  # noqa: F401
 
 T = "/slide/pyramid_files"
 O = "/overlay/pyramid_files"

@@ -19,7 +19,7 @@ from scoremap.grid import rasterize_blurred
 from scoremap.normalize import normalize_scores
 from scoremap.patch_index import PatchIndex
 from scoremap.raster import ScoreSource, Window, window_indices
-from tests.viewer_fixtures import PATCH, client, viewer_app, viewer_cohort, write_scored  # noqa: F401
+from tests.viewer_fixtures import PATCH, write_scored
 from viewer.app import create_app
 from viewer.geometry import DeepZoomGeometry
 from viewer.overlay import render_overlay_tile, tile_indices

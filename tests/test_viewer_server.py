@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +14,6 @@ import pytest
 from viewer import cli as run_viewer
 from tests.conftest import REPO_ROOT
 from viewer.background import free_port, start_viewer, stop_viewer, wait_until_serving
-from tests.viewer_fixtures import viewer_cohort  # noqa: F401
 
 TILE = "/slide/pyramid_files/13/5_4.jpeg"
 OVERLAY = "/overlay/pyramid_files/13/5_4.png?cmap=viridis"

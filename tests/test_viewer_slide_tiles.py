@@ -17,7 +17,7 @@ from openslide.deepzoom import DeepZoomGenerator
 from PIL import Image, ImageCms
 
 from tests.conftest import SHARED_TESTDATA, shared_path
-from tests.viewer_fixtures import client, viewer_app, viewer_cohort, write_scored  # noqa: F401
+from tests.viewer_fixtures import write_scored
 from viewer.app import create_app
 from viewer.slides import OpenedSlide
 

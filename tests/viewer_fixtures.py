@@ -1,4 +1,4 @@
-"""A small scored cohort on real slides, for the viewer tests (and nothing else).
+"""A small scored cohort on real slides, for the viewer tests (the fixtures are in conftest.py).
 
 Layout built under one temporary root:
 
@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-import pytest
 
 from scoremap.blockmap import Blockmap, blockmap_path, write_blockmap
 
@@ -94,7 +92,8 @@ def write_scored(raw_dir: Path, slide_id: str, label: str, slide_path: str | Pat
 
 def build_pyramid(path: Path, cmu_slide: Path, width: int = 6000, height: int = 4500) -> Path:
     """A multi-level slide of real tissue (demo.pyramid), generated once per session."""
-    from demo.pyramid import tissue_source, write_pyramid
+    from demo.pyramid import write_pyramid
+    from demo.tissue import tissue_source
 
     return write_pyramid(path, width, height, tissue_source(cmu_slide))
 
@@ -160,31 +159,3 @@ def build_cohort(root: Path, cmu_slide: Path) -> ViewerCohort:
             writer.writerow([sid, scored[sid].label, len(scored[sid].scores), 0, 1, "0.2", "0.8"])
     config = write_config(root / "config.yaml", root, slides)
     return ViewerCohort(root, slides, raw, config, scored)
-
-
-# ----------------------------------------------------------------------------------------------
-# pytest fixtures (import them into a test module to use them). The cohort is built once per
-# process even when several modules import these fixtures.
-
-_BUILT: dict[str, object] = {}
-
-
-@pytest.fixture(scope="session")
-def viewer_cohort(tmp_path_factory, cmu_slide) -> ViewerCohort:
-    if "cohort" not in _BUILT:
-        _BUILT["cohort"] = build_cohort(tmp_path_factory.mktemp("viewer-cohort"), cmu_slide)
-    return _BUILT["cohort"]
-
-
-@pytest.fixture(scope="session")
-def viewer_app(viewer_cohort):
-    from viewer.app import create_app
-
-    if "app" not in _BUILT:
-        _BUILT["app"] = create_app({"SCORING_CONFIG": str(viewer_cohort.config)})
-    return _BUILT["app"]
-
-
-@pytest.fixture()
-def client(viewer_app):
-    return viewer_app.test_client()

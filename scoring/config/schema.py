@@ -1,0 +1,205 @@
+"""The config's schema: which sections and keys exist, their types, defaults and CLAM spellings,
+and the checks that turn a YAML mapping into validated sections (or one ConfigError naming the
+file, the dotted key and the expected form).
+
+CLAM's heatmap config is part of the schema: its spellings of our keys (`drop_out`, `attn_dim`)
+are `Key(target=...)`, its extraction-only keys `Key(ignored=...)` (warned once, no effect).
+"""
+from __future__ import annotations
+
+import difflib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from scoremap.defaults import HEATMAP_ARGUMENTS
+from scoring.config.model import SampleSpec
+from scoring.config.values import (SAMPLE_MODES, _bool, _cmap, _custom_downsample, _dir_or_map, _dropout, _ext,
+                                   _ignored, _int, _label_dict, _model_type, _names, _opt_bool,
+                                   _opt_float, _opt_int, _opt_path, _opt_pos_int, _opt_str, _path, _pos_int,
+                                   _slide_ext, _str, _thresh, _unit, _vis_level)
+from scoring.errors import ConfigError
+
+log = logging.getLogger("scoring.config")
+
+
+@dataclass(frozen=True)
+class Key:
+    check: Callable[[Any], Any]
+    default: Any = None
+    required: bool = False
+    target: str | None = None  # canonical name when the key is CLAM's spelling of ours
+    ignored: str | None = None  # why a recognised key has no effect here (warned once)
+
+
+_EXTRACTION_ONLY = "feature-extraction setting, has no effect on scoring"
+_HEAT = HEATMAP_ARGUMENTS
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "exp_arguments": {
+        "n_classes": Key(_opt_pos_int),
+        "save_exp_code": Key(_str, required=True),
+        "raw_save_dir": Key(_path, required=True),
+        "production_save_dir": Key(_path, required=True),
+        "batch_size": Key(_pos_int, 256),
+        "class_names": Key(_names),
+    },
+    "data_arguments": {
+        "data_dir": Key(_dir_or_map, required=True),
+        "data_dir_key": Key(_opt_str),
+        "slide_ext": Key(_slide_ext, ".svs"),
+        "features_dir": Key(_opt_path),
+        "process_list": Key(_opt_path),
+        "label_dict": Key(_label_dict),
+        "patch_size_level0": Key(_opt_pos_int),
+        "preset": Key(_ignored, ignored="CLAM segmentation preset, " + _EXTRACTION_ONLY),
+    },
+    "patching_arguments": {
+        "patch_size": Key(_opt_pos_int),
+        "patch_level": Key(_opt_int, 0),
+        "overlap": Key(_ignored, ignored=_EXTRACTION_ONLY),
+        "custom_downsample": Key(_ignored, ignored=_EXTRACTION_ONLY),
+    },
+    "encoder_arguments": {
+        "model_name": Key(_ignored, ignored=_EXTRACTION_ONLY + " (features are read from features_dir)"),
+        "target_img_size": Key(_ignored, ignored=_EXTRACTION_ONLY),
+    },
+    "model_arguments": {
+        "ckpt_path": Key(_path, required=True),
+        "model_type": Key(_model_type, required=True),
+        "n_classes": Key(_opt_pos_int),
+        "in_dim": Key(_opt_pos_int),
+        "embed_dim": Key(_opt_pos_int),
+        "attention_dim": Key(_opt_pos_int),
+        "attn_dim": Key(_opt_pos_int, target="attention_dim"),
+        "num_heads": Key(_opt_pos_int),
+        "num_layers": Key(_opt_pos_int),
+        "gate": Key(_opt_bool),
+        "model_size": Key(_opt_str),
+        "dropout": Key(_dropout),
+        "drop_out": Key(_dropout, target="dropout"),
+        "initiate_fn": Key(_ignored, ignored="CLAM's loader name; models are chosen by model_type"),
+    },
+    "heatmap_arguments": {
+        "vis_level": Key(_vis_level, _HEAT["vis_level"]),
+        "alpha": Key(_unit, _HEAT["alpha"]),
+        "cmap": Key(_cmap, _HEAT["cmap"]),
+        "convert_to_percentiles": Key(_bool, _HEAT["convert_to_percentiles"]),
+        "blur": Key(_bool, _HEAT["blur"]),
+        "save_orig": Key(_bool, _HEAT["save_orig"]),
+        "save_ext": Key(_ext, _HEAT["save_ext"]),
+        "custom_downsample": Key(_custom_downsample, _HEAT["custom_downsample"]),
+        "blank_canvas": Key(_bool, _HEAT["blank_canvas"]),
+        "binarize": Key(_bool, _HEAT["binarize"]),
+        "binary_thresh": Key(_thresh, _HEAT["binary_thresh"]),
+        "use_roi": Key(_opt_bool, _HEAT["use_roi"]),
+        "use_ref_scores": Key(_ignored, ignored="percentiles are always taken over the slide's own patches"),
+        "use_center_shift": Key(_ignored, ignored="CLAM patch-in-contour test, " + _EXTRACTION_ONLY),
+        "calc_heatmap": Key(_ignored, ignored="heatmaps are always computed from the blockmap"),
+    },
+    "sample_arguments": {
+        "samples": Key(lambda v: v, []),
+    },
+}
+
+REQUIRED_SECTIONS = ("exp_arguments", "data_arguments", "model_arguments")
+
+SAMPLE_SCHEMA: dict[str, Key] = {
+    "name": Key(_str, required=True),
+    "sample": Key(_bool, True),
+    "k": Key(_pos_int, 15),
+    "mode": Key(_str, required=True),
+    "seed": Key(_int, 1),
+    "score_start": Key(_opt_float),
+    "score_end": Key(_opt_float),
+}
+
+_EXPECTED_FORM = {
+    "n_classes": "the number of classes, e.g. 2",
+    "save_exp_code": "a name for this experiment, e.g. MY_EXPERIMENT",
+    "raw_save_dir": "a folder for blockmaps, e.g. heatmaps/heatmap_raw_results",
+    "production_save_dir": "a folder for heatmaps, e.g. heatmaps/heatmap_production_results",
+    "data_dir": "a folder of slides, or a mapping {key: folder} with data_dir_key",
+    "ckpt_path": "the path of the trained checkpoint (.pt, .bin or .safetensors)",
+    "model_type": "one of abmil, clam_sb, clam_mb, transmil, dsmil",
+    "name": "a folder name for these patches, e.g. topk_high_attention",
+    "mode": "one of " + ", ".join(SAMPLE_MODES),
+}
+
+
+def where(source: Path, key: str) -> str:
+    return f"{source}: {key}"
+
+
+def check_section(source: Path, section: str, raw: Any, schema: dict[str, Key]) -> dict[str, Any]:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where(source, section)} must be a mapping of keys, got {type(raw).__name__}")
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        key = str(key)
+        spec = schema.get(key)
+        if spec is None:
+            close = difflib.get_close_matches(key, list(schema), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(
+                f"{where(source, section + '.' + key)}: unknown key{hint}; "
+                f"expected one of: {', '.join(k for k in schema)}")
+        if spec.ignored is not None:
+            log.warning("%s: %s.%s is ignored: %s", source, section, key, spec.ignored)
+            continue
+        try:
+            checked = spec.check(value)
+        except ValueError as exc:
+            raise ConfigError(
+                f"{where(source, section + '.' + key)} must be {exc}, got {value!r} "
+                f"({type(value).__name__})") from None
+        target = spec.target or key
+        if target in out and out[target] is not None and checked is not None and out[target] != checked:
+            raise ConfigError(f"{where(source, section)}: {key} and {target} disagree ({value!r} vs {out[target]!r})")
+        if checked is not None or target not in out:
+            out[target] = checked
+    for key, spec in schema.items():
+        if spec.required and out.get(key) is None:
+            raise ConfigError(
+                f"{where(source, section + '.' + key)}: missing required key; "
+                f"expected {_EXPECTED_FORM.get(key, 'a value')}")
+        if spec.target is None and spec.ignored is None and key not in out:
+            out[key] = spec.default
+    return out
+
+
+def check_samples(source: Path, raw: Any) -> tuple[SampleSpec, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ConfigError(f"{where(source, 'sample_arguments.samples')} must be a list of sample specs, "
+                          f"got {type(raw).__name__}")
+    specs: list[SampleSpec] = []
+    names: set[str] = set()
+    for i, item in enumerate(raw):
+        entry = f"sample_arguments.samples[{i}]"
+        values = check_section(source, entry, item, SAMPLE_SCHEMA)
+        mode = values["mode"]
+        if mode not in SAMPLE_MODES:
+            raise ConfigError(f"{where(source, entry + '.mode')} must be one of {', '.join(SAMPLE_MODES)}, "
+                              f"got {mode!r}")
+        if not values["sample"]:
+            continue
+        start, end = values["score_start"], values["score_end"]
+        if mode == "range_sample":
+            for key, v in (("score_start", start), ("score_end", end)):
+                if v is None or not 0.0 <= v <= 1.0:
+                    raise ConfigError(f"{where(source, entry + '.' + key)} must be a quantile between 0 and 1 "
+                                      f"for range_sample, got {v!r}")
+            if start > end:
+                raise ConfigError(f"{where(source, entry)}: score_start ({start}) is above score_end ({end})")
+        if values["name"] in names:
+            raise ConfigError(f"{where(source, entry + '.name')}: {values['name']!r} is used twice; "
+                              "each sample needs its own folder name")
+        names.add(values["name"])
+        specs.append(SampleSpec(name=values["name"], mode="bottomk" if mode == "reverse_topk" else mode,
+                                k=values["k"], seed=values["seed"], score_start=start, score_end=end))
+    return tuple(specs)
