@@ -25,11 +25,9 @@ import urllib.request
 from pathlib import Path
 
 
-from viewer.background import ViewerStartError, start_viewer, stop_viewer  # noqa: E402
+from bench.common import CHROMIUM, CHROMIUM_ARGS
+from viewer.background import ViewerStartError, start_viewer, stop_viewer
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
 TARGET_MS = 1000.0
 FIRST_TILE_JS = ("window.milViewer && (window.milViewer.error || "
                  "(window.milViewer.overlay && window.milViewer.overlay.firstTileDrawnAt !== null))")

@@ -24,24 +24,19 @@ If-None-Match: every request renders. Target: overlay rate >= 2x the slide rate.
 from __future__ import annotations
 
 import argparse
-import http.client
 import os
-import queue
 import random
 import sys
-import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-
-from bench.common import (  # noqa: E402
-    BENCH_DIR, N_PATCHES, PATCH, REPO_ROOT, SLIDE_H, SLIDE_ID, SLIDE_W, bench_slide)
-from viewer.background import ViewerStartError, start_viewer, stop_viewer  # noqa: E402
+from bench.common import (BENCH_DIR, N_PATCHES, PATCH, REPO_ROOT, SLIDE_H, SLIDE_ID, SLIDE_W, bench_slide,
+                          http_rate)
+from viewer.background import ViewerStartError, start_viewer, stop_viewer
 
 RESULTS_DIR = BENCH_DIR / "viewer_results" / "BENCH"
 LABEL = "bench"
-CLIENTS = 8
 IN_PROCESS_TARGET, HTTP_TARGET = 3.0, 2.0
 
 
@@ -125,44 +120,6 @@ def in_process(tiles: list[tuple[int, int, int]]) -> tuple[float, float, dict]:
     return totals[0], totals[1], per_level
 
 
-def http_rate(port: int, urls: list[str], clients: int = CLIENTS) -> float:
-    """Tiles per second for `urls` fetched by `clients` threads over keep-alive connections."""
-    work: queue.Queue[str] = queue.Queue()
-    for url in urls:
-        work.put(url)
-    errors: list[str] = []
-
-    def client() -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        try:
-            while True:
-                try:
-                    url = work.get_nowait()
-                except queue.Empty:
-                    return
-                conn.request("GET", url)
-                r = conn.getresponse()
-                r.read()
-                if r.status != 200:
-                    errors.append(f"{url}: {r.status}")
-                if r.getheader("Connection", "").lower() == "close":
-                    conn.close()
-                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        finally:
-            conn.close()
-
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    t0 = time.perf_counter()
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    wall = time.perf_counter() - t0
-    if errors:
-        raise SystemExit(f"{len(errors)} failed requests, e.g. {errors[0]}")
-    return len(urls) / wall
-
-
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
@@ -219,7 +176,7 @@ def main(argv=None) -> int:
         finally:
             stop_viewer(proc)
         http_ratio = overlay_rate / slide_rate
-        print(f"\nHTTP, gunicorn ({args.workers} workers x {args.threads} threads), {CLIENTS} clients, "
+        print(f"\nHTTP, gunicorn ({args.workers} workers x {args.threads} threads), 8 clients, "
               f"{args.requests} requests each kind")
         print(f"  slide {slide_rate:.0f} tiles/s, overlay {overlay_rate:.0f} tiles/s, ratio {http_ratio:.1f}x "
               f"(target >= {HTTP_TARGET:.0f}x): {verdict(http_ratio >= HTTP_TARGET)}")

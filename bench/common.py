@@ -1,10 +1,13 @@
-"""What bench_static.py and bench_tiles.py share: the cached 40000x30000 benchmark slide.
+"""What the benches share: the cached 40000x30000 benchmark slide, Chromium, an HTTP load client.
 
-Both benches open the same file under data/bench/ (built once, from real CMU-1 tissue by
-demo.pyramid) and place ~18,000 level-0 patches of 256 px on it (each its own way).
+bench_static, bench_tiles and bench_scale open the same file under data/bench/ (built once, from
+real CMU-1 tissue by demo.tissue + demo.pyramid) and place their patches on it.
 """
 from __future__ import annotations
 
+import http.client
+import queue
+import threading
 import time
 from pathlib import Path
 
@@ -14,6 +17,9 @@ SLIDE_W, SLIDE_H = 40_000, 30_000
 SLIDE_ID = f"bench_{SLIDE_W}x{SLIDE_H}"
 PATCH = 256
 N_PATCHES = 18_000
+CHROMIUM = "/usr/bin/chromium"  # Debian's, driven by Playwright (never a downloaded browser)
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
 
 
 def bench_slide(rebuild: bool = False) -> Path:
@@ -30,3 +36,42 @@ def bench_slide(rebuild: bool = False) -> Path:
                       quality=75, mpp=0.5, seed=0)
         print(f"  built in {time.perf_counter() - t0:.1f} s", flush=True)
     return path
+
+
+def http_rate(port: int, urls: list[str], clients: int = 8) -> float:
+    """Requests per second for `urls` fetched by `clients` threads over keep-alive connections;
+    SystemExit naming a failed request (a benchmark of errors is no benchmark)."""
+    work: queue.Queue[str] = queue.Queue()
+    for url in urls:
+        work.put(url)
+    errors: list[str] = []
+
+    def client() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        try:
+            while True:
+                try:
+                    url = work.get_nowait()
+                except queue.Empty:
+                    return
+                conn.request("GET", url)
+                r = conn.getresponse()
+                r.read()
+                if r.status != 200:
+                    errors.append(f"{url}: {r.status}")
+                if r.getheader("Connection", "").lower() == "close":
+                    conn.close()
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    t0 = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    wall = time.perf_counter() - t0
+    if errors:
+        raise SystemExit(f"{len(errors)} failed requests, e.g. {errors[0]}")
+    return len(urls) / wall

@@ -97,60 +97,171 @@ def write_blockmap(path: str | os.PathLike, bm: Blockmap) -> None:
                 a[key] = value
 
 
-def _require(fh: h5py.File, path: Path, key: str):
-    if key not in fh.attrs:
-        raise BlockmapError(f"{path}: missing attribute '{key}' (not written by create_heatmaps.py?)")
-    return fh.attrs[key]
+#: Largest level-0 patch side believed: 65536 px is a whole slide at 0.25 um/px; anything larger
+#: (or <= 0) is a corrupt attribute, and would make every raster of the slide absurd.
+MAX_PATCH_SIZE = 1 << 16
+_KNOWN = {"format_version", "slide_id", "slide_path", "label", "model_type", "attention_definition",
+          "class_names", "n_classes", "pred", "pred_name", "probs", "logits", "patch_size_level0", "bag_size"}
 
 
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+@dataclass(frozen=True)
+class BlockmapHeader:
+    """What a blockmap says about its slide without its per-patch arrays (the cohort table's needs)."""
+
+    slide_id: str
+    slide_path: str
+    label: str
+    model_type: str
+    class_names: list[str]
+    pred: int
+    probs: np.ndarray
+    logits: np.ndarray
+    l0_patch: int
+    bag_size: int
+    has_per_class: bool
+    extra: dict[str, str]
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+
+class _Reader:
+    """One blockmap's attributes and datasets, each checked: every malformation is a BlockmapError
+    naming the file and what was expected, never a JSON, type or value error from below."""
+
+    def __init__(self, fh: h5py.File, path: Path):
+        self.fh, self.path = fh, path
+
+    def fail(self, message: str) -> BlockmapError:
+        return BlockmapError(f"{self.path}: {message}")
+
+    def attr(self, key: str, default=None, required: bool = True):
+        if key not in self.fh.attrs:
+            if required:
+                raise self.fail(f"missing attribute '{key}' (not written by create_heatmaps.py?)")
+            return default
+        try:
+            return self.fh.attrs[key]
+        except (OSError, TypeError, ValueError) as exc:  # an attribute h5py cannot decode
+            raise self.fail(f"attribute '{key}' cannot be read ({exc})") from None
+
+    def text(self, key: str, default: str | None = None) -> str:
+        value = self.attr(key, default, required=default is None)
+        if isinstance(value, bytes):
+            try:
+                return value.decode()
+            except UnicodeDecodeError:
+                raise self.fail(f"attribute '{key}' is not UTF-8 text") from None
+        if isinstance(value, np.ndarray) and value.shape != ():
+            raise self.fail(f"attribute '{key}' must be text, got an array of shape {value.shape}")
+        return str(value)
+
+    def integer(self, key: str, lo: int, hi: int, expected: str) -> int:
+        value = self.attr(key)
+        try:
+            number = float(np.asarray(value).item())
+        except (TypeError, ValueError):
+            raise self.fail(f"attribute '{key}' must be {expected}, got {value!r}"[:300]) from None
+        if not (np.isfinite(number) and number.is_integer() and lo <= number <= hi):
+            raise self.fail(f"attribute '{key}' must be {expected}, got {value!r}"[:300])
+        return int(number)
+
+    def numbers(self, key: str, n: int, required: bool = True) -> np.ndarray:
+        value = self.attr(key, np.full(n, np.nan), required)
+        try:
+            array = np.asarray(value, np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            raise self.fail(f"attribute '{key}' must be {n} numbers, got {value!r}"[:300]) from None
+        if array.shape != (n,):
+            raise self.fail(f"attribute '{key}' must be {n} numbers (one per class), got {array.shape[0]}")
+        return array
+
+    def class_names(self) -> list[str]:
+        raw = self.text("class_names")
+        try:
+            names = json.loads(raw)
+        except ValueError:
+            raise self.fail(f"attribute 'class_names' must be a JSON list of names, got {raw[:80]!r}") from None
+        if not isinstance(names, list) or not names or not all(isinstance(n, (str, int, float)) for n in names):
+            raise self.fail(f"attribute 'class_names' must be a non-empty JSON list of names, got {raw[:80]!r}")
+        return [str(n) for n in names]
+
+    def dataset(self, key: str, width: int | None, required: bool = True) -> h5py.Dataset | None:
+        node = self.fh.get(key)
+        if node is None:
+            if required:
+                raise self.fail(f"missing dataset '{key}'")
+            return None
+        if not isinstance(node, h5py.Dataset):
+            raise self.fail(f"'{key}' must be a dataset, got a {type(node).__name__.lower()}")
+        if not np.issubdtype(node.dtype, np.number) or np.issubdtype(node.dtype, np.complexfloating):
+            raise self.fail(f"dataset '{key}' must hold real numbers, got {node.dtype}")
+        shape = node.shape
+        ok = len(shape) == 2 and (width is None or shape[1] == width) or (width == 1 and len(shape) == 1)
+        if not ok:
+            raise self.fail(f"dataset '{key}' has shape {shape}, expected (N, {width if width else 'C'})")
+        return node
+
+    def header(self) -> BlockmapHeader:
+        scores = self.dataset("attention_scores", 1)
+        coords = self.dataset("coords", 2)
+        per_class = self.dataset("attention_scores_per_class", None, required=False)
+        n = scores.shape[0]
+        if coords.shape[0] != n:
+            raise self.fail(f"attention_scores ({n} patches) and coords ({coords.shape[0]}) disagree")
+        names = self.class_names()
+        c = len(names)
+        if per_class is not None and per_class.shape != (n, c):
+            raise self.fail(f"attention_scores_per_class has shape {per_class.shape}, expected ({n}, {c})")
+        return BlockmapHeader(
+            slide_id=self.text("slide_id"), slide_path=self.text("slide_path"),
+            label=self.text("label", "Unspecified"), model_type=self.text("model_type"), class_names=names,
+            pred=self.integer("pred", 0, c - 1, f"a class index 0..{c - 1}"),
+            probs=self.numbers("probs", c), logits=self.numbers("logits", c, required=False),
+            l0_patch=self.integer("patch_size_level0", 1, MAX_PATCH_SIZE,
+                                  f"a level-0 patch size in pixels, 1..{MAX_PATCH_SIZE}"),
+            bag_size=n, has_per_class=per_class is not None,
+            extra={k: self.text(k) for k in self.fh.attrs if k not in _KNOWN})
+
+    def array(self, key: str, dtype) -> np.ndarray:
+        node = self.fh[key]
+        try:
+            return np.asarray(node[()], dtype)
+        except (OSError, TypeError, ValueError) as exc:
+            raise self.fail(f"dataset '{key}' cannot be read ({exc})") from None
+
+
+def _open(path: Path) -> h5py.File:
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise BlockmapError(f"{path}: cannot read as HDF5: {exc}") from None
+
+
+def read_blockmap_header(path: str | os.PathLike) -> BlockmapHeader:
+    """The checked attributes and shapes of a blockmap, without reading its per-patch arrays."""
+    path = Path(path)
+    with _open(path) as fh:
+        return _Reader(fh, path).header()
 
 
 def read_blockmap(path: str | os.PathLike) -> Blockmap:
     """Read and check one blockmap; BlockmapError names the file and what is wrong."""
     path = Path(path)
-    try:
-        fh = h5py.File(path, "r")
-    except OSError as exc:
-        raise BlockmapError(f"{path}: cannot read as HDF5: {exc}") from None
-    with fh:
-        for key in ("attention_scores", "coords"):
-            if key not in fh:
-                raise BlockmapError(f"{path}: missing dataset '{key}'")
-        scores = np.asarray(fh["attention_scores"][()], np.float32)
-        coords = np.asarray(fh["coords"][()], np.int32)
-        per_class = (np.asarray(fh["attention_scores_per_class"][()], np.float32)
-                     if "attention_scores_per_class" in fh else None)
-        names = json.loads(_text(_require(fh, path, "class_names")))
-        known = {"format_version", "slide_id", "slide_path", "label", "model_type", "attention_definition",
-                 "class_names", "n_classes", "pred", "pred_name", "probs", "logits", "patch_size_level0",
-                 "bag_size"}
-        bm = Blockmap(
-            slide_id=_text(_require(fh, path, "slide_id")),
-            slide_path=_text(_require(fh, path, "slide_path")),
-            label=_text(fh.attrs.get("label", "Unspecified")),
-            model_type=_text(_require(fh, path, "model_type")),
-            class_names=[str(n) for n in names],
-            pred=int(_require(fh, path, "pred")),
-            probs=np.asarray(_require(fh, path, "probs"), np.float64),
-            logits=np.asarray(fh.attrs.get("logits", np.full(len(names), np.nan)), np.float64),
-            l0_patch=int(_require(fh, path, "patch_size_level0")),
-            attention=scores.reshape(-1),
-            l0_coords=coords,
-            attention_per_class=per_class,
-            extra={k: _text(v) for k, v in fh.attrs.items() if k not in known},
-        )
-    n = bm.bag_size
-    if scores.shape not in ((n, 1), (n,)) or coords.shape != (n, 2):
-        raise BlockmapError(f"{path}: attention_scores {scores.shape} and coords {coords.shape} disagree")
-    if per_class is not None and per_class.shape != (n, bm.n_classes):
-        raise BlockmapError(f"{path}: attention_scores_per_class has shape {per_class.shape}, "
-                            f"expected ({n}, {bm.n_classes})")
-    if not 0 <= bm.pred < bm.n_classes or bm.probs.shape != (bm.n_classes,):
-        raise BlockmapError(f"{path}: prediction {bm.pred} / probabilities {bm.probs.shape} do not fit "
-                            f"{bm.n_classes} classes")
-    return bm
+    with _open(path) as fh:
+        reader = _Reader(fh, path)
+        head = reader.header()
+        scores = reader.array("attention_scores", np.float32).reshape(-1)
+        coords = reader.array("coords", np.float64)
+        per_class = reader.array("attention_scores_per_class", np.float32) if head.has_per_class else None
+    if not np.isfinite(coords).all() or (coords < 0).any() or (coords > 2 ** 31 - 1 - head.l0_patch).any():
+        raise BlockmapError(f"{path}: coords must be non-negative level-0 pixel positions")
+    return Blockmap(
+        slide_id=head.slide_id, slide_path=head.slide_path, label=head.label, model_type=head.model_type,
+        class_names=head.class_names, pred=head.pred, probs=head.probs, logits=head.logits,
+        l0_patch=head.l0_patch, attention=scores, l0_coords=coords.astype(np.int32),
+        attention_per_class=per_class, extra=head.extra)
 
 
 def blockmap_path(raw_exp_dir: Path, label: str, slide_id: str) -> Path:

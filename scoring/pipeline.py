@@ -20,7 +20,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from scoremap.atomic import atomic_output, remove_stale_partials
-from scoremap.blockmap import Blockmap, BlockmapError, blockmap_path, read_blockmap, write_blockmap
+from scoremap.blockmap import Blockmap, BlockmapError, blockmap_path, read_blockmap_header, write_blockmap
 from scoremap.errors import SlideOpenError
 from scoremap.slides import open_slide
 from scoring.config import Config
@@ -145,7 +145,7 @@ def write_results(config: Config, jobs: list[SlideJob]) -> Path:
         if not path.exists():
             continue
         try:
-            bm = read_blockmap(path)
+            bm = read_blockmap_header(path)
         except BlockmapError as exc:
             log.warning("results.csv leaves out %s: %s", job.slide_id, exc)
             continue

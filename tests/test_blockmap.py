@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from scoremap.atomic import atomic_output, remove_stale_partials
-from scoremap.blockmap import Blockmap, BlockmapError, blockmap_path, read_blockmap, write_blockmap
+from scoremap.blockmap import (Blockmap, BlockmapError, blockmap_path, read_blockmap, read_blockmap_header,
+                               write_blockmap)
 
 
 def _bm(per_class=True) -> Blockmap:
@@ -111,3 +112,63 @@ def test_partials_of_a_live_writer_are_kept(tmp_path):
     finally:
         live.kill()
         live.wait()
+
+
+def _rewrite(path, **changes):
+    """Rewrite attributes or datasets of a written blockmap (None deletes)."""
+    with h5py.File(path, "r+") as fh:
+        for key, value in changes.items():
+            if key in fh:
+                del fh[key]
+                if value is not None:
+                    if isinstance(value, str) and value == "<group>":
+                        fh.create_group(key)
+                    else:
+                        fh[key] = value
+            elif value is None:
+                del fh.attrs[key]
+            else:
+                fh.attrs[key] = value
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"class_names": "not json ["}, "attribute 'class_names' must be a JSON list"),
+    ({"class_names": "{\"a\": 1}"}, "must be a non-empty JSON list"),
+    ({"pred": "two"}, "attribute 'pred' must be a class index 0..2"),
+    ({"pred": 7}, "attribute 'pred' must be a class index 0..2"),
+    ({"pred": 1.5}, "attribute 'pred' must be a class index"),
+    ({"probs": "high"}, "attribute 'probs' must be 3 numbers"),
+    ({"probs": np.array([0.5, 0.5])}, r"attribute .probs. must be 3 numbers \(one per class\), got 2"),
+    ({"patch_size_level0": 0}, "attribute 'patch_size_level0' must be a level-0 patch size in pixels, 1..65536"),
+    ({"patch_size_level0": -256}, "patch_size_level0"),
+    ({"patch_size_level0": 200000}, "patch_size_level0"),
+    ({"patch_size_level0": "big"}, "patch_size_level0"),
+    ({"attention_scores": np.array([b"a", b"b", b"c", b"d", b"e", b"f", b"g"])}, "dataset 'attention_scores' must hold real numbers"),
+    ({"attention_scores": "<group>"}, "'attention_scores' must be a dataset, got a group"),
+    ({"coords": np.zeros((7, 3), np.int32)}, r"dataset 'coords' has shape \(7, 3\), expected \(N, 2\)"),
+    ({"coords": np.zeros((5, 2), np.int32)}, r"attention_scores \(7 patches\) and coords \(5\) disagree"),
+    ({"coords": np.full((7, 2), -5, np.int32)}, "coords must be non-negative"),
+    ({"attention_scores_per_class": np.zeros((7, 2), np.float32)}, r"attention_scores_per_class has shape \(7, 2\)"),
+    ({"slide_id": None}, "missing attribute 'slide_id'"),
+    ({"slide_path": np.array([1, 2])}, "attribute 'slide_path' must be text"),
+])
+def test_every_malformed_attribute_or_dataset_is_one_blockmap_error(tmp_path, changes, message):
+    """Hostile or broken files (issue 7): the reader names the file and what was expected; no JSON,
+    type or value error escapes to a caller (the viewer answers 4xx, the CLI one line)."""
+    path = tmp_path / "s1_blockmap.h5"
+    write_blockmap(path, _bm())
+    _rewrite(path, **changes)
+    with pytest.raises(BlockmapError, match=message) as err:
+        read_blockmap(path)
+    assert str(err.value).startswith(str(path))
+    if "coords must be non-negative" not in message:  # the header alone sees every other problem
+        with pytest.raises(BlockmapError, match=message):
+            read_blockmap_header(path)
+
+
+def test_the_header_reads_no_per_patch_arrays(tmp_path):
+    path = tmp_path / "s1_blockmap.h5"
+    write_blockmap(path, _bm())
+    head = read_blockmap_header(path)
+    assert (head.bag_size, head.n_classes, head.pred, head.l0_patch, head.has_per_class) == (7, 3, 2, 512, True)
+    assert not hasattr(head, "attention")

@@ -8,7 +8,7 @@ Sources (SPEC §4):
   `DIR/{label}/{slide_id}/{slide_id}_blockmap.h5`, slides under `--slides`;
 - the demo (`--demo`): the scoring config `data/demo/demo_config.yaml`.
 
-Every blockmap is read once here, for the cohort table (prediction, probabilities, bag size),
+Every blockmap's header is read once here, for the cohort table (prediction, probabilities, bag size),
 and every slide opened once, for its metadata and to find the files OpenSlide refuses. A slide
 that cannot be served keeps its row, marked unreadable with the reason and the HTTP status its
 requests get; nothing about one bad slide stops the others. Relative paths in a scoring config
@@ -28,7 +28,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from scoremap.blockmap import ATTENTION_DEFINITIONS, BlockmapError, read_blockmap
+from scoremap.blockmap import ATTENTION_DEFINITIONS, BlockmapError, read_blockmap_header
 from scoring.errors import ConfigError
 from viewer.errors import NotFound, SlideForbidden, SlideUnreadable, ViewerConfigError, ViewerError
 from viewer.slide_paths import locate_slide, real_roots
@@ -138,7 +138,7 @@ def results_order(results_csv: Path | None) -> list[str]:
 
 def _read_record(label: str, slide_id: str, path: Path) -> SlideRecord | None:
     try:
-        bm = read_blockmap(path)
+        bm = read_blockmap_header(path)  # attributes and shapes only: the arrays load on first view
     except BlockmapError as exc:
         log.warning("skipping %s: %s", path, exc)
         return None
@@ -148,7 +148,7 @@ def _read_record(label: str, slide_id: str, path: Path) -> SlideRecord | None:
         class_names=tuple(bm.class_names), pred=int(bm.pred),
         probs=tuple(float(p) for p in np.asarray(bm.probs, np.float64)), bag_size=bm.bag_size,
         model_type=bm.model_type, l0_patch=int(bm.l0_patch),
-        has_per_class=bm.attention_per_class is not None,
+        has_per_class=bm.has_per_class,
         attention_definition=ATTENTION_DEFINITIONS.get(bm.model_type, ""),
     )
     return SlideRecord(slide_id=slide_id, label=label, blockmap_path=path,

@@ -33,6 +33,7 @@ export class OverlayLayer {
     this.shownUrl = null; // the heatmap on show alone (any older layer dropped)
     this.alpha = 1;
     this.firstTileDrawnAt = null; // performance.now() of the first heatmap tile drawn (bench)
+    this.fullyLoadedAt = null; // ... and of the first view's last heatmap tile (bench_scale)
     this._generation = 0;
     this.firstTile = new Promise((resolve) => { this._resolveFirstTile = resolve; });
   }
@@ -54,7 +55,16 @@ export class OverlayLayer {
     this.alpha = state.alpha;
     return {
       tileSource: this.url, opacity: state.alpha, x: 0, y: 0, width: 1, loadTilesWithAjax: AJAX_TILES,
-      success: (event) => { this.item = event.item; this.shownUrl = this.url; },
+      success: (event) => {
+        this.item = event.item;
+        this.shownUrl = this.url;
+        const loaded = () => {
+          if (!event.item.getFullyLoaded() || this.fullyLoadedAt !== null) return;
+          this.fullyLoadedAt = performance.now();
+          event.item.removeHandler("fully-loaded-change", loaded);
+        };
+        event.item.addHandler("fully-loaded-change", loaded);
+      },
     };
   }
 
