@@ -54,9 +54,18 @@ def _o_edges(l0_start: np.ndarray, l0_patch: float, l0_origin: float, downsample
     end = (l0_start + l0_patch - l0_origin) / downsample
     o0 = np.floor(pos + _EDGE_EPS).astype(np.int64)
     o1 = np.ceil(end - _EDGE_EPS).astype(np.int64)
-    o0 = np.clip(o0, 0, o_limit) - o_offset
-    o1 = np.clip(o1, 0, o_limit) - o_offset
-    return np.clip(o0, 0, o_len), np.clip(o1, 0, o_len)
+    # clip to the whole raster [0, o_limit), shift to this part, clip to it: one clip each
+    lo = max(0, -o_offset)
+    hi = max(lo, min(o_limit - o_offset, o_len))
+    o0 -= o_offset
+    o1 -= o_offset
+    return np.clip(o0, lo, hi, out=o0), np.clip(o1, lo, hi, out=o1)
+
+
+def _sorted_distinct(values: np.ndarray) -> np.ndarray:
+    """np.unique of a small int array without its per-call overhead (every tile calls this twice)."""
+    values = np.sort(values)
+    return values[np.r_[True, values[1:] != values[:-1]]]
 
 
 @dataclass(frozen=True)
@@ -115,8 +124,8 @@ def cell_grid(l0_coords: np.ndarray, values: np.ndarray, l0_patch: float, downsa
     keep = (ox1 > ox0) & (oy1 > oy0) & np.isfinite(vals)
     ox0, ox1, oy0, oy1, vals = ox0[keep], ox1[keep], oy0[keep], oy1[keep], vals[keep]
 
-    o_col_edges = np.unique(np.concatenate(([0, o_w], ox0, ox1)))
-    o_row_edges = np.unique(np.concatenate(([0, o_h], oy0, oy1)))
+    o_col_edges = _sorted_distinct(np.concatenate(([0, o_w], ox0, ox1)))
+    o_row_edges = _sorted_distinct(np.concatenate(([0, o_h], oy0, oy1)))
     nx, ny = len(o_col_edges) - 1, len(o_row_edges) - 1
     if vals.size == 0:
         return CellGrid(o_row_edges, o_col_edges, np.full((ny, nx), np.nan, np.float32))

@@ -80,7 +80,10 @@ class _Bag:
     def __init__(self, l0_coords: np.ndarray, values01: np.ndarray, l0_patch: int):
         values = np.asarray(values01, np.float64).reshape(-1)
         keep = np.isfinite(values)
-        coords = np.rint(np.asarray(l0_coords, np.float64)[keep]).astype(np.int64)
+        coords = np.asarray(l0_coords)
+        if not np.issubdtype(coords.dtype, np.integer):
+            coords = np.rint(coords)
+        coords = coords.astype(np.int64)[keep] if not keep.all() else coords.astype(np.int64)
         self.values = values[keep]
         self.l0_patch = int(l0_patch)
         self.empty = len(self.values) == 0
@@ -94,9 +97,9 @@ class _Bag:
             cells = ix * len(self.uy) + iy
             size = len(self.ux) * len(self.uy)
             # float32: counts are exact, sums of scores in [0, 1] off by ~1e-6 of a palette step
-            self.tables = np.stack((np.bincount(cells, weights=self.values, minlength=size),
-                                    np.bincount(cells, minlength=size)), axis=1).astype(np.float32)
-            self.tables = self.tables.reshape(len(self.ux), len(self.uy), 2)
+            self.tables = np.empty((len(self.ux), len(self.uy), 2), np.float32)
+            self.tables[:, :, 0].flat = np.bincount(cells, weights=self.values, minlength=size)
+            self.tables[:, :, 1].flat = np.bincount(cells, minlength=size)
             del self.values  # held in the tables
         else:
             self.coords = coords

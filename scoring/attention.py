@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from scoremap.memory import return_large_blocks
+
 from .errors import FeatureError
 from .models.base import chunks
 
@@ -59,6 +61,7 @@ def _as_tensor(features: np.ndarray | torch.Tensor, in_dim: int | None) -> torch
 
 def score_bag(model: torch.nn.Module, features: np.ndarray | torch.Tensor) -> BagScores:
     """Score one bag in eval mode without gradients; float32 throughout, float64 logits/probs."""
+    return_large_blocks()  # chunk-sized temporaries are returned, not kept in the heap
     in_dim = getattr(model, "in_dim", None)
     x = _as_tensor(features, in_dim)
     param = next(model.parameters(), None)

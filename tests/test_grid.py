@@ -166,3 +166,21 @@ def test_blurred_strips_join(d):
     parts = [rasterize_blurred(coords, values, 128, d, window, (min(h, r + rows) - r, w), (r, 0))
              for r in range(0, h, rows)]
     np.testing.assert_allclose(np.vstack(parts), whole, rtol=1e-5, atol=1e-6)
+
+
+def test_rank_order_gives_scipys_average_ranks_and_the_attention_order_from_one_sort():
+    from scoremap.normalize import rank_order
+
+    rng = np.random.default_rng(4)
+    scores = np.round(rng.normal(size=3000), 1)  # many ties
+    scores[[5, 77, 901]] = np.nan
+    order, percentile = rank_order(scores)
+    finite = np.isfinite(scores)
+    np.testing.assert_allclose(percentile[finite], stats.rankdata(scores[finite]) / finite.sum())
+    assert np.isnan(percentile[~finite]).all()
+    keyed = np.where(finite, -scores, np.inf)
+    np.testing.assert_array_equal(order, np.argsort(keyed, kind="stable"))  # ties in bag order
+    assert set(order[-3:].tolist()) == {5, 77, 901}
+    for s in scores[finite][:50]:
+        want = stats.percentileofscore(scores[finite], s, kind="rank") / 100
+        assert np.isclose(percentile[np.flatnonzero(scores == s)[0]], want)

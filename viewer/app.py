@@ -17,6 +17,7 @@ from flask import Flask
 from scoremap.colormap import check_colormap
 from scoremap.defaults import VIEWER_SETTINGS
 from scoremap.errors import UnknownColormap
+from scoremap.memory import return_large_blocks
 from scoremap.normalize import NORMS
 from viewer import api_routes, image_routes, page_routes, tile_routes, vendor_routes
 from viewer.cohort import Cohort, cohort_from_config, cohort_from_results, demo_cohort
@@ -67,6 +68,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if config:
         app.config.from_mapping(config)
     settings = Settings.from_mapping(app.config)
+    return_large_blocks()  # a pyramid level's temporaries go back to the OS (workers inherit it)
     try:
         check_colormap(settings.default_cmap)
     except UnknownColormap as exc:

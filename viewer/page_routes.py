@@ -25,6 +25,7 @@ def cohort_page() -> str:
 def viewer_page(slide_id: str) -> str:
     state = viewer_state()
     record = state.record(slide_id)
+    state.prefetch(record)  # while the browser loads the page's scripts
     return render_template("viewer.html", slide=cohort_entry(record),
                            api_url=url_for("api.slide_metadata", slide_id=slide_id),
                            cohort_url=url_for("pages.cohort_page"))

@@ -16,7 +16,7 @@ import numpy as np
 
 from scoremap.blockmap import Blockmap, BlockmapError
 from scoremap.cache import ByteLRU, array_bytes
-from scoremap.normalize import normalize_scores
+from scoremap.normalize import normalize_scores, rank_order
 from scoremap.patch_index import PatchIndex
 from scoremap.pyramid import ScorePyramid
 from scoremap.raster import ScoreSource
@@ -36,8 +36,8 @@ class ClassScores:
     order: np.ndarray  # (N,) patch indices, most attended first
 
     @property
-    def nbytes(self) -> int:
-        return array_bytes(self.percentile, self.rank, self.order)
+    def nbytes(self) -> int:  # order is the ranks' entry, counted there
+        return array_bytes(self.percentile, self.rank)
 
 
 class SlideScores:
@@ -84,8 +84,21 @@ class SlideScores:
         except BlockmapError as exc:
             raise BadRequest(str(exc)) from None
 
+    def _ranks(self, class_index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(order, percentile in [0, 1] as float32) of one class, from one sort (`rank_order`)."""
+        def load():
+            order, percentile = rank_order(self.raw(class_index))
+            percentile = percentile.astype(np.float32)
+            for array in (order, percentile):
+                array.setflags(write=False)
+            return (order, percentile), order.nbytes + percentile.nbytes
+        return self._cache.get(("ranks", self._key, class_index), load)
+
     def normalized(self, class_index: int, norm: str) -> np.ndarray:
-        """Scores in [0, 1] (NaN kept) by the same `normalize_scores` as the static heatmaps."""
+        """Scores in [0, 1] (NaN kept) by the same normalisation as the static heatmaps."""
+        if norm == "percentile":
+            return self._ranks(class_index)[1]
+
         def load():
             values = normalize_scores(self.raw(class_index), norm).astype(np.float32)
             values.setflags(write=False)
@@ -94,13 +107,11 @@ class SlideScores:
 
     def class_scores(self, class_index: int) -> ClassScores:
         def load():
-            raw = self.raw(class_index)
-            percentile = self.normalized(class_index, "percentile") * np.float32(100.0)
-            keyed = np.where(np.isfinite(raw), raw, -np.inf)
-            order = np.argsort(-keyed, kind="stable")  # ties keep bag order
-            rank = np.empty(len(raw), np.int64)
-            rank[order] = np.arange(1, len(raw) + 1)
-            found = ClassScores(raw=raw, percentile=percentile, rank=rank, order=order)
+            order, percentile01 = self._ranks(class_index)
+            rank = np.empty(len(order), np.int64)
+            rank[order] = np.arange(1, len(order) + 1)
+            found = ClassScores(raw=self.raw(class_index), percentile=percentile01 * np.float32(100.0),
+                                rank=rank, order=order)
             return found, found.nbytes
         return self._cache.get(("class_scores", self._key, class_index), load)
 

@@ -12,7 +12,9 @@ blockmap or a replaced slide is read afresh, never served from an older entry.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -29,6 +31,7 @@ from viewer.scores import SlideScores
 from viewer.slides import OPEN_SLIDE_BYTES, OpenedSlide
 
 EXTENSION_KEY = "mil_viewer"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,31 @@ class ViewerState:
             body = make()
             return body, len(body)
         return self.cache.get(("image", file_identity(record.slide_path), *key), load)
+
+    def prefetch(self, record: SlideRecord) -> None:
+        """Load a slide's scores and prepare its default heatmap in a background thread.
+
+        The viewer page asks for the metadata and the first overlay tiles a few hundred
+        milliseconds after its HTML (scripts, OpenSeadragon, the .dzi come first); a million-patch
+        bag needs about that long to be read, indexed, ranked and planned into a pyramid. Started
+        when the page is served, that work overlaps the browser's, and the requests that need it
+        join the load in flight (the cache's single flight) instead of starting their own.
+        Failures are left for those requests to report.
+        """
+        if not record.readable:
+            return
+        key = ("prefetched", record.slide_id, file_identity(record.blockmap_path))
+        if key in self.cache:
+            return
+        self.cache.get(key, lambda: (True, 0))
+
+        def work() -> None:
+            try:
+                scores = self.slide_scores(record)
+                scores.source(scores.blockmap.pred, self.settings.default_norm, self.geometry(record))
+            except Exception:  # noqa: BLE001 - the page's own requests report what went wrong
+                log.debug("prefetch of %s failed", record.slide_id, exc_info=True)
+        threading.Thread(target=work, name=f"prefetch-{record.slide_id}", daemon=True).start()
 
     def slide_scores(self, record: SlideRecord) -> SlideScores:
         key = ("scores", file_identity(record.blockmap_path))
