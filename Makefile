@@ -58,6 +58,7 @@ bench: install demo-data
 	$(BIN)/python -m bench.bench_cohort
 	$(BIN)/python -m bench.bench_tiles
 	$(BIN)/python -m bench.bench_first_tile
+	$(BIN)/python -m bench.bench_scale
 
 clean:
 	rm -rf $(VENV) data heatmaps/heatmap_raw_results heatmaps/heatmap_production_results

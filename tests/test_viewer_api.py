@@ -187,3 +187,27 @@ def test_demo_cohort_when_built():
     top = meta["deepzoom"]["level_count"] - 1
     assert c.get(f"/slide/{first}_files/{top}/0_0.jpeg").status_code == 200
     assert c.get(f"/overlay/{first}_files/{top}/0_0.png").status_code == 200
+
+
+def test_the_page_takes_its_defaults_and_choices_from_the_server(client):
+    """One source of defaults (scoremap.defaults): the metadata carries them and the page's
+    template carries none (its colormap menu, scale buttons and slider ranges are built from them)."""
+    from scoremap.defaults import OVERLAY, SUGGESTED_CMAPS
+    from scoremap.normalize import NORMS
+
+    meta = client.get("/api/slides/pyramid").get_json()
+    assert meta["defaults"] == {"cmap": OVERLAY["cmap"], "norm": OVERLAY["norm"], "class": meta["prediction"]["index"],
+                                "threshold": OVERLAY["threshold"], "blur": OVERLAY["blur"], "alpha": OVERLAY["alpha"]}
+    choices = meta["choices"]
+    assert choices["colormaps"] == list(SUGGESTED_CMAPS)
+    assert [n["name"] for n in choices["norms"]] == list(NORMS)
+    assert choices["threshold"] == {"min": OVERLAY["threshold_min"], "max": OVERLAY["threshold_max"],
+                                    "step": OVERLAY["threshold_step"]}
+    page = client.get("/slides/pyramid").get_data(as_text=True)
+    assert "<option" not in page and 'value="percentile"' not in page and 'max="0.99"' not in page
+    app = create_app({"SCORING_CONFIG": client.application.extensions["mil_viewer"].cohort.source,
+                      "DEFAULT_CMAP": "magma", "DEFAULT_NORM": "raw"})
+    assert app.test_client().get("/api/slides/pyramid").get_json()["defaults"]["cmap"] == "magma"
+    with pytest.raises(ViewerConfigError, match="DEFAULT_CMAP.*did you mean"):
+        create_app({"SCORING_CONFIG": client.application.extensions["mil_viewer"].cohort.source,
+                    "DEFAULT_CMAP": "viridiss"})
