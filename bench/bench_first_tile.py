@@ -35,7 +35,7 @@ FIRST_TILE_JS = ("window.milViewer && (window.milViewer.error || "
 
 def one_load(browser, url: str) -> dict:
     """A cold page load (fresh context: empty cache); milliseconds since navigation start."""
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=True)
     try:
         page = context.new_page()
         page.goto(url, wait_until="commit")

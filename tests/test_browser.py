@@ -13,6 +13,7 @@ import base64
 import io
 import json
 import os
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -102,6 +103,8 @@ class Recorder:
         self.errors: list[str] = []
         page.on("request", lambda r: self.urls.append(r.url))
         page.on("pageerror", lambda e: self.errors.append(str(e)))
+        # the pages must satisfy the server's Content-Security-Policy: a violation is an error
+        page.on("console", lambda m: self.errors.append(m.text) if "Content Security Policy" in m.text else None)
 
     def clear(self) -> None:
         self.urls.clear()
@@ -115,7 +118,9 @@ class Recorder:
 
 @pytest.fixture()
 def page(browser):
-    context = browser.new_context(viewport=VIEWPORT, device_scale_factor=1)
+    # Playwright's wait_for_function evaluates strings, which the viewer's CSP (rightly) forbids;
+    # test_pages_work_under_their_content_security_policy loads the pages with it enforced.
+    context = browser.new_context(viewport=VIEWPORT, device_scale_factor=1, bypass_csp=True)
     pg = context.new_page()
     pg.set_default_timeout(20_000)
     pg.recorder = Recorder(pg)
@@ -461,7 +466,7 @@ def test_url_round_trips_a_view(page, server, browser):
     assert query["rot"] == ["90"]
     before = assert_same_view(page)[1]
 
-    context = browser.new_context(viewport=VIEWPORT, device_scale_factor=1)
+    context = browser.new_context(viewport=VIEWPORT, device_scale_factor=1, bypass_csp=True)
     try:
         other = context.new_page()
         other.set_default_timeout(20_000)
@@ -589,3 +594,27 @@ def test_missing_node_modules_says_run_make_install(client, monkeypatch, tmp_pat
         assert page.status_code == 200 and b"make install" in page.data
     finally:
         vendor_routes.osd_version.cache_clear()
+
+
+def test_pages_work_under_their_content_security_policy(browser, server):
+    """No bypass: the cohort table and the viewer load, draw both panes' tiles and raise no CSP
+    violation (polled with page.evaluate, which the policy does not govern)."""
+    context = browser.new_context(viewport=VIEWPORT, device_scale_factor=1)
+    try:
+        pg = context.new_page()
+        violations: list[str] = []
+        pg.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+        pg.on("pageerror", lambda e: violations.append(str(e)))
+        response = pg.goto(f"{server}/")
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+        pg.goto(f"{server}/slides/{SLIDE}")
+        deadline = time.monotonic() + 30
+        while not pg.evaluate("() => Boolean(window.milViewer && window.milViewer.ready && "
+                              "window.milViewer.fullyLoaded())"):
+            assert time.monotonic() < deadline, "the viewer did not load under its CSP"
+            pg.wait_for_timeout(100)
+        drawn = pg.evaluate("() => window.milViewer.overlay.firstTileDrawnAt")
+        assert drawn is not None
+        assert violations == []
+    finally:
+        context.close()

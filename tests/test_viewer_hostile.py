@@ -1,7 +1,12 @@
 """Every hostile or malformed request gets a 4xx with a short message, never a 500 or a trace."""
 from __future__ import annotations
 
+import http.client
+from urllib.parse import urlsplit
+
 import pytest
+
+from viewer.background import start_viewer, stop_viewer
 
 
 T = "/slide/pyramid_files"
@@ -88,3 +93,44 @@ def test_secret_outside_the_roots_is_never_read(client, viewer_cohort):
     for slide_id in ("escape", "outside"):
         assert entries[slide_id]["readable"] is False
         assert entries[slide_id]["thumbnail_url"] is None
+
+
+def test_weak_etags_revalidate(client):
+    """RFC 9110: If-None-Match uses weak comparison; caches and CDNs send W/"..." back."""
+    for url in ("/overlay/pyramid_files/13/5_4.png?cmap=viridis", "/slide/pyramid_files/13/5_4.jpeg",
+                "/slides/pyramid/thumbnail.jpeg"):
+        etag = client.get(url).headers["ETag"].strip('"')
+        for sent in (f'W/"{etag}"', f'"other", W/"{etag}"', f'"{etag}"'):
+            assert client.get(url, headers={"If-None-Match": sent}).status_code == 304, (url, sent)
+        assert client.get(url, headers={"If-None-Match": 'W/"stale"'}).status_code == 200
+
+
+@pytest.mark.parametrize("url", ["/", "/slides/pyramid", "/api/slides", "/api/slides/nope",
+                                 "/overlay/pyramid_files/13/5_4.png", "/slide/pyramid_files/99/0_0.jpeg",
+                                 "/static/js/cohort.js"])
+def test_every_answer_carries_the_security_headers(client, url):
+    r = client.get(url)
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+    assert r.headers["X-Frame-Options"] == "DENY"
+    assert r.headers["Referrer-Policy"] == "same-origin"
+    csp = r.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp and "unsafe-eval" not in csp
+
+
+def test_doubled_slashes_with_a_forged_host_are_not_redirected(viewer_cohort):
+    """Over a real socket (the test client parses '//api' as a host): Werkzeug's slash merging would
+    answer 308 with a Location built from the forged Host header."""
+    proc, base = start_viewer(["--config", str(viewer_cohort.config), "--workers", "1"], quiet=True)
+    try:
+        for path in ("//api//slides", "//slides//pyramid", "/api//slides/pyramid", "//evil.example/api/slides"):
+            conn = http.client.HTTPConnection("127.0.0.1", urlsplit(base).port, timeout=20)
+            conn.putrequest("GET", path, skip_host=True)
+            conn.putheader("Host", "evil.example")
+            conn.endheaders()
+            r = conn.getresponse()
+            body = r.read().decode()
+            conn.close()
+            assert r.status == 404 and r.getheader("Location") is None, (path, r.status)
+            assert "evil.example" not in body
+    finally:
+        stop_viewer(proc)

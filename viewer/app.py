@@ -22,6 +22,7 @@ from scoremap.normalize import NORMS
 from viewer import api_routes, image_routes, page_routes, tile_routes, vendor_routes
 from viewer.cohort import Cohort, cohort_from_config, cohort_from_results, demo_cohort
 from viewer.errors import ViewerConfigError, register_error_handlers
+from viewer.security import secure
 from viewer.state import EXTENSION_KEY, Settings, ViewerState
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -78,6 +79,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     state = ViewerState(load_cohort(app.config), settings)
     app.extensions[EXTENSION_KEY] = state
     app.json.sort_keys = False  # keep the documented field order
+    secure(app)  # before the routes: slash merging is a property of the URL map's rules
     for blueprint in (page_routes.bp, api_routes.bp, tile_routes.bp, image_routes.bp, vendor_routes.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)

@@ -37,7 +37,8 @@ def cache_control(max_age: int) -> str:
 
 def not_modified(etag: str, max_age: int) -> Response | None:
     """A 304 when the client already holds this ETag, else None (render the body)."""
-    if request.if_none_match and request.if_none_match.contains(etag):
+    # If-None-Match compares weakly (RFC 9110 13.1.2): W/"x" matches "x", as caches and CDNs send it
+    if request.if_none_match and request.if_none_match.contains_weak(etag):
         response = Response(status=304)
         response.set_etag(etag)
         response.headers["Cache-Control"] = cache_control(max_age)
