@@ -134,7 +134,7 @@ class _Reader:
         self.fh, self.path = fh, path
 
     def fail(self, message: str) -> BlockmapError:
-        return BlockmapError(f"{self.path}: {message}")
+        return BlockmapError(f"{self.path}: {message}", reason=message)
 
     def attr(self, key: str, default=None, required: bool = True):
         if key not in self.fh.attrs:
@@ -236,7 +236,7 @@ def _open(path: Path) -> h5py.File:
     try:
         return h5py.File(path, "r")
     except OSError as exc:
-        raise BlockmapError(f"{path}: cannot read as HDF5: {exc}") from None
+        raise BlockmapError(f"{path}: cannot read as HDF5: {exc}", reason="not a readable HDF5 file") from None
 
 
 def read_blockmap_header(path: str | os.PathLike) -> BlockmapHeader:
@@ -256,7 +256,8 @@ def read_blockmap(path: str | os.PathLike) -> Blockmap:
         coords = reader.array("coords", np.float64)
         per_class = reader.array("attention_scores_per_class", np.float32) if head.has_per_class else None
     if not np.isfinite(coords).all() or (coords < 0).any() or (coords > 2 ** 31 - 1 - head.l0_patch).any():
-        raise BlockmapError(f"{path}: coords must be non-negative level-0 pixel positions")
+        raise BlockmapError(f"{path}: coords must be non-negative level-0 pixel positions",
+                            reason="coords must be non-negative level-0 pixel positions")
     return Blockmap(
         slide_id=head.slide_id, slide_path=head.slide_path, label=head.label, model_type=head.model_type,
         class_names=head.class_names, pred=head.pred, probs=head.probs, logits=head.logits,

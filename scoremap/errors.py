@@ -10,7 +10,15 @@ class ScoreMapError(ValueError):
 
 
 class BlockmapError(ScoreMapError):
-    """A blockmap file is missing a dataset or attribute, or they are malformed or disagree."""
+    """A blockmap file is missing a dataset or attribute, or they are malformed or disagree.
+
+    The message starts with the file's path (for logs and the CLI); `reason` is the same without
+    it (for a client, who must not learn the server's folders).
+    """
+
+    def __init__(self, message: str, *, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class UnknownColormap(ScoreMapError):

@@ -26,7 +26,7 @@ bp = Blueprint("api", __name__, url_prefix="/api")
 def slides() -> Response:
     state = viewer_state()
     entries = [cohort_entry(record) for record in state.cohort]
-    return jsonify({"source": state.cohort.source, "count": len(entries), "slides": entries})
+    return jsonify({"source": state.cohort.name, "count": len(entries), "slides": entries})
 
 
 @bp.get("/slides/<slide_id>")

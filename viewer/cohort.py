@@ -29,6 +29,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from scoremap.blockmap import ATTENTION_DEFINITIONS, BlockmapError, read_blockmap_header
+from scoremap.cache import file_identity
 from scoring.errors import ConfigError
 from viewer.errors import NotFound, SlideForbidden, SlideUnreadable, ViewerConfigError, ViewerError
 from viewer.slide_paths import locate_slide, real_roots
@@ -68,7 +69,31 @@ class SlideRecord:
     info: SlideInfo | None = None
     problem: str | None = None
     problem_status: int = 200
+    roots: tuple[Path, ...] = ()
+    blockmap_stamp: tuple | None = None  # file identities when last read (scoremap.cache.file_identity)
+    slide_stamp: tuple | None = None
+    watched: Path | None = None  # the slide file whose identity is watched
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def refresh(self) -> None:
+        """Follow the files while serving: a rescored blockmap updates the prediction; a slide
+        that was deleted, restored, replaced or swapped for a symlink is located and probed again
+        (a symlink out of the roots is refused then, as at start-up). Two stat calls when nothing
+        changed."""
+        stamp = file_identity(self.blockmap_path)
+        if stamp != self.blockmap_stamp:
+            with self._lock:
+                if stamp != self.blockmap_stamp:
+                    try:
+                        head = read_blockmap_header(self.blockmap_path)
+                        self.prediction, self.recorded_slide_path = _prediction(head), head.slide_path
+                    except BlockmapError as exc:  # the score routes report it (404)
+                        log.warning("%s: %s", self.slide_id, exc)
+                    self.blockmap_stamp = stamp
+        if self.watched is not None and file_identity(self.watched) != self.slide_stamp:
+            with self._lock:
+                if file_identity(self.watched) != self.slide_stamp:
+                    _attach_slide(self, self.roots)
 
     @property
     def readable(self) -> bool:
@@ -97,14 +122,22 @@ class Cohort:
     source: str
     results_csv: Path | None = None
 
+    @property
+    def name(self) -> str:
+        """What clients are told the cohort is: the config's or results folder's name, no path."""
+        return Path(self.source).name or self.source
+
     def get(self, slide_id: str) -> SlideRecord:
         record = self.records.get(slide_id)
         if record is None:
             raise NotFound(f"unknown slide {slide_id[:200]!r}")
+        record.refresh()
         return record
 
     def __iter__(self):
-        return iter(self.records.values())
+        for record in list(self.records.values()):
+            record.refresh()
+            yield record
 
     def __len__(self) -> int:
         return len(self.records)
@@ -136,7 +169,18 @@ def results_order(results_csv: Path | None) -> list[str]:
         return []
 
 
-def _read_record(label: str, slide_id: str, path: Path) -> SlideRecord | None:
+def _prediction(bm) -> Prediction:
+    return Prediction(
+        class_names=tuple(bm.class_names), pred=int(bm.pred),
+        probs=tuple(float(p) for p in np.asarray(bm.probs, np.float64)), bag_size=bm.bag_size,
+        model_type=bm.model_type, l0_patch=int(bm.l0_patch),
+        has_per_class=bm.has_per_class,
+        attention_definition=ATTENTION_DEFINITIONS.get(bm.model_type, ""),
+    )
+
+
+def _read_record(label: str, slide_id: str, path: Path, roots: tuple[Path, ...]) -> SlideRecord | None:
+    stamp = file_identity(path)
     try:
         bm = read_blockmap_header(path)  # attributes and shapes only: the arrays load on first view
     except BlockmapError as exc:
@@ -144,29 +188,39 @@ def _read_record(label: str, slide_id: str, path: Path) -> SlideRecord | None:
         return None
     if bm.slide_id != slide_id:
         log.warning("%s: blockmap says slide_id %r; using the folder name %r", path, bm.slide_id, slide_id)
-    prediction = Prediction(
-        class_names=tuple(bm.class_names), pred=int(bm.pred),
-        probs=tuple(float(p) for p in np.asarray(bm.probs, np.float64)), bag_size=bm.bag_size,
-        model_type=bm.model_type, l0_patch=int(bm.l0_patch),
-        has_per_class=bm.has_per_class,
-        attention_definition=ATTENTION_DEFINITIONS.get(bm.model_type, ""),
-    )
-    return SlideRecord(slide_id=slide_id, label=label, blockmap_path=path,
-                       recorded_slide_path=bm.slide_path, prediction=prediction)
+    return SlideRecord(slide_id=slide_id, label=label, blockmap_path=path, recorded_slide_path=bm.slide_path,
+                       prediction=_prediction(bm), roots=roots, blockmap_stamp=stamp)
 
 
 def _attach_slide(record: SlideRecord, roots: Sequence[Path]) -> None:
+    """Locate and probe the record's slide; remember the identity of the file looked at. The
+    record's fields change together at the end, so a concurrent request sees the old or the new."""
     where = locate_slide(record.recorded_slide_path, record.slide_id, roots)
-    if where.path is None:
-        record.problem, record.problem_status = where.problem, where.status
+    watched = where.path or _expected_path(record, roots)
+    stamp = file_identity(watched) if watched is not None else None
+    path, info, problem, status = where.path, None, where.problem, where.status
+    if path is None:
         log.warning("%s: not served: %s", record.slide_id, where.detail or where.problem)
-        return
-    record.slide_path = where.path
-    try:
-        record.info = probe_slide(where.path)
-    except ViewerError as exc:
-        record.problem, record.problem_status = exc.message, exc.status
-        log.warning("%s: not served: %s (%s)", record.slide_id, exc.message, where.path)
+    else:
+        try:
+            info = probe_slide(path)
+        except ViewerError as exc:
+            problem, status = exc.message, exc.status
+            log.warning("%s: not served: %s (%s)", record.slide_id, exc.message, path)
+    if problem is None:
+        status = 200
+    record.slide_path, record.info, record.problem, record.problem_status = path, info, problem, status
+    record.watched, record.slide_stamp = watched, stamp
+
+
+def _expected_path(record: SlideRecord, roots: Sequence[Path]) -> Path | None:
+    """Where a slide not found now would reappear: its recorded path, or its name in the first root."""
+    recorded = Path(record.recorded_slide_path).expanduser() if record.recorded_slide_path else None
+    if recorded is not None and recorded.is_absolute():
+        return recorded
+    if recorded is not None and recorded.name and roots:
+        return roots[0] / recorded.name
+    return None
 
 
 def build_cohort(blockmaps: Iterable[tuple[str, str, Path]], slide_roots: Sequence[os.PathLike | str],
@@ -175,7 +229,7 @@ def build_cohort(blockmaps: Iterable[tuple[str, str, Path]], slide_roots: Sequen
     roots = real_roots(slide_roots)
     records: dict[str, SlideRecord] = {}
     for label, slide_id, path in blockmaps:
-        record = _read_record(label, slide_id, path)
+        record = _read_record(label, slide_id, path, roots)
         if record is None:
             continue
         if slide_id in records:

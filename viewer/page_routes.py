@@ -16,7 +16,7 @@ bp = Blueprint("pages", __name__)
 @bp.get("/")
 def cohort_page() -> str:
     state = viewer_state()
-    return render_template("cohort.html", source=state.cohort.source,
+    return render_template("cohort.html", source=state.cohort.name,
                            slides=[cohort_entry(r) for r in state.cohort],
                            api_url=url_for("api.slides"))
 

@@ -25,10 +25,11 @@ from scoremap.blockmap import BlockmapError, read_blockmap
 from scoremap.cache import ByteLRU, file_identity
 from scoremap.defaults import VIEWER_SETTINGS
 from viewer.cohort import Cohort, SlideRecord
-from viewer.errors import NotFound, SlideUnreadable, ViewerConfigError
+from viewer.errors import NotFound, SlideForbidden, SlideUnreadable, ViewerConfigError
+from viewer.slide_paths import is_under
 from viewer.geometry import DeepZoomGeometry
 from viewer.scores import SlideScores
-from viewer.slides import OPEN_SLIDE_BYTES, OpenedSlide
+from viewer.slides import OPEN_SLIDE_BYTES, OpenedSlide, SlideInfo
 
 EXTENSION_KEY = "mil_viewer"
 log = logging.getLogger(__name__)
@@ -83,20 +84,20 @@ class ViewerState:
         self.cache = ByteLRU(settings.cache_bytes)
         self._tile_cache: openslide.OpenSlideCache | None = None
         self._tile_cache_pid: int | None = None
-        self._geometries: dict[str, DeepZoomGeometry] = {}
+        self._geometries: dict[str, tuple[SlideInfo, DeepZoomGeometry]] = {}
 
     def record(self, slide_id: str) -> SlideRecord:
         return self.cohort.get(slide_id)
 
     def geometry(self, record: SlideRecord) -> DeepZoomGeometry:
         """The Deep Zoom geometry of a readable slide (from metadata; opens nothing)."""
+        _, info = record.require_slide()
         found = self._geometries.get(record.slide_id)
-        if found is None:
-            _, info = record.require_slide()
+        if found is None or found[0] is not info:  # the slide was probed again (replaced, restored)
             s = self.settings
-            found = info.geometry(s.tile_size, s.tile_overlap, s.limit_bounds)
+            found = (info, info.geometry(s.tile_size, s.tile_overlap, s.limit_bounds))
             self._geometries[record.slide_id] = found
-        return found
+        return found[1]
 
     def _openslide_cache(self) -> openslide.OpenSlideCache | None:
         """One OpenSlideCache per process (made after a gunicorn fork, never inherited)."""
@@ -112,6 +113,8 @@ class ViewerState:
 
     def opened(self, record: SlideRecord) -> OpenedSlide:
         path, _ = record.require_slide()
+        if not is_under(path, self.cohort.roots):  # swapped for a symlink out of the roots since
+            raise SlideForbidden(f"slide {record.slide_id!r} lies outside the configured slide folders")
         s = self.settings
 
         def load():
@@ -174,7 +177,7 @@ class ViewerState:
         try:
             return self.cache.get(key, load)
         except BlockmapError as exc:  # deleted or rewritten badly since the cohort loaded
-            raise NotFound(f"scores of slide {record.slide_id!r} are no longer readable: {exc}") from None
+            raise NotFound(f"scores of slide {record.slide_id!r} are not readable: {exc.reason}") from None
 
 
 def viewer_state() -> ViewerState:
