@@ -7,6 +7,7 @@ dead writers and never a file that a concurrent shard is still writing.
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
 import socket
@@ -31,14 +32,43 @@ def partial_path(final: Path) -> Path:
 def atomic_output(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path to write to; on success rename it to `final`, on error delete it."""
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _naming(exc, final.parent) from exc
     tmp = partial_path(final)
     try:
         yield tmp
+        _fsync(tmp)
         os.replace(tmp, final)
+        _fsync(final.parent)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _naming(exc, final) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file (or a folder's entries) to the disk: on cluster filesystems a blockmap's
+    existence marks a finished slide, so its bytes must be there before its name is."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.EROFS, errno.EBADF):  # a filesystem that cannot fsync
+            raise
+    finally:
+        os.close(fd)
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """The same error, naming the output being written ("No space left on device" names none)."""
+    if exc.filename is not None and str(path) in str(exc.filename):
+        return exc
+    reason = exc.strerror or str(exc).strip() or type(exc).__name__
+    return OSError(exc.errno, f"cannot write {path.name}: {reason}", str(path))
 
 
 def _writer_alive(pid: int) -> bool:

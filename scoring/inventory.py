@@ -116,10 +116,16 @@ def _from_process_list(config: Config) -> list[SlideJob]:
     assert source is not None
     if not source.is_file():
         raise ConfigError(f"{config.source}: data_arguments.process_list: file not found: {source}")
-    with open(source, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        columns = [c.strip() for c in (reader.fieldnames or [])]
-        rows = [{(k or "").strip(): v for k, v in row.items()} for row in reader]
+    try:
+        with open(source, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            columns = [c.strip() for c in (reader.fieldnames or [])]
+            rows = [{(k or "").strip(): v for k, v in row.items()} for row in reader]
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source}: data_arguments.process_list is not a UTF-8 text CSV (byte {exc.start} "
+                          "cannot be decoded); expected columns slide_id, label, process, ...") from None
+    except (csv.Error, OSError) as exc:
+        raise ConfigError(f"{source}: data_arguments.process_list cannot be read as CSV: {exc}") from None
     if "slide_id" not in columns:
         raise ConfigError(f"{source}: process list has no 'slide_id' column; columns found: "
                           f"{', '.join(columns) or 'none'}")

@@ -5,8 +5,6 @@ existing blockmap therefore means a finished slide, which is what reruns skip an
 """
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import os
 import re
@@ -19,14 +17,15 @@ import openslide
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from scoremap.atomic import atomic_output, remove_stale_partials
+from scoremap.atomic import remove_stale_partials
 from scoremap.blockmap import Blockmap, BlockmapError, blockmap_path, read_blockmap_header, write_blockmap
 from scoremap.errors import SlideOpenError
 from scoremap.slides import open_slide
 from scoring.config import Config
-from scoring.errors import ConfigError, HeatmapError, SlideError
+from scoring.errors import ConfigError, FeatureError, HeatmapError, SlideError
 from scoring.features import load_bag
 from scoring.inventory import SlideJob, list_slides, shard_jobs
+from scoring.results import ResultsTable, write_csv
 from scoring.sampling import save_samples
 from scoring.static import HeatmapParams, render_static
 
@@ -53,11 +52,15 @@ def samples_root(config: Config) -> Path:
     return config.exp_production_dir / "sampled_patches"
 
 
-def remove_old_outputs(config: Config, job: SlideJob) -> None:
-    """On --overwrite: the blockmap (the "finished" marker) goes first, so that a run killed
-    while redoing a slide leaves it unfinished, then the images, then the samples (their names
-    carry scores, so new ones would not replace old ones)."""
-    blockmap_path(config.exp_raw_dir, job.label, job.slide_id).unlink(missing_ok=True)
+def remove_old_outputs(config: Config, job: SlideJob, table: ResultsTable) -> None:
+    """On --overwrite: the slide's row of results.csv goes first, then its blockmap (the
+    "finished" marker), so that a run killed while redoing a slide leaves it unfinished and
+    unlisted; then the images, then the samples (their names carry scores, so new ones would not
+    replace old ones)."""
+    final = blockmap_path(config.exp_raw_dir, job.label, job.slide_id)
+    if final.exists():
+        table.drop(job.slide_id)
+    final.unlink(missing_ok=True)
     for path in heatmap_paths(config, job):
         path.unlink(missing_ok=True)
     root = samples_root(config)
@@ -98,7 +101,10 @@ def score_slide(job: SlideJob, config: Config, model) -> Blockmap:
         raise SlideError(str(exc)) from None
     try:
         bag = load_bag(job, config, slide.level_downsamples, slide.dimensions)
-        result = score_bag(model, bag.features)
+        try:
+            result = score_bag(model, bag.features)
+        except FeatureError as exc:  # e.g. 768-wide features for a 1024-wide model: name the file
+            raise FeatureError(f"{bag.features_path}: {exc}") from None
         names = config.resolved_class_names(len(result.probs))
         bm = Blockmap(
             slide_id=job.slide_id, slide_path=os.path.abspath(job.slide_path), label=job.label,
@@ -124,41 +130,14 @@ def score_slide(job: SlideJob, config: Config, model) -> Blockmap:
         slide.close()
 
 
-def _write_csv(path: Path, header: list[str], rows: list[list[object]]) -> None:
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(header)
-    writer.writerows(rows)
-    with atomic_output(path) as tmp:
-        tmp.write_text(buf.getvalue(), encoding="utf-8")
+def results_table(config: Config, cohort: list[SlideJob]) -> ResultsTable:
+    return ResultsTable(config.exp_production_dir / "results.csv", config.exp_raw_dir, cohort,
+                        config.n_classes or 2)
 
 
 def write_results(config: Config, jobs: list[SlideJob]) -> Path:
-    """results.csv over every finished slide of the cohort (all shards), in process-list order.
-
-    `Pred_X` is 1 for the predicted class X and 0 otherwise; `p_X` is the probability of class X.
-    """
-    rows: list[list[object]] = []
-    n_classes = 0
-    for job in jobs:
-        path = blockmap_path(config.exp_raw_dir, job.label, job.slide_id)
-        if not path.exists():
-            continue
-        try:
-            bm = read_blockmap_header(path)
-        except BlockmapError as exc:
-            log.warning("results.csv leaves out %s: %s", job.slide_id, exc)
-            continue
-        n_classes = max(n_classes, bm.n_classes)
-        rows.append([bm.slide_id, bm.label, bm.bag_size,
-                     *[int(c == bm.pred) for c in range(bm.n_classes)],
-                     *[f"{p:.6f}" for p in bm.probs]])
-    n_classes = n_classes or (config.n_classes or 2)
-    header = (["slide_id", "label", "bag_size"] + [f"Pred_{c}" for c in range(n_classes)]
-              + [f"p_{c}" for c in range(n_classes)])
-    path = config.exp_production_dir / "results.csv"
-    _write_csv(path, header, rows)
-    return path
+    """results.csv over every finished slide of the cohort (all shards), in process-list order."""
+    return results_table(config, jobs).rebuild()
 
 
 def errors_csv_path(config: Config, shard: tuple[int, int] | None) -> Path:
@@ -216,6 +195,7 @@ def run(config: Config, *, overwrite: bool = False, shard: tuple[int, int] | Non
     model = load_cohort_model(config)
     preflight(config)
     jobs = shard_jobs(cohort, shard)
+    table = results_table(config, cohort)
     summary = RunSummary()
     for folder in (config.exp_raw_dir, config.exp_production_dir):
         if remove_stale_partials(folder):
@@ -230,7 +210,7 @@ def run(config: Config, *, overwrite: bool = False, shard: tuple[int, int] | Non
                 log.info("%s: already done (%s); --overwrite to redo", job.slide_id, final)
                 continue
             if overwrite:
-                remove_old_outputs(config, job)
+                remove_old_outputs(config, job, table)
             start = time.perf_counter()
             try:
                 bm = score_slide(job, config, model)
@@ -241,13 +221,14 @@ def run(config: Config, *, overwrite: bool = False, shard: tuple[int, int] | Non
                 log.error("%s failed: %s", job.slide_id, message, exc_info=not known)
                 continue
             summary.scored.append(job.slide_id)
+            table.put(read_blockmap_header(final))
             log.info("%s: %d patches, predicted %s (p=%.4f) in %.1f s", job.slide_id, bm.bag_size,
                      bm.class_names[bm.pred], bm.probs[bm.pred], time.perf_counter() - start)
-    summary.results_csv = write_results(config, cohort)
+    summary.results_csv = table.rebuild()
     errors_path = errors_csv_path(config, shard)
     if summary.failed:
         by_id = {job.slide_id: job for job in jobs}
-        _write_csv(errors_path, ["slide_id", "slide_path", "error"],
+        write_csv(errors_path, ["slide_id", "slide_path", "error"],
                    [[sid, by_id[sid].slide_path, msg] for sid, msg in summary.failed])
         summary.errors_csv = errors_path
     else:

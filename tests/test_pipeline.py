@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -20,6 +21,7 @@ from PIL import Image
 from scoring.attention import score_bag
 from scoremap.blockmap import read_blockmap
 from scoring.cli import main
+from tests.conftest import REPO_ROOT
 from scoring.models import build_model, load_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -280,3 +282,81 @@ def test_slide_id_keeps_its_own_extension_case(cohort):
     (root / "process_list.csv").write_text("slide_id,label\nUPPER.SVS,tumor\n")
     assert main(["--config", str(cohort["config"]), "--no-progress"]) == 0
     assert (root / "raw/EXP/tumor/UPPER/UPPER_blockmap.h5").exists()
+
+
+# --------------------------------------------------------------------------- faults (issue 7)
+
+
+def test_a_binary_process_list_stops_with_exit_2_naming_the_file(cohort, capsys):
+    root = cohort["root"]
+    (root / "process_list.csv").write_bytes(bytes(range(256)) * 8)
+    assert main(["--config", str(cohort["config"]), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "process_list.csv" in err and "not a UTF-8 text CSV" in err and "Traceback" not in err
+
+
+def test_features_of_the_wrong_width_name_the_features_file(cohort):
+    root = cohort["root"]
+    torch.save(torch.zeros(60, D + 3), root / "features" / "pt_files" / "alpha.pt")
+    assert main(["--config", str(cohort["config"]), "--no-progress"]) == 1
+    with open(root / "prod" / "EXP" / "errors.csv", newline="") as fh:
+        errors = {row["slide_id"]: row["error"] for row in csv.DictReader(fh)}
+    assert "pt_files/alpha.pt" in errors["alpha"] and f"{D + 3} wide" in errors["alpha"]
+
+
+def test_a_full_disk_names_the_file_being_written(cohort, tmp_path_factory, capsys):
+    """A real 'No space left on device': the production folder on a 1 MB tmpfs."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    full = tmp_path_factory.mktemp("full")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(full)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        config = yaml.safe_load(cohort["config"].read_text())
+        config["exp_arguments"]["production_save_dir"] = str(full)
+        cohort["config"].write_text(yaml.safe_dump(config))
+        assert main(["--config", str(cohort["config"]), "--no-progress"]) in (1, 2)
+        err = capsys.readouterr().err
+        assert "No space left on device" in err and "Traceback" not in err
+        for line in err.splitlines():
+            if "No space left on device" in line:
+                assert re.search(r"cannot write [\w.-]+\.(png|csv|h5)", line), line
+        # every slide that failed names the file; nothing half-written is left
+        assert not list(full.rglob(".*partial*"))
+    finally:
+        subprocess.run(["umount", str(full)], capture_output=True)
+
+
+def test_killed_while_overwriting_results_csv_lists_exactly_the_finished_slides(cohort):
+    """SIGKILL at any moment of an --overwrite run: results.csv lists exactly the slides whose
+    blockmaps exist (the row leaves before the blockmap does, enters right after it is written)."""
+    root = cohort["root"]
+    plist = root / "process_list.csv"
+    rows = [f"s{i},tumor,1,,,,,,\n" for i in range(6)]
+    plist.write_text("slide_id,label,process,features_path,coords_path,x1,y1,x2,y2\n" + "".join(rows))
+    for i in range(6):
+        os.symlink(root / "slides" / "alpha.svs", root / "slides" / f"s{i}.svs")
+        shutil.copy(root / "features" / "pt_files" / "alpha.pt", root / "features" / "pt_files" / f"s{i}.pt")
+        shutil.copy(root / "features" / "h5_files" / "alpha.h5", root / "features" / "h5_files" / f"s{i}.h5")
+    assert main(["--config", str(cohort["config"]), "--no-progress"]) == 0
+
+    def listed() -> set[str]:
+        return {r["slide_id"] for r in _results(root)}
+
+    def finished() -> set[str]:
+        return {p.parent.name for p in (root / "raw" / "EXP" / "tumor").glob("*/*_blockmap.h5")}
+
+    assert listed() == finished() == {f"s{i}" for i in range(6)}
+    for kill_after in (1, 3):  # kill once some blockmaps are gone
+        proc = subprocess.Popen([sys.executable, str(REPO_ROOT / "create_heatmaps.py"), "--config",
+                                 str(cohort["config"]), "--overwrite", "--no-progress"], cwd=root,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while len(finished()) > 6 - kill_after and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        proc.kill()
+        proc.wait()
+        assert listed() == finished()
+    assert main(["--config", str(cohort["config"]), "--no-progress"]) == 0  # the rerun completes
+    assert listed() == finished() == {f"s{i}" for i in range(6)}
