@@ -15,17 +15,23 @@ node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
 
-# Chromium for the browser tests: Debian's package (Playwright drives it; no browser download).
-.PHONY: browser
-browser:
-	@if [ -x /usr/bin/chromium ]; then :; \
+# Debian packages the tests drive for real: Chromium (browser tests, through Playwright) and nginx
+# (the deployment recipe). Installed as root when missing; elsewhere the command is printed (those
+# tests then skip locally and fail in CI).
+SYSTEM_PACKAGES := /usr/bin/chromium:chromium /usr/sbin/nginx:nginx-light
+.PHONY: browser system-packages
+browser: system-packages
+system-packages:
+	@missing=""; for entry in $(SYSTEM_PACKAGES); do \
+		[ -x "$${entry%%:*}" ] || missing="$$missing $${entry#*:}"; done; \
+	if [ -z "$$missing" ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "installing Debian's chromium for the browser tests"; \
-		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+		echo "installing Debian packages for the tests:$$missing"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; \
 	else \
-		echo "note: /usr/bin/chromium is missing. The browser tests (tests/test_browser.py) need Debian's chromium:"; \
-		echo "      sudo apt-get install -y chromium"; \
-		echo "      (without it they are skipped locally and fail in CI)"; \
+		echo "note: missing Debian packages for some tests:$$missing"; \
+		echo "      sudo apt-get install -y$$missing"; \
+		echo "      (without them those tests are skipped locally and fail in CI)"; \
 	fi
 
 $(STAMP): requirements.txt pyproject.toml

