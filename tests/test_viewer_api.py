@@ -211,3 +211,22 @@ def test_the_page_takes_its_defaults_and_choices_from_the_server(client):
     with pytest.raises(ViewerConfigError, match="DEFAULT_CMAP.*did you mean"):
         create_app({"SCORING_CONFIG": client.application.extensions["mil_viewer"].cohort.source,
                     "DEFAULT_CMAP": "viridiss"})
+
+
+def test_a_patch_larger_than_the_screen_is_shown_scaled_not_read_whole(viewer_cohort, tmp_path):
+    """A blockmap whose patch size is absurd but valid (20,000 px): the patch image is read from a
+    coarse level and is at most 1024 px, not a 1.6 GB level-0 read."""
+    raw = tmp_path / "raw"
+    slide = viewer_cohort.scored["pyramid"].slide_path
+    from scoremap.blockmap import Blockmap, blockmap_path, write_blockmap
+
+    write_blockmap(blockmap_path(raw, "l", "huge"), Blockmap(
+        "huge", str(slide), "l", "abmil", ["a", "b"], 1, np.array([0.4, 0.6]), np.zeros(2), 20000,
+        np.array([1.0], np.float32), np.array([[0, 0]], np.int32)))
+    client = create_app({"RESULTS_DIR": str(raw), "SLIDES_DIR": str(viewer_cohort.slides_dir)}).test_client()
+    r = client.get("/slides/huge/patch/0.jpeg")
+    assert r.status_code == 200
+    image = Image.open(io.BytesIO(r.data))
+    assert max(image.size) <= 1024 and image.size[0] == image.size[1]
+    assert client.get("/overlay/huge_files/0/0_0.png").status_code == 200
+    assert client.get("/api/slides/huge/patch?x=100&y=100").get_json()["size"] == 20000

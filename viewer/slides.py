@@ -12,6 +12,7 @@ browser match other viewers. Open slides are entries of the viewer's one cache (
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from viewer.errors import SlideUnreadable
 from viewer.geometry import DeepZoomGeometry
 
 _SRGB = ImageCms.createProfile("sRGB")
+#: Longest side of a patch image (top-k list, inspector): patches up to 1024 px are shown at level 0.
+PATCH_IMAGE_MAX_SIDE = 1024
 #: What an open slide is counted as in the byte-bounded cache: OpenSlide's own tables of a
 #: large SVS or NDPI (decoded tiles live in the shared OpenSlideCache, counted apart).
 OPEN_SLIDE_BYTES = 4 * 1024 * 1024
@@ -145,12 +148,20 @@ class OpenedSlide:
             raise SlideUnreadable(f"OpenSlide cannot read {self.path.name}: {error_reason(exc)}") from None
         return to_srgb(image, self.transform)
 
-    def region(self, l0_x: int, l0_y: int, l0_w: int, l0_h: int) -> Image.Image:
-        """Level-0 pixels of a box on the slide's background colour, in sRGB (patch images)."""
+    def region(self, l0_x: int, l0_y: int, l0_w: int, l0_h: int, max_side: int = PATCH_IMAGE_MAX_SIDE) -> Image.Image:
+        """Pixels of a level-0 box on the slide's background colour, in sRGB (patch images): at
+        level 0, or for a box wider than `max_side` from the coarsest level that still gives that
+        many pixels, scaled to fit (a blockmap with 20,000-px patches must not read 1.6 GB)."""
+        side = max(l0_w, l0_h)
+        level = 0 if side <= max_side else self.slide.get_best_level_for_downsample(side / max_side)
+        ds = self.slide.level_downsamples[level]
+        size = (max(1, math.ceil(l0_w / ds)), max(1, math.ceil(l0_h / ds)))
         try:
-            rgba = self.slide.read_region((l0_x, l0_y), 0, (l0_w, l0_h))
+            rgba = self.slide.read_region((l0_x, l0_y), level, size)
         except READ_ERRORS as exc:
             raise SlideUnreadable(f"OpenSlide cannot read {self.path.name}: {error_reason(exc)}") from None
+        if max(rgba.size) > max_side:
+            rgba.thumbnail((max_side, max_side), Image.Resampling.BOX)
         image = Image.new("RGB", rgba.size, self.background)
         image.paste(rgba, (0, 0), rgba)
         return to_srgb(image, self.transform)
