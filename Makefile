@@ -15,10 +15,11 @@ node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
 
-# Debian packages the tests drive for real: Chromium (browser tests, through Playwright) and nginx
-# (the deployment recipe). Installed as root when missing; elsewhere the command is printed (those
+# Debian packages the tests drive for real: Chromium (browser tests, through Playwright), nginx
+# (the deployment recipe), SLURM and munge (a single-node cluster for the job-array path). Installed as root when missing; elsewhere the command is printed (those
 # tests then skip locally and fail in CI).
-SYSTEM_PACKAGES := /usr/bin/chromium:chromium /usr/sbin/nginx:nginx-light
+SYSTEM_PACKAGES := /usr/bin/chromium:chromium /usr/sbin/nginx:nginx-light /usr/sbin/slurmctld:slurm-wlm \
+	/usr/sbin/munged:munge
 .PHONY: browser system-packages
 browser: system-packages
 system-packages:
