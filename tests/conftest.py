@@ -2,6 +2,11 @@
 from __future__ import annotations
 
 import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -24,6 +29,32 @@ def require_system_tool(path: str, why: str, install: str) -> Path:
             pytest.fail(reason + " (CI is set: these tests must not be skipped)", pytrace=False)
         pytest.skip(reason)
     return tool
+
+
+@contextmanager
+def slow_clients(port: int, count: int) -> Iterator[None]:
+    """`count` connections that send a request line and then one header byte a second, never
+    finishing their headers (slowloris), held open for the duration of the block."""
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(count)]
+    stop = threading.Event()
+    for s in socks:
+        s.sendall(b"GET /api/slides HTTP/1.1\r\nHost: viewer\r\n")
+
+    def trickle() -> None:
+        while not stop.wait(1.0):
+            for s in socks:
+                try:
+                    s.sendall(b"X")
+                except OSError:
+                    pass
+    threading.Thread(target=trickle, daemon=True).start()
+    try:
+        time.sleep(1.5)
+        yield
+    finally:
+        stop.set()
+        for s in socks:
+            s.close()
 
 
 def shared_path(*parts: str) -> Path:

@@ -8,13 +8,12 @@ import json
 import os
 import socket
 import subprocess
-import threading
 import time
 from urllib.parse import urlsplit
 
 import pytest
 
-from tests.conftest import REPO_ROOT, require_system_tool
+from tests.conftest import REPO_ROOT, require_system_tool, slow_clients
 from viewer.background import free_port, start_viewer, stop_viewer
 
 RECIPE = REPO_ROOT / "deploy" / "nginx-mil-viewer.conf"
@@ -93,26 +92,6 @@ def test_pages_tiles_and_revalidation_pass_through_and_tiles_are_cached(nginx):
 
 def test_a_hundred_slow_clients_do_not_reach_the_viewer(nginx):
     """gunicorn here has 4 threads: 100 trickling clients straight at it would starve it."""
-    socks = []
-    stop = threading.Event()
-    try:
-        for _ in range(100):
-            s = socket.create_connection(("127.0.0.1", nginx), timeout=5)
-            s.sendall(b"GET /api/slides HTTP/1.1\r\nHost: viewer\r\n")
-            socks.append(s)
-
-        def trickle() -> None:
-            while not stop.wait(1.0):
-                for s in socks:
-                    try:
-                        s.sendall(b"X")
-                    except OSError:
-                        pass
-        threading.Thread(target=trickle, daemon=True).start()
-        time.sleep(1.5)
+    with slow_clients(nginx, 100):
         for path in ["/api/slides", TILE, "/slides/pyramid", "/slide/pyramid_files/13/5_4.jpeg"] * 3:
             assert get(nginx, path, timeout=5)[0] == 200, path
-    finally:
-        stop.set()
-        for s in socks:
-            s.close()
