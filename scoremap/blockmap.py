@@ -268,3 +268,20 @@ def read_blockmap(path: str | os.PathLike) -> Blockmap:
 def blockmap_path(raw_exp_dir: Path, label: str, slide_id: str) -> Path:
     """`{raw_save_dir}/{save_exp_code}/{label}/{slide_id}/{slide_id}_blockmap.h5`, as in the guide."""
     return Path(raw_exp_dir) / label / slide_id / f"{slide_id}_blockmap.h5"
+
+
+BLOCKMAP_SUFFIX = "_blockmap.h5"
+
+
+def find_blockmaps(raw_exp_dir: Path) -> list[tuple[str, str, Path]]:
+    """(label, slide_id, path) of every `{label}/{slide_id}/{slide_id}_blockmap.h5` below the folder.
+
+    Only that exact layout counts: partial files of an interrupted run (hidden names) and stray
+    HDF5 files are ignored.
+    """
+    found = []
+    for path in sorted(Path(raw_exp_dir).glob(f"*/*/*{BLOCKMAP_SUFFIX}")):
+        slide_id = path.parent.name
+        if path.name == f"{slide_id}{BLOCKMAP_SUFFIX}" and path.is_file():
+            found.append((path.parent.parent.name, slide_id, path))
+    return found

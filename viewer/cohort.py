@@ -28,7 +28,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from scoremap.blockmap import ATTENTION_DEFINITIONS, BlockmapError, read_blockmap_header
+from scoremap.blockmap import ATTENTION_DEFINITIONS, BlockmapError, find_blockmaps, read_blockmap_header
 from scoremap.cache import file_identity
 from scoring.errors import ConfigError
 from viewer.errors import NotFound, SlideForbidden, SlideUnreadable, ViewerConfigError, ViewerError
@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO_ROOT / "data" / "demo" / "demo_config.yaml"
-BLOCKMAP_SUFFIX = "_blockmap.h5"
 
 
 @dataclass(frozen=True)
@@ -141,20 +140,6 @@ class Cohort:
 
     def __len__(self) -> int:
         return len(self.records)
-
-
-def find_blockmaps(raw_exp_dir: Path) -> list[tuple[str, str, Path]]:
-    """(label, slide_id, path) of every `{label}/{slide_id}/{slide_id}_blockmap.h5` below the folder.
-
-    Only that exact layout counts: partial files of an interrupted run (hidden names) and stray
-    HDF5 files are ignored.
-    """
-    found = []
-    for path in sorted(Path(raw_exp_dir).glob(f"*/*/*{BLOCKMAP_SUFFIX}")):
-        slide_id = path.parent.name
-        if path.name == f"{slide_id}{BLOCKMAP_SUFFIX}" and path.is_file():
-            found.append((path.parent.parent.name, slide_id, path))
-    return found
 
 
 def results_order(results_csv: Path | None) -> list[str]:

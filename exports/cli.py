@@ -1,0 +1,136 @@
+"""`export_heatmaps.py` / `mil-export`: a scored cohort's heatmaps in the formats other tools read.
+
+    python export_heatmaps.py --config FILE --to qupath,csv [--slides ID,...] [--norm percentile|raw]
+                              [--class NAME|INDEX] [--cmap NAME] [--threshold T]
+
+Reads the blockmaps the config's scoring run wrote (no torch, no model) and writes under
+`{production_save_dir}/{save_exp_code}/exports/{format}/`. Exit codes: 0 every slide exported,
+1 some slides could not be (each named in the log; the others are written), 2 a bad option or
+config (nothing written).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from tqdm import tqdm
+
+from exports.options import ExportError, ExportOptions, SlideScores
+from exports.qupath import write_regions, write_tiles
+from exports.table import write_table
+from scoremap.blockmap import BlockmapError, find_blockmaps, read_blockmap
+from scoremap.colormap import check_colormap
+from scoremap.errors import ScoreMapError, UnknownColormap
+
+log = logging.getLogger("exports")
+FORMATS = ("qupath", "csv")
+
+
+@dataclass(frozen=True)
+class Job:
+    slide_id: str
+    blockmap: Path
+
+
+def slide_mpp(slide_path: str, roots: list[Path]) -> tuple[float, float] | None:
+    """The slide's microns per pixel (x, y), looked up as the viewer does; None when unknown."""
+    import openslide
+
+    from scoremap.slides import open_slide
+
+    candidates = [Path(slide_path)] + [root / Path(slide_path).name for root in roots]
+    for candidate in candidates:
+        if candidate.is_file():
+            try:
+                with open_slide(candidate) as slide:
+                    x = float(slide.properties.get(openslide.PROPERTY_NAME_MPP_X, "nan"))
+                    y = float(slide.properties.get(openslide.PROPERTY_NAME_MPP_Y, "nan"))
+            except (ScoreMapError, ValueError):
+                return None
+            return (x, y) if math.isfinite(x) and math.isfinite(y) and x > 0 and y > 0 else None
+    return None
+
+
+def export_slide(job: Job, formats: list[str], options: ExportOptions, out_root: Path,
+                 roots: list[Path]) -> list[Path]:
+    bm = read_blockmap(job.blockmap)
+    scores = SlideScores.of(bm, options)
+    written = []
+    sid = job.slide_id
+    writers: dict[str, Callable[[], list[Path]]] = {
+        "csv": lambda: [write_table(scores, out_root / "csv" / f"{sid}_patches.csv")],
+        "qupath": lambda: [write_tiles(scores, out_root / "qupath" / f"{sid}.geojson")] + (
+            [] if options.threshold is None else
+            [write_regions(scores, options.threshold, options.cmap, slide_mpp(bm.slide_path, roots),
+                           out_root / "qupath" / f"{sid}_regions.geojson")]),
+    }
+    for fmt in formats:
+        written += writers[fmt]()
+    return written
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Export a scored cohort's heatmaps for QuPath, ASAP, "
+                                                 "HistomicsUI/DSA and tables.")
+    parser.add_argument("--config", "--config_file", dest="config", required=True, metavar="FILE",
+                        help="the scoring config the cohort was scored with")
+    parser.add_argument("--to", required=True, metavar="FORMAT[,FORMAT]", help=f"any of {', '.join(FORMATS)}")
+    parser.add_argument("--slides", metavar="ID,...", help="only these slides (default: every scored slide)")
+    parser.add_argument("--norm", default="percentile", choices=("percentile", "raw"))
+    parser.add_argument("--class", dest="class_ref", metavar="NAME|INDEX", help="default: the predicted class")
+    parser.add_argument("--cmap", default="jet", help="any matplotlib colormap (default jet)")
+    parser.add_argument("--threshold", type=float, metavar="T", help="normalised score 0..1 for regions")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    from scoring.config import load_config
+    from scoring.errors import ConfigError
+
+    try:
+        formats = [f.strip() for f in args.to.split(",") if f.strip()]
+        unknown = [f for f in formats if f not in FORMATS]
+        if unknown or not formats:
+            raise ExportError(f"--to {args.to!r}: unknown format {', '.join(unknown) or '(none)'}; "
+                              f"expected any of {', '.join(FORMATS)}")
+        try:
+            check_colormap(args.cmap)
+        except UnknownColormap as exc:
+            raise ExportError(f"--cmap: {exc}") from None
+        if args.threshold is not None and not (math.isfinite(args.threshold) and 0.0 <= args.threshold <= 1.0):
+            raise ExportError(f"--threshold {args.threshold:g}: expected a normalised score between 0 and 1")
+        config = load_config(args.config)
+        options = ExportOptions(norm=args.norm, class_ref=args.class_ref, cmap=args.cmap, threshold=args.threshold)
+        found = {sid: path for _, sid, path in find_blockmaps(config.exp_raw_dir)}
+        if args.slides:
+            wanted = [s.strip() for s in args.slides.split(",") if s.strip()]
+            missing = [s for s in wanted if s not in found]
+            if missing:
+                raise ExportError(f"--slides: no blockmap for {', '.join(missing)} under {config.exp_raw_dir}")
+            found = {s: found[s] for s in wanted}
+        if not found:
+            raise ExportError(f"{args.config}: no scored slides under {config.exp_raw_dir} "
+                              f"(run create_heatmaps.py --config {args.config} first)")
+    except (ExportError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out_root = config.exp_production_dir / "exports"
+    roots = list(config.data_dir.values()) if isinstance(config.data_dir, dict) else [config.data_dir]
+    failed = 0
+    for sid, path in tqdm(found.items(), desc="export", unit="slide", disable=args.no_progress):
+        try:
+            for written in export_slide(Job(sid, path), formats, options, out_root, roots):
+                log.info("%s: wrote %s", sid, written)
+        except (ExportError, BlockmapError, OSError) as exc:
+            failed += 1
+            log.error("%s: not exported: %s", sid, exc)
+    print(f"exported {len(found) - failed} of {len(found)} slides to {out_root}", file=sys.stderr)
+    return 1 if failed else 0

@@ -1,0 +1,99 @@
+"""QuPath GeoJSON: every patch as a tile with measurements, and the regions above a threshold.
+
+`{slide_id}.geojson`: a FeatureCollection in QuPath (>= 0.4)'s own form, one Feature per patch:
+`geometry` the patch square in level-0 pixels (QuPath's image coordinates), `id` a UUID (derived
+from the slide and the patch index, so a re-export gives the same ids), `properties.objectType`
+"tile", `properties.measurements` numbers: `attention` (as the model stores it),
+`attention_percentile` (0..100) and one `attention_<class>` per class where the model keeps
+per-class attention. QuPath's "Measure > Show measurement maps" colours the tiles by any of them.
+
+`{slide_id}_regions.geojson` (with a threshold): one annotation whose geometry is the union of the
+squares of the patches whose normalised score is >= T, overlapping patches merged (shapely), a
+MultiPolygon where the regions are apart; classified "attention >= T" in the colormap's colour at T,
+measured: `area_px` (level-0 px^2), `area_um2` (when the slide has an MPP), `n_patches`,
+`mean_attention`. Both files are written feature by feature (bounded memory) and renamed when done.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import numpy as np
+import shapely
+
+from exports.options import CLASS_PREFIX, SlideScores
+from scoremap.atomic import atomic_output
+from scoremap.colormap import lookup_table
+
+_NAMESPACE = uuid.UUID("6f1b3d0e-8a51-4b5e-9c1f-6d8a1a2b3c4d")
+
+
+def patch_uuid(slide_id: str, index: int) -> str:
+    return str(uuid.uuid5(_NAMESPACE, f"{slide_id}/{index}"))
+
+
+def _num(value) -> float | None:
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def write_tiles(scores: SlideScores, path: Path) -> Path:
+    bm = scores.blockmap
+    s = int(bm.l0_patch)
+    per_class = bm.attention_per_class
+    names = [CLASS_PREFIX + n for n in bm.class_names] if per_class is not None else []
+    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write('{"type": "FeatureCollection", "features": [\n')
+        for i in range(bm.bag_size):
+            x, y = int(bm.l0_coords[i, 0]), int(bm.l0_coords[i, 1])
+            measurements = {"attention": _num(scores.raw[i]), "attention_percentile": _num(scores.percentile[i])}
+            for c, name in enumerate(names):
+                measurements[name] = _num(per_class[i, c])
+            feature = {
+                "type": "Feature", "id": patch_uuid(bm.slide_id, i),
+                "geometry": {"type": "Polygon",
+                             "coordinates": [[[x, y], [x + s, y], [x + s, y + s], [x, y + s], [x, y]]]},
+                "properties": {"objectType": "tile", "measurements": measurements},
+            }
+            fh.write(("" if i == 0 else ",\n") + json.dumps(feature, separators=(",", ":")))
+        fh.write("\n]}\n")
+    return path
+
+
+def region_geometry(scores: SlideScores, threshold: float):
+    """The union of the squares of the patches at normalised score >= threshold, and their mask."""
+    bm = scores.blockmap
+    chosen = np.isfinite(scores.values01) & (scores.values01 >= threshold)
+    xy = bm.l0_coords[chosen].astype(np.float64)
+    boxes = shapely.box(xy[:, 0], xy[:, 1], xy[:, 0] + bm.l0_patch, xy[:, 1] + bm.l0_patch)
+    return shapely.union_all(boxes), chosen
+
+
+def region_feature(scores: SlideScores, threshold: float, cmap: str, mpp: tuple[float, float] | None) -> dict:
+    bm = scores.blockmap
+    union, chosen = region_geometry(scores, threshold)
+    area_px = float(union.area)
+    colour = lookup_table(cmap, 256)[int(round(min(max(threshold, 0.0), 1.0) * 255))]
+    measurements = {"area_px": area_px, "n_patches": int(chosen.sum()),
+                    "mean_attention": _num(scores.raw[chosen].mean()) if chosen.any() else None}
+    if mpp is not None:
+        measurements["area_um2"] = area_px * mpp[0] * mpp[1]
+    return {
+        "type": "Feature", "id": str(uuid.uuid5(_NAMESPACE, f"{bm.slide_id}/regions/{threshold:g}")),
+        "geometry": json.loads(shapely.to_geojson(union)) if not union.is_empty else None,
+        "properties": {
+            "objectType": "annotation",
+            "name": f"{bm.class_names[scores.class_index]} attention >= {threshold:g}",
+            "classification": {"name": f"attention >= {threshold:g}", "color": [int(v) for v in colour]},
+            "measurements": measurements,
+        },
+    }
+
+
+def write_regions(scores: SlideScores, threshold: float, cmap: str, mpp: tuple[float, float] | None,
+                  path: Path) -> Path:
+    feature = region_feature(scores, threshold, cmap, mpp)
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps({"type": "FeatureCollection", "features": [feature]}), encoding="utf-8")
+    return path

@@ -1,0 +1,153 @@
+"""export_heatmaps.py: QuPath GeoJSON tiles and regions, the patch table, checked against independent
+computations (shapely, scipy, OpenSlide) on a real slide."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import h5py
+import numpy as np
+import openslide
+import pytest
+from scipy import stats
+from shapely.geometry import box, shape
+from shapely.ops import unary_union
+
+from exports.cli import main
+from scoremap.blockmap import blockmap_path
+from tests.viewer_fixtures import CLASS_NAMES, PATCH, write_scored
+
+THRESHOLD = 0.7
+
+
+@pytest.fixture()
+def scored(tmp_path, cmu_slide):
+    """The real CMU scan (MPP 0.499) with a lattice, an overlapping pair and an isolated patch."""
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    slide = slides / "cmu.svs"
+    slide.symlink_to(cmu_slide)
+    xs, ys = np.meshgrid(np.arange(100, 1400, PATCH), np.arange(100, 1600, PATCH))
+    coords = np.concatenate([np.stack([xs.ravel(), ys.ravel()], 1), [[1500, 2000], [1628, 2000], [300, 2500]]])
+    coords = coords.astype(np.int32)
+    raw = tmp_path / "raw"
+    _, scores, per_class = write_scored(raw / "EXP", "cmu", "tumor", slide, coords, seed=3)
+    write_scored(raw / "EXP", "other", "tumor", slide, coords[:5], seed=4)
+    config = tmp_path / "config.yaml"
+    config.write_text(f"""exp_arguments:
+  save_exp_code: EXP
+  raw_save_dir: {raw}
+  production_save_dir: {tmp_path / 'prod'}
+data_arguments:
+  data_dir: {slides}
+model_arguments:
+  ckpt_path: {tmp_path / 'none.pt'}
+  model_type: clam_mb
+""")
+    return {"config": config, "coords": coords, "scores": scores, "per_class": per_class, "slide": slide,
+            "out": tmp_path / "prod" / "EXP" / "exports", "raw": raw / "EXP"}
+
+
+def _geojson(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def test_qupath_tiles_are_the_patch_squares_with_the_models_measurements(scored):
+    assert main(["--config", str(scored["config"]), "--to", "qupath", "--no-progress"]) == 0
+    doc = _geojson(scored["out"] / "qupath" / "cmu.geojson")
+    assert doc["type"] == "FeatureCollection" and len(doc["features"]) == len(scored["coords"])
+    scores = scored["scores"]
+    ids = set()
+    for i, feature in enumerate(doc["features"]):
+        x, y = scored["coords"][i]
+        assert shape(feature["geometry"]).equals(box(x, y, x + PATCH, y + PATCH))
+        assert feature["properties"]["objectType"] == "tile"
+        m = feature["properties"]["measurements"]
+        assert m["attention"] == pytest.approx(float(scores[i]), abs=1e-6)
+        assert m["attention_percentile"] == pytest.approx(stats.percentileofscore(scores, scores[i], kind="rank"))
+        for c, name in enumerate(CLASS_NAMES):
+            assert m[f"attention_{name}"] == pytest.approx(float(scored["per_class"][i, c]), abs=1e-6)
+        assert all(isinstance(v, float) for v in m.values())
+        ids.add(str(uuid.UUID(feature["id"])))
+    assert len(ids) == len(doc["features"])
+
+
+def test_regions_are_the_union_of_the_patches_above_the_threshold(scored):
+    assert main(["--config", str(scored["config"]), "--to", "qupath", "--threshold", str(THRESHOLD),
+                 "--no-progress"]) == 0
+    (feature,) = _geojson(scored["out"] / "qupath" / "cmu_regions.geojson")["features"]
+    props = feature["properties"]
+    assert props["objectType"] == "annotation" and props["classification"]["name"] == f"attention >= {THRESHOLD:g}"
+    assert len(props["classification"]["color"]) == 3
+    region = shape(feature["geometry"])
+    scores = scored["scores"]
+    percentile = stats.rankdata(scores) / len(scores)
+    above = percentile >= THRESHOLD
+    expected = unary_union([box(x, y, x + PATCH, y + PATCH) for x, y in scored["coords"][above]])
+    assert region.symmetric_difference(expected).area == 0  # the round trip covers exactly those patches
+    m = props["measurements"]
+    assert m["area_px"] == pytest.approx(expected.area) and m["n_patches"] == int(above.sum())
+    assert m["mean_attention"] == pytest.approx(float(scores[above].mean()), abs=1e-6)
+    with openslide.OpenSlide(str(scored["slide"])) as slide:
+        mpp = float(slide.properties["openslide.mpp-x"]) * float(slide.properties["openslide.mpp-y"])
+    assert m["area_um2"] == pytest.approx(expected.area * mpp)
+    # the overlapping pair (1500, 2000) and (1628, 2000) is merged where both are above
+    for x, y in scored["coords"][above]:
+        assert region.covers(box(x, y, x + PATCH, y + PATCH))
+
+
+def test_the_patch_table_has_wsinfers_columns_and_every_patch(scored):
+    assert main(["--config", str(scored["config"]), "--to", "csv", "--class", "normal", "--no-progress"]) == 0
+    with open(scored["out"] / "csv" / "cmu_patches.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["slide_id", "index", "minx", "miny", "width", "height", "attention", "percentile",
+                             "rank", "attention_normal", "attention_tumor"]
+    normal = scored["per_class"][:, 0]
+    assert len(rows) == len(normal)
+    order = np.argsort(-normal, kind="stable")
+    for i, row in enumerate(rows):
+        assert (int(row["index"]), int(row["minx"]), int(row["miny"])) == (i, *map(int, scored["coords"][i]))
+        assert int(row["width"]) == int(row["height"]) == PATCH
+        assert float(row["attention"]) == pytest.approx(float(normal[i]), abs=1e-6)  # --class normal
+        assert float(row["percentile"]) == pytest.approx(stats.percentileofscore(normal, normal[i], kind="rank"))
+        assert int(row["rank"]) == int(np.flatnonzero(order == i)[0]) + 1
+        assert float(row["attention_tumor"]) == pytest.approx(float(scored["per_class"][i, 1]), abs=1e-6)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--to", "qupath,pdf"], "unknown format pdf"),
+    (["--to", "csv", "--cmap", "jett"], "--cmap: unknown colormap 'jett'"),
+    (["--to", "csv", "--threshold", "1.5"], "--threshold 1.5"),
+    (["--to", "csv", "--slides", "nope"], "--slides: no blockmap for nope"),
+])
+def test_bad_options_stop_before_writing_anything(scored, capsys, args, message):
+    assert main(["--config", str(scored["config"]), *args, "--no-progress"]) == 2
+    assert message in capsys.readouterr().err
+    assert not scored["out"].exists()
+
+
+def test_a_broken_blockmap_or_a_missing_class_is_named_and_the_others_are_exported(scored, caplog):
+    with h5py.File(blockmap_path(scored["raw"], "tumor", "other"), "r+") as fh:
+        fh.attrs["class_names"] = "not json"
+    assert main(["--config", str(scored["config"]), "--to", "csv", "--no-progress"]) == 1
+    assert "other: not exported" in caplog.text and "class_names" in caplog.text
+    assert (scored["out"] / "csv" / "cmu_patches.csv").exists()
+    assert not (scored["out"] / "csv" / "other_patches.csv").exists()
+    caplog.clear()
+    assert main(["--config", str(scored["config"]), "--to", "csv", "--slides", "cmu", "--class", "9",
+                 "--no-progress"]) == 1
+    assert "--class '9': slide cmu has classes 0 (normal), 1 (tumor)" in caplog.text
+
+
+def test_exports_never_import_torch(scored):
+    code = ("import sys\nclass NoTorch:\n    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] == 'torch': raise ImportError('exports must not import torch')\n"
+            "sys.meta_path.insert(0, NoTorch())\nfrom exports.cli import main\n"
+            f"sys.exit(main(['--config', {str(scored['config'])!r}, '--to', 'qupath,csv', '--threshold', '0.5', "
+            "'--no-progress']))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
