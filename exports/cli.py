@@ -1,7 +1,7 @@
 """`export_heatmaps.py` / `mil-export`: a scored cohort's heatmaps in the formats other tools read.
 
-    python export_heatmaps.py --config FILE --to qupath,csv [--slides ID,...] [--norm percentile|raw]
-                              [--class NAME|INDEX] [--cmap NAME] [--threshold T]
+    python export_heatmaps.py --config FILE --to qupath,tiff,csv [--slides ID,...] [--norm percentile|raw]
+                              [--class NAME|INDEX] [--cmap NAME] [--threshold T] [--downsample D]
 
 Reads the blockmaps the config's scoring run wrote (no torch, no model) and writes under
 `{production_save_dir}/{save_exp_code}/exports/{format}/`. Exit codes: 0 every slide exported,
@@ -23,12 +23,13 @@ from tqdm import tqdm
 from exports.options import ExportError, ExportOptions, SlideScores
 from exports.qupath import write_regions, write_tiles
 from exports.table import write_table
+from exports.tiff import default_downsample, write_heatmap_tiff, write_likelihood_map
 from scoremap.blockmap import BlockmapError, find_blockmaps, read_blockmap
 from scoremap.colormap import check_colormap
 from scoremap.errors import ScoreMapError, UnknownColormap
 
 log = logging.getLogger("exports")
-FORMATS = ("qupath", "csv")
+FORMATS = ("qupath", "tiff", "csv")
 
 
 @dataclass(frozen=True)
@@ -37,38 +38,61 @@ class Job:
     blockmap: Path
 
 
-def slide_mpp(slide_path: str, roots: list[Path]) -> tuple[float, float] | None:
-    """The slide's microns per pixel (x, y), looked up as the viewer does; None when unknown."""
+@dataclass(frozen=True)
+class SlideFacts:
+    dimensions: tuple[int, int]
+    mpp: tuple[float, float] | None
+
+
+def slide_facts(slide_path: str, roots: list[Path]) -> SlideFacts | None:
+    """The slide's level-0 size and microns per pixel, from the recorded path or the config's
+    slide folders; None when no readable slide is found."""
     import openslide
 
     from scoremap.slides import open_slide
 
     candidates = [Path(slide_path)] + [root / Path(slide_path).name for root in roots]
     for candidate in candidates:
-        if candidate.is_file():
-            try:
-                with open_slide(candidate) as slide:
-                    x = float(slide.properties.get(openslide.PROPERTY_NAME_MPP_X, "nan"))
-                    y = float(slide.properties.get(openslide.PROPERTY_NAME_MPP_Y, "nan"))
-            except (ScoreMapError, ValueError):
-                return None
-            return (x, y) if math.isfinite(x) and math.isfinite(y) and x > 0 and y > 0 else None
+        if not candidate.is_file():
+            continue
+        try:
+            with open_slide(candidate) as slide:
+                dims = tuple(int(v) for v in slide.dimensions)
+                x = float(slide.properties.get(openslide.PROPERTY_NAME_MPP_X, "nan"))
+                y = float(slide.properties.get(openslide.PROPERTY_NAME_MPP_Y, "nan"))
+        except (ScoreMapError, ValueError):
+            return None
+        mpp = (x, y) if math.isfinite(x) and math.isfinite(y) and x > 0 and y > 0 else None
+        return SlideFacts(dims, mpp)  # type: ignore[arg-type]
     return None
 
 
-def export_slide(job: Job, formats: list[str], options: ExportOptions, out_root: Path,
-                 roots: list[Path]) -> list[Path]:
+def export_slide(job: Job, formats: list[str], options: ExportOptions, out_root: Path, roots: list[Path],
+                 downsample: int | None = None) -> list[Path]:
     bm = read_blockmap(job.blockmap)
     scores = SlideScores.of(bm, options)
-    written = []
     sid = job.slide_id
+    facts = slide_facts(bm.slide_path, roots) if {"tiff"} & set(formats) or options.threshold is not None else None
+    mpp = facts.mpp if facts is not None else None
+
+    def tiffs() -> list[Path]:
+        if facts is None:
+            raise ExportError(f"tiff: the slide of {sid} ({Path(bm.slide_path).name}) is not readable under the "
+                              "config's slide folders; its size is needed to register the heatmap")
+        d = downsample or default_downsample(bm.l0_patch)
+        return [write_heatmap_tiff(scores, facts.dimensions, mpp, options.cmap, options.threshold, d,
+                                   out_root / "tiff" / f"{sid}_heatmap.tif"),
+                write_likelihood_map(scores, facts.dimensions, mpp, d, out_root / "tiff" / f"{sid}_likelihood_map.tif")]
+
     writers: dict[str, Callable[[], list[Path]]] = {
         "csv": lambda: [write_table(scores, out_root / "csv" / f"{sid}_patches.csv")],
         "qupath": lambda: [write_tiles(scores, out_root / "qupath" / f"{sid}.geojson")] + (
             [] if options.threshold is None else
-            [write_regions(scores, options.threshold, options.cmap, slide_mpp(bm.slide_path, roots),
+            [write_regions(scores, options.threshold, options.cmap, mpp,
                            out_root / "qupath" / f"{sid}_regions.geojson")]),
+        "tiff": tiffs,
     }
+    written = []
     for fmt in formats:
         written += writers[fmt]()
     return written
@@ -84,7 +108,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--norm", default="percentile", choices=("percentile", "raw"))
     parser.add_argument("--class", dest="class_ref", metavar="NAME|INDEX", help="default: the predicted class")
     parser.add_argument("--cmap", default="jet", help="any matplotlib colormap (default jet)")
-    parser.add_argument("--threshold", type=float, metavar="T", help="normalised score 0..1 for regions")
+    parser.add_argument("--threshold", type=float, metavar="T",
+                        help="normalised score 0..1: regions above it; lower scores transparent in the tiff")
+    parser.add_argument("--downsample", type=int, metavar="D",
+                        help="tiff: level-0 pixels per pixel, a power of two (default: the largest <= 32 "
+                             "at which a patch is still >= 8 px)")
     parser.add_argument("--no-progress", action="store_true")
     return parser.parse_args(argv)
 
@@ -107,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ExportError(f"--cmap: {exc}") from None
         if args.threshold is not None and not (math.isfinite(args.threshold) and 0.0 <= args.threshold <= 1.0):
             raise ExportError(f"--threshold {args.threshold:g}: expected a normalised score between 0 and 1")
+        if args.downsample is not None and (args.downsample < 1 or args.downsample & (args.downsample - 1)):
+            raise ExportError(f"--downsample {args.downsample}: expected a power of two (1, 2, 4, ...)")
         config = load_config(args.config)
         options = ExportOptions(norm=args.norm, class_ref=args.class_ref, cmap=args.cmap, threshold=args.threshold)
         found = {sid: path for _, sid, path in find_blockmaps(config.exp_raw_dir)}
@@ -127,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     for sid, path in tqdm(found.items(), desc="export", unit="slide", disable=args.no_progress):
         try:
-            for written in export_slide(Job(sid, path), formats, options, out_root, roots):
+            for written in export_slide(Job(sid, path), formats, options, out_root, roots, args.downsample):
                 log.info("%s: wrote %s", sid, written)
         except (ExportError, BlockmapError, OSError) as exc:
             failed += 1

@@ -26,6 +26,7 @@ from exports.options import CLASS_PREFIX, SlideScores
 from scoremap.atomic import atomic_output
 from scoremap.colormap import lookup_table
 
+_BLOCK = 65536  # features formatted per block
 _NAMESPACE = uuid.UUID("6f1b3d0e-8a51-4b5e-9c1f-6d8a1a2b3c4d")
 
 
@@ -33,31 +34,43 @@ def patch_uuid(slide_id: str, index: int) -> str:
     return str(uuid.uuid5(_NAMESPACE, f"{slide_id}/{index}"))
 
 
-def _num(value) -> float | None:
+def _num(value) -> float | None:  # for json.dumps
     value = float(value)
     return value if np.isfinite(value) else None
 
 
+def _json_number(value: float) -> str:
+    return repr(float(value)) if np.isfinite(value) else "null"
+
+
 def write_tiles(scores: SlideScores, path: Path) -> Path:
+    """One Feature per patch, formatted from a template (json.dumps of a million nested dicts takes
+    minutes); the output is plain JSON, which the tests read back with json."""
     bm = scores.blockmap
     s = int(bm.l0_patch)
     per_class = bm.attention_per_class
-    names = [CLASS_PREFIX + n for n in bm.class_names] if per_class is not None else []
+    names = [json.dumps(CLASS_PREFIX + n) for n in bm.class_names] if per_class is not None else []
     with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         fh.write('{"type": "FeatureCollection", "features": [\n')
-        for i in range(bm.bag_size):
-            x, y = int(bm.l0_coords[i, 0]), int(bm.l0_coords[i, 1])
-            measurements = {"attention": _num(scores.raw[i]), "attention_percentile": _num(scores.percentile[i])}
-            for c, name in enumerate(names):
-                measurements[name] = _num(per_class[i, c])
-            feature = {
-                "type": "Feature", "id": patch_uuid(bm.slide_id, i),
-                "geometry": {"type": "Polygon",
-                             "coordinates": [[[x, y], [x + s, y], [x + s, y + s], [x, y + s], [x, y]]]},
-                "properties": {"objectType": "tile", "measurements": measurements},
-            }
-            fh.write(("" if i == 0 else ",\n") + json.dumps(feature, separators=(",", ":")))
-        fh.write("\n]}\n")
+        for start in range(0, bm.bag_size, _BLOCK):  # Python lists of one block at a time
+            stop = min(bm.bag_size, start + _BLOCK)
+            coords = bm.l0_coords[start:stop].tolist()
+            raw, percentile = scores.raw[start:stop].tolist(), scores.percentile[start:stop].tolist()
+            extra = per_class[start:stop].tolist() if per_class is not None else None
+            lines = []
+            for j, (x, y) in enumerate(coords):
+                i = start + j
+                x2, y2 = x + s, y + s
+                measurements = (f'"attention":{_json_number(raw[j])},'
+                                f'"attention_percentile":{_json_number(percentile[j])}')
+                if extra is not None:
+                    measurements += "".join(f",{name}:{_json_number(v)}" for name, v in zip(names, extra[j]))
+                lines.append(f'{"" if i == 0 else ","}{{"type":"Feature","id":"{patch_uuid(bm.slide_id, i)}",'
+                             f'"geometry":{{"type":"Polygon","coordinates":[[[{x},{y}],[{x2},{y}],[{x2},{y2}],'
+                             f'[{x},{y2}],[{x},{y}]]]}},"properties":{{"objectType":"tile",'
+                             f'"measurements":{{{measurements}}}}}}}')
+            fh.write("\n".join(lines) + "\n")
+        fh.write("]}\n")
     return path
 
 

@@ -7,7 +7,6 @@ rows at a time: a million patches never become a million Python rows.
 """
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
@@ -30,23 +29,23 @@ def write_table(scores: SlideScores, path: Path) -> Path:
     bm = scores.blockmap
     n = bm.bag_size
     quoted_id = '"' + bm.slide_id.replace('"', '""') + '"' if any(c in bm.slide_id for c in ',"\n') else bm.slide_id
+    per_class = bm.attention_per_class
     with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
         fh.write(",".join(header(scores)) + "\n")
+        s = int(bm.l0_patch)
         for start in range(0, n, _ROWS):
-            rows = slice(start, min(n, start + _ROWS))
-            index = np.arange(rows.start, rows.stop)
-            columns = [index, bm.l0_coords[rows, 0], bm.l0_coords[rows, 1],
-                       np.full(len(index), bm.l0_patch), np.full(len(index), bm.l0_patch)]
-            numbers = [scores.raw[rows], scores.percentile[rows]]
-            block = io.StringIO()
-            extra = [] if bm.attention_per_class is None else [bm.attention_per_class[rows, c]
-                                                               for c in range(bm.n_classes)]
-            for i in range(len(index)):
-                fields = [quoted_id] + [str(int(c[i])) for c in columns]
-                fields += [_number(numbers[0][i]), _number(numbers[1][i]), str(int(scores.rank[rows][i]))]
-                fields += [_number(c[i]) for c in extra]
-                block.write(",".join(fields) + "\n")
-            fh.write(block.getvalue())
+            stop = min(n, start + _ROWS)
+            coords = bm.l0_coords[start:stop].tolist()
+            raw, pct = scores.raw[start:stop].tolist(), scores.percentile[start:stop].tolist()
+            rank = scores.rank[start:stop].tolist()
+            extra = per_class[start:stop].tolist() if per_class is not None else None
+            lines = []
+            for i, (x, y) in enumerate(coords):
+                line = f"{quoted_id},{start + i},{x},{y},{s},{s},{_number(raw[i])},{_number(pct[i])},{rank[i]}"
+                if extra is not None:
+                    line += "," + ",".join(_number(v) for v in extra[i])
+                lines.append(line)
+            fh.write("\n".join(lines) + "\n")
     return path
 
 

@@ -151,3 +151,41 @@ def test_exports_never_import_torch(scored):
             "'--no-progress']))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+def test_the_default_tiff_downsample_keeps_patches_8_pixels_wide():
+    from exports.tiff import default_downsample
+
+    assert [default_downsample(s) for s in (256, 224, 512, 1024, 64, 8, 4)] == [32, 16, 32, 32, 8, 1, 1]
+
+
+def test_the_heatmap_tiff_opens_in_openslide_and_sits_on_its_patches(scored):
+    from openslide.deepzoom import DeepZoomGenerator
+
+    from scoremap.colormap import palette, to_indices
+
+    assert main(["--config", str(scored["config"]), "--to", "tiff", "--cmap", "viridis", "--downsample", "4",
+                 "--no-progress"]) == 0
+    heat = openslide.OpenSlide(str(scored["out"] / "tiff" / "cmu_heatmap.tif"))
+    likely = openslide.OpenSlide(str(scored["out"] / "tiff" / "cmu_likelihood_map.tif"))
+    with openslide.OpenSlide(str(scored["slide"])) as slide:
+        w, h = slide.dimensions
+        mpp = float(slide.properties["openslide.mpp-x"])
+    d = 4
+    assert heat.dimensions == likely.dimensions == (-(-w // d), -(-h // d))
+    assert heat.level_count == 3 and heat.level_downsamples[1] == pytest.approx(2.0, rel=2e-3)
+    assert float(heat.properties["openslide.mpp-x"]) == pytest.approx(mpp * d, rel=1e-4)
+    DeepZoomGenerator(heat, 254, 1, True).get_tile(DeepZoomGenerator(heat).level_count - 1, (0, 0))
+    percentile = stats.rankdata(scored["scores"]) / len(scored["scores"])
+    lattice = scored["coords"][:-3]  # the lattice patches do not overlap
+    for level in (0, 1, 2):  # 4, 8 and 16 level-0 px a pixel
+        for i, (x, y) in enumerate(lattice[:25]):
+            px = ((x + PATCH // 2) // d, (y + PATCH // 2) // d)  # the patch centre, in TIFF level-0 pixels
+            want = palette("viridis")[int(to_indices(np.array([percentile[i]]))[0])]
+            rgba = np.asarray(heat.read_region(px, level, (1, 1)))[0, 0]  # level-0 TIFF coordinates
+            assert tuple(rgba[:3]) == tuple(want) and rgba[3] == 255, (level, i)
+            value = np.asarray(likely.read_region(px, level, (1, 1)))[0, 0, 0]
+            assert abs(int(value) - round(percentile[i] * 255)) <= 1
+    glass = np.asarray(heat.read_region((2100 // d, 50 // d), 0, (1, 1)))[0, 0]  # no patch there
+    assert glass[3] == 0
+    assert np.asarray(likely.read_region((2100 // d, 50 // d), 0, (1, 1)))[0, 0, 0] == 0
