@@ -1,6 +1,6 @@
 """`export_heatmaps.py` / `mil-export`: a scored cohort's heatmaps in the formats other tools read.
 
-    python export_heatmaps.py --config FILE --to qupath,tiff,csv [--slides ID,...] [--norm percentile|raw]
+    python export_heatmaps.py --config FILE --to qupath,tiff,dsa,csv [--slides ID,...] [--norm percentile|raw]
                               [--class NAME|INDEX] [--cmap NAME] [--threshold T] [--downsample D]
 
 Reads the blockmaps the config's scoring run wrote (no torch, no model) and writes under
@@ -20,6 +20,7 @@ from typing import Callable
 
 from tqdm import tqdm
 
+from exports.dsa import write_annotation
 from exports.options import ExportError, ExportOptions, SlideScores
 from exports.qupath import write_regions, write_tiles
 from exports.table import write_table
@@ -29,7 +30,7 @@ from scoremap.colormap import check_colormap
 from scoremap.errors import ScoreMapError, UnknownColormap
 
 log = logging.getLogger("exports")
-FORMATS = ("qupath", "tiff", "csv")
+FORMATS = ("qupath", "tiff", "dsa", "csv")
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ def export_slide(job: Job, formats: list[str], options: ExportOptions, out_root:
             [write_regions(scores, options.threshold, options.cmap, mpp,
                            out_root / "qupath" / f"{sid}_regions.geojson")]),
         "tiff": tiffs,
+        "dsa": lambda: [write_annotation(scores, options, out_root / "dsa" / f"{sid}_annotation.json")],
     }
     written = []
     for fmt in formats:

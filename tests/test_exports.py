@@ -189,3 +189,52 @@ def test_the_heatmap_tiff_opens_in_openslide_and_sits_on_its_patches(scored):
     glass = np.asarray(heat.read_region((2100 // d, 50 // d), 0, (1, 1)))[0, 0]  # no patch there
     assert glass[3] == 0
     assert np.asarray(likely.read_region((2100 // d, 50 // d), 0, (1, 1)))[0, 0, 0] == 0
+
+
+# large_image's annotation schema for a `heatmap` element, written from its documentation
+# (girder_large_image_annotation's AnnotationSchema: annotation name/description/attributes/elements;
+# heatmap points are [x, y, z, value] in base-layer pixels; colours #rgb or rgb()/rgba() strings).
+COLOR = {"type": "string", "pattern": r"^(#[0-9a-fA-F]{3,6}|rgb\(\d+,\s*\d+,\s*\d+\)|rgba\(\d+,\s*\d+,\s*\d+,\s*(\d?\.|)\d+\))$"}
+HEATMAP_ANNOTATION_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "minLength": 1},
+        "description": {"type": "string"},
+        "attributes": {"type": "object"},
+        "elements": {"type": "array", "items": {
+            "type": "object",
+            "properties": {
+                "type": {"type": "string", "enum": ["heatmap"]},
+                "points": {"type": "array", "items": {"type": "array", "items": {"type": "number"},
+                                                      "minItems": 4, "maxItems": 4}},
+                "radius": {"type": "number", "exclusiveMinimum": 0},
+                "colorRange": {"type": "array", "items": COLOR},
+                "rangeValues": {"type": "array", "items": {"type": "number"}},
+                "normalizeRange": {"type": "boolean"},
+                "scaleWithZoom": {"type": "boolean"},
+                "label": {"type": "object", "properties": {"value": {"type": "string"}}, "required": ["value"]},
+                "id": {"type": "string", "pattern": "^[0-9a-f]{24}$"},
+                "group": {"type": "string"}, "user": {"type": "object"},
+            },
+            "required": ["type", "points"], "additionalProperties": False,
+        }},
+    },
+    "additionalProperties": False,
+}
+
+
+def test_the_dsa_annotation_validates_and_puts_a_point_on_every_patch_centre(scored):
+    import jsonschema
+
+    assert main(["--config", str(scored["config"]), "--to", "dsa", "--norm", "raw", "--cmap", "plasma",
+                 "--no-progress"]) == 0
+    doc = json.loads((scored["out"] / "dsa" / "cmu_annotation.json").read_text())
+    jsonschema.Draft6Validator(HEATMAP_ANNOTATION_SCHEMA).validate(doc)
+    (element,) = doc["elements"]
+    assert len(element["colorRange"]) == len(element["rangeValues"]) and element["normalizeRange"] is False
+    points = np.array(element["points"])
+    scores = scored["scores"].astype(np.float64)
+    raw01 = (scores - scores.min()) / (scores.max() - scores.min())
+    np.testing.assert_allclose(points[:, :2], scored["coords"] + PATCH / 2)
+    np.testing.assert_allclose(points[:, 3], raw01, atol=1e-6)
+    assert (points[:, 2] == 0).all() and element["radius"] == PATCH / 2
