@@ -21,7 +21,7 @@ from typing import Callable
 from tqdm import tqdm
 
 from exports.dsa import write_annotation
-from exports.options import ExportError, ExportOptions, SlideScores
+from exports.options import ExportError, ExportOptions, ExportScores
 from exports.qupath import write_regions, write_tiles
 from exports.table import write_table
 from exports.tiff import default_downsample, write_heatmap_tiff, write_likelihood_map
@@ -71,7 +71,7 @@ def slide_facts(slide_path: str, roots: list[Path]) -> SlideFacts | None:
 def export_slide(job: Job, formats: list[str], options: ExportOptions, out_root: Path, roots: list[Path],
                  downsample: int | None = None) -> list[Path]:
     bm = read_blockmap(job.blockmap)
-    scores = SlideScores.of(bm, options)
+    scores = ExportScores.of(bm, options)
     sid = job.slide_id
     facts = slide_facts(bm.slide_path, roots) if {"tiff"} & set(formats) or options.threshold is not None else None
     mpp = facts.mpp if facts is not None else None

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exports.options import ExportOptions, SlideScores
+from exports.options import ExportOptions, ExportScores
 from scoremap.atomic import atomic_output
 from scoremap.colormap import lookup_table
 
@@ -29,7 +29,7 @@ def colour_range(cmap: str) -> tuple[list[str], list[float]]:
     return [f"rgb({r}, {g}, {b})" for r, g, b in table.tolist()], [i / (STOPS - 1) for i in range(STOPS)]
 
 
-def write_annotation(scores: SlideScores, options: ExportOptions, path: Path) -> Path:
+def write_annotation(scores: ExportScores, options: ExportOptions, path: Path) -> Path:
     bm = scores.blockmap
     colours, stops = colour_range(options.cmap)
     half = bm.l0_patch / 2.0

@@ -46,7 +46,7 @@ class ExportOptions:
 
 
 @dataclass(frozen=True)
-class SlideScores:
+class ExportScores:
     """One slide's scores as exports use them: raw, normalised, percentile, rank, per class."""
 
     blockmap: Blockmap
@@ -57,7 +57,7 @@ class SlideScores:
     rank: np.ndarray  # 1 = most attended
 
     @classmethod
-    def of(cls, bm: Blockmap, options: ExportOptions) -> SlideScores:
+    def of(cls, bm: Blockmap, options: ExportOptions) -> ExportScores:
         from scoremap.normalize import normalize_scores
 
         if options.norm not in NORMS:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import shapely
 
-from exports.options import CLASS_PREFIX, SlideScores
+from exports.options import CLASS_PREFIX, ExportScores
 from scoremap.atomic import atomic_output
 from scoremap.colormap import lookup_table
 
@@ -43,7 +43,7 @@ def _json_number(value: float) -> str:
     return repr(float(value)) if np.isfinite(value) else "null"
 
 
-def write_tiles(scores: SlideScores, path: Path) -> Path:
+def write_tiles(scores: ExportScores, path: Path) -> Path:
     """One Feature per patch, formatted from a template (json.dumps of a million nested dicts takes
     minutes); the output is plain JSON, which the tests read back with json."""
     bm = scores.blockmap
@@ -74,7 +74,7 @@ def write_tiles(scores: SlideScores, path: Path) -> Path:
     return path
 
 
-def region_geometry(scores: SlideScores, threshold: float):
+def region_geometry(scores: ExportScores, threshold: float):
     """The union of the squares of the patches at normalised score >= threshold, and their mask."""
     bm = scores.blockmap
     chosen = np.isfinite(scores.values01) & (scores.values01 >= threshold)
@@ -83,7 +83,7 @@ def region_geometry(scores: SlideScores, threshold: float):
     return shapely.union_all(boxes), chosen
 
 
-def region_feature(scores: SlideScores, threshold: float, cmap: str, mpp: tuple[float, float] | None) -> dict:
+def region_feature(scores: ExportScores, threshold: float, cmap: str, mpp: tuple[float, float] | None) -> dict:
     bm = scores.blockmap
     union, chosen = region_geometry(scores, threshold)
     area_px = float(union.area)
@@ -104,7 +104,7 @@ def region_feature(scores: SlideScores, threshold: float, cmap: str, mpp: tuple[
     }
 
 
-def write_regions(scores: SlideScores, threshold: float, cmap: str, mpp: tuple[float, float] | None,
+def write_regions(scores: ExportScores, threshold: float, cmap: str, mpp: tuple[float, float] | None,
                   path: Path) -> Path:
     feature = region_feature(scores, threshold, cmap, mpp)
     with atomic_output(path) as tmp:

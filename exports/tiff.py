@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from exports.options import SlideScores
+from exports.options import ExportScores
 from scoremap.atomic import atomic_output
 from scoremap.colormap import TRANSPARENT, palette
 from scoremap.patch_index import PatchIndex
@@ -56,7 +56,7 @@ def _levels(l0_size: tuple[int, int], downsample: int) -> list[tuple[int, int, i
         d *= 2
 
 
-def _source(scores: SlideScores, l0_size: tuple[int, int]) -> ScoreSource:
+def _source(scores: ExportScores, l0_size: tuple[int, int]) -> ScoreSource:
     bm = scores.blockmap
     coords = np.asarray(bm.l0_coords, np.int64)
     window = (0, 0, int(l0_size[0]), int(l0_size[1]))
@@ -92,7 +92,7 @@ def _write(path: Path, levels, l0_size, paint, shape_tail: tuple, photometric: s
     return path
 
 
-def write_heatmap_tiff(scores: SlideScores, l0_size: tuple[int, int], mpp, cmap: str, threshold: float | None,
+def write_heatmap_tiff(scores: ExportScores, l0_size: tuple[int, int], mpp, cmap: str, threshold: float | None,
                        downsample: int, path: Path) -> Path:
     source = _source(scores, l0_size)
     colours = np.zeros((256, 4), np.uint8)
@@ -107,7 +107,7 @@ def write_heatmap_tiff(scores: SlideScores, l0_size: tuple[int, int], mpp, cmap:
     return _write(path, _levels(l0_size, downsample), l0_size, paint, (4,), "rgb", mpp, ["UNASSALPHA"])
 
 
-def write_likelihood_map(scores: SlideScores, l0_size: tuple[int, int], mpp, downsample: int, path: Path) -> Path:
+def write_likelihood_map(scores: ExportScores, l0_size: tuple[int, int], mpp, downsample: int, path: Path) -> Path:
     source = _source(scores, l0_size)
 
     def paint(window: Window) -> np.ndarray:

@@ -618,3 +618,39 @@ def test_pages_work_under_their_content_security_policy(browser, server):
         assert violations == []
     finally:
         context.close()
+
+
+def test_the_export_menu_exports_what_the_pane_shows(viewer):
+    """The links follow the view and the heatmap settings; what they fetch is the shown box."""
+    x, y = pane_center(viewer, "overlay")
+    viewer.mouse.move(x, y)
+    viewer.mouse.wheel(0, -400)  # zoom in: the PNG box must shrink to the view
+    settle(viewer)
+    viewer.select_option("#cmap", "viridis")
+    viewer.wait_for_function("window.milViewer.overlay.url.includes('cmap=viridis')")
+    href = viewer.evaluate("document.getElementById('export-view').href")
+    query = parse_qs(urlsplit(href).query)
+    assert query["cmap"] == ["viridis"] and float(query["alpha"][0]) == pytest.approx(0.5)
+    bounds = viewer.evaluate("""() => {
+      const v = window.milViewer.right, item = v.world.getItemAt(0);
+      const r = item.viewportToImageRectangle(v.viewport.getBounds(true));
+      return {x: r.x, y: r.y, w: r.width, h: r.height};
+    }""")
+    assert int(query["w"][0]) == pytest.approx(bounds["w"], abs=2) and int(query["x"][0]) == pytest.approx(
+        max(0, bounds["x"]), abs=2)
+    status, body = http_get(href)
+    assert status == 200 and body[:8] == b"\x89PNG\r\n\x1a\n"
+    image = Image.open(io.BytesIO(body))
+    assert image.size[0] == int(query["width"][0])
+    for link in ("#export-regions", "#export-patches"):
+        target = viewer.evaluate(f"document.querySelector('{link}').href")
+        assert "cmap=viridis" in target
+    viewer.locator("#threshold").fill("0.8")
+    viewer.locator("#threshold").dispatch_event("change")
+    regions = viewer.evaluate("document.getElementById('export-regions').href")
+    assert "threshold=0.8" in regions and viewer.inner_text("#export-threshold") == "0.80"
+    status, body = http_get(regions)
+    assert status == 200 and json.loads(body)["features"][0]["properties"]["objectType"] == "annotation"
+    status, body = http_get(viewer.evaluate("document.getElementById('export-patches').href"))
+    assert status == 200 and body.startswith(b"slide_id,index,minx,miny")
+    shot(viewer, "viewer-export.png")

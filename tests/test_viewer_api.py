@@ -230,3 +230,41 @@ def test_a_patch_larger_than_the_screen_is_shown_scaled_not_read_whole(viewer_co
     assert max(image.size) <= 1024 and image.size[0] == image.size[1]
     assert client.get("/overlay/huge_files/0/0_0.png").status_code == 200
     assert client.get("/api/slides/huge/patch?x=100&y=100").get_json()["size"] == 20000
+
+
+def test_export_routes_give_what_the_cli_writes_for_the_slide_on_screen(client, viewer_cohort):
+    from shapely.geometry import box, shape
+    from shapely.ops import unary_union
+
+    scored = viewer_cohort.scored["pyramid"]
+    r = client.get("/api/slides/pyramid/export/regions.geojson?threshold=0.8&norm=percentile")
+    assert r.status_code == 200 and "attachment" in r.headers["Content-Disposition"]
+    (feature,) = r.get_json()["features"]
+    percentile = normalize_scores(scored.scores, "percentile")
+    above = scored.l0_coords[percentile >= 0.8]
+    want = unary_union([box(x, y, x + PATCH, y + PATCH) for x, y in above])
+    assert shape(feature["geometry"]).symmetric_difference(want).area == 0
+    assert feature["properties"]["measurements"]["n_patches"] == len(above)
+    assert client.get("/api/slides/pyramid/export/regions.geojson").status_code == 400  # threshold required
+
+    r = client.get("/api/slides/pyramid/export/patches.csv")
+    rows = r.get_data(as_text=True).splitlines()
+    assert r.mimetype == "text/csv" and len(rows) == len(scored.scores) + 1
+    assert rows[0].startswith("slide_id,index,minx,miny,width,height,attention,percentile,rank")
+
+    meta = client.get("/api/slides/pyramid").get_json()
+    w, h = meta["dimensions"]
+    r = client.get(f"/api/slides/pyramid/export/view.png?x=0&y=0&w={w}&h={h}&width=600&cmap=viridis&alpha=1")
+    assert r.status_code == 200 and r.mimetype == "image/png"
+    image = np.asarray(Image.open(io.BytesIO(r.data)).convert("RGB"))
+    height = round(h * 600 / w)
+    assert image.shape == (height + 64, 600, 3)
+    # the isolated patch's centre shows its own colour at full opacity (one patch, nothing overlaps)
+    i = scored.isolated
+    cx, cy = (scored.l0_coords[i] + PATCH // 2) * 600 // w
+    from scoremap.colormap import palette, to_indices
+    want_rgb = palette("viridis")[int(to_indices(np.array([percentile[i]]))[0])]
+    assert np.abs(image[cy, cx].astype(int) - want_rgb.astype(int)).max() <= 2
+    assert (image[height + 26:height + 38, 8:200] != 255).any()  # the colorbar is burned in
+    for bad in ("w=0", "width=99999", f"w=10&h={h * 100}&width=4000", "alpha=2", "class=7"):
+        assert client.get(f"/api/slides/pyramid/export/view.png?{bad}").status_code == 400, bad

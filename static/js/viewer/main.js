@@ -5,6 +5,7 @@
 // Test and benchmark hooks live on `window.milViewer` (the viewers, the state, timings).
 
 import { getJSON } from "./api.js";
+import { ExportLinks } from "./export.js";
 import { Controls } from "./controls.js";
 import { OverlayLayer } from "./overlay.js";
 import { PatchTools } from "./patches.js";
@@ -112,9 +113,11 @@ async function main() {
   let markRightOpened;
   const rightOpened = new Promise((resolve) => { markRightOpened = resolve; });
   let patches = null;
+  let exportsMenu = null; // built once the heatmap pane exists
   const callbacks = {
-    onAlpha: () => { overlay.setAlpha(state.alpha); url.schedule(); },
+    onAlpha: () => { overlay.setAlpha(state.alpha); url.schedule(); exportsMenu?.update(); },
     onOverlay: () => {
+      exportsMenu?.update();
       // a heatmap asked for before the pane has opened is shown once it has
       rightOpened.then(() => overlay.update(state)).catch((err) => controls.setCmapError(err.message));
       url.schedule();
@@ -143,6 +146,8 @@ async function main() {
     imageLoaderLimit: 16,
   }));
   overlay.attach(right);
+  exportsMenu = new ExportLinks({ meta, state, viewer: right, offset: [offX, offY] });
+  hooks.exports = exportsMenu;
   const lock = new ViewportLock([left, right]);
   if (state.mode === "single") lock.pause();
   Object.assign(hooks, { left, right, lock, overlay, state, meta, controls, isAnimating });
@@ -171,6 +176,7 @@ async function main() {
     state.zoom = item.viewportToImageZoom(vp.getZoom(true));
     state.rotation = ((vp.getRotation(true) % 360) + 360) % 360;
     url.schedule();
+    exportsMenu?.update();
   }
 
   const scaleBars = [

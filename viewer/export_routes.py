@@ -1,0 +1,82 @@
+"""`/api/slides/<id>/export/...`: what export_heatmaps.py writes, for the slide on screen.
+
+Query parameters are the overlay tiles' (`cmap`, `class`, `norm`, `threshold`, `blur`), so an
+export shows what the pane shows: `regions.geojson` (QuPath regions above `threshold`),
+`patches.csv` (the patch table), `view.png` (a level-0 box `x,y,w,h` at `width` px, opacity
+`alpha`, legend burned in).
+"""
+from __future__ import annotations
+
+import io
+import json
+
+from flask import Blueprint, Response, request
+
+from exports.options import ExportOptions, ExportScores
+from exports.qupath import region_feature
+from exports.table import write_rows
+from viewer.errors import BadRequest
+from viewer.export_view import render_view
+from viewer.params import OverlayParams, query_float, query_int
+from viewer.state import viewer_state
+
+bp = Blueprint("exports", __name__, url_prefix="/api/slides/<slide_id>/export")
+
+
+def _scores(slide_id: str):
+    state = viewer_state()
+    record = state.record(slide_id)
+    scores = state.slide_scores(record)
+    params = OverlayParams.from_query(request.args, state.settings.default_cmap, state.settings.default_norm)
+    class_index = scores.resolve_class(params.class_index)
+    options = ExportOptions(norm=params.norm, class_ref=str(class_index), cmap=params.cmap,
+                            threshold=params.threshold)
+    return state, record, scores, params, class_index, ExportScores.of(scores.blockmap, options)
+
+
+def _download(body: bytes | str, mimetype: str, name: str) -> Response:
+    response = Response(body, mimetype=mimetype)
+    response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
+
+
+@bp.get("/regions.geojson")
+def regions(slide_id: str) -> Response:
+    state, record, _, params, _, exported = _scores(slide_id)
+    if "threshold" not in request.args:
+        raise BadRequest("threshold is required: the normalised score (0..1) the regions are above")
+    _, info = record.require_slide()
+    mpp = (info.mpp_x, info.mpp_y) if info.mpp_x and info.mpp_y else None
+    feature = region_feature(exported, params.threshold, params.cmap, mpp)
+    body = json.dumps({"type": "FeatureCollection", "features": [feature]})
+    return _download(body, "application/geo+json", f"{slide_id}_regions.geojson")
+
+
+@bp.get("/patches.csv")
+def patches(slide_id: str) -> Response:
+    *_, exported = _scores(slide_id)
+    buf = io.StringIO()
+    write_rows(exported, buf)
+    return _download(buf.getvalue(), "text/csv", f"{slide_id}_patches.csv")
+
+
+@bp.get("/view.png")
+def view(slide_id: str) -> Response:
+    state, record, scores, params, class_index, _ = _scores(slide_id)
+    _, info = record.require_slide()
+    width_l0, height_l0 = info.dimensions
+    x = query_int(request.args, "x", 0, -width_l0, 2 * width_l0)
+    y = query_int(request.args, "y", 0, -height_l0, 2 * height_l0)
+    w = query_int(request.args, "w", width_l0, 1, 4 * width_l0)
+    h = query_int(request.args, "h", height_l0, 1, 4 * height_l0)
+    width = query_int(request.args, "width", 1600, 16, 4096)
+    alpha = float(query_float(request.args, "alpha", 0.5, 0.0, 1.0))
+    if h * width / w > 4096:
+        raise BadRequest(f"the view would be {round(h * width / w)} px tall; at most 4096")
+    bm = scores.blockmap
+    title = (f"{slide_id}  ·  {bm.model_type}, class {bm.class_names[class_index]}  ·  {params.norm} attention, "
+             f"{params.cmap}" + (f", >= {params.threshold:g}" if params.threshold else ""))
+    body = state.read(record, lambda opened: render_view(
+        opened, info, scores.source(class_index, params.norm), (x, y, w, h), width, params.cmap,
+        params.threshold, params.blur, alpha, title))
+    return _download(body, "image/png", f"{slide_id}_view.png")
