@@ -25,6 +25,8 @@ import shapely
 from exports.options import CLASS_PREFIX, ExportScores
 from scoremap.atomic import atomic_output
 from scoremap.colormap import lookup_table
+from scoremap.normalize import in_range
+from scoremap.regions import union_geometry
 
 _BLOCK = 65536  # features formatted per block
 _NAMESPACE = uuid.UUID("6f1b3d0e-8a51-4b5e-9c1f-6d8a1a2b3c4d")
@@ -74,18 +76,20 @@ def write_tiles(scores: ExportScores, path: Path) -> Path:
     return path
 
 
-def region_geometry(scores: ExportScores, threshold: float):
-    """The union of the squares of the patches at normalised score >= threshold, and their mask."""
+def region_geometry(scores: ExportScores, lo: float, hi: float = 1.0):
+    """The union of the squares of the patches whose normalised score lies in [lo, hi] (scoremap.regions:
+    exact, a second for a million patches), and which patches those are."""
     bm = scores.blockmap
-    chosen = np.isfinite(scores.values01) & (scores.values01 >= threshold)
-    xy = bm.l0_coords[chosen].astype(np.float64)
-    boxes = shapely.box(xy[:, 0], xy[:, 1], xy[:, 0] + bm.l0_patch, xy[:, 1] + bm.l0_patch)
-    return shapely.union_all(boxes), chosen
+    chosen = in_range(scores.values01, lo, hi)
+    return union_geometry(bm.l0_coords[chosen], bm.l0_patch), chosen
 
 
-def region_feature(scores: ExportScores, threshold: float, cmap: str, mpp: tuple[float, float] | None) -> dict:
+def region_feature(scores: ExportScores, threshold: float, cmap: str, mpp: tuple[float, float] | None,
+                   hi: float = 1.0) -> dict:
+    """The regions of the patches scored in [threshold, hi] as one QuPath annotation Feature."""
     bm = scores.blockmap
-    union, chosen = region_geometry(scores, threshold)
+    union, chosen = region_geometry(scores, threshold, hi)
+    label = f"attention >= {threshold:g}" if hi >= 1.0 else f"attention in [{threshold:g}, {hi:g}]"
     area_px = float(union.area)
     colour = lookup_table(cmap, 256)[int(round(min(max(threshold, 0.0), 1.0) * 255))]
     measurements = {"area_px": area_px, "n_patches": int(chosen.sum()),
@@ -93,12 +97,12 @@ def region_feature(scores: ExportScores, threshold: float, cmap: str, mpp: tuple
     if mpp is not None:
         measurements["area_um2"] = area_px * mpp[0] * mpp[1]
     return {
-        "type": "Feature", "id": str(uuid.uuid5(_NAMESPACE, f"{bm.slide_id}/regions/{threshold:g}")),
+        "type": "Feature", "id": str(uuid.uuid5(_NAMESPACE, f"{bm.slide_id}/regions/{threshold:g}/{hi:g}")),
         "geometry": json.loads(shapely.to_geojson(union)) if not union.is_empty else None,
         "properties": {
             "objectType": "annotation",
-            "name": f"{bm.class_names[scores.class_index]} attention >= {threshold:g}",
-            "classification": {"name": f"attention >= {threshold:g}", "color": [int(v) for v in colour]},
+            "name": f"{bm.class_names[scores.class_index]} {label}",
+            "classification": {"name": label, "color": [int(v) for v in colour]},
             "measurements": measurements,
         },
     }

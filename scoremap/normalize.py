@@ -87,3 +87,10 @@ def normalize_scores(scores: np.ndarray, mode: NormalizeMode) -> np.ndarray:
         lo, hi = float(kept.min()), float(kept.max())
         out[finite] = 0.5 if hi <= lo else (kept - lo) / (hi - lo)
     return out
+
+
+def in_range(values01: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Which patches a score range [lo, hi] (normalised scale) selects: finite and within, both ends
+    included (the histogram's read-out, the regions and the overlay all select with this)."""
+    values = np.asarray(values01)
+    return np.isfinite(values) & (values >= lo) & (values <= hi)

@@ -268,3 +268,53 @@ def test_export_routes_give_what_the_cli_writes_for_the_slide_on_screen(client, 
     assert (image[height + 26:height + 38, 8:200] != 255).any()  # the colorbar is burned in
     for bad in ("w=0", "width=99999", f"w=10&h={h * 100}&width=4000", "alpha=2", "class=7"):
         assert client.get(f"/api/slides/pyramid/export/view.png?{bad}").status_code == 400, bad
+
+
+def test_histogram_counts_every_scored_patch_of_the_class_and_norm(client, viewer_cohort):
+    scored = viewer_cohort.scored["CMU-1-Small-Region"]
+    body = client.get("/api/slides/CMU-1-Small-Region/histogram?bins=20&class=0&norm=raw&lo=0.25&hi=0.75").get_json()
+    normal = scored.per_class[:, 0]
+    raw01 = (normal - normal.min()) / (normal.max() - normal.min())
+    want, edges = np.histogram(raw01, bins=20, range=(0, 1))
+    assert body["counts"] == want.tolist() and sum(body["counts"]) == len(normal) == body["bag_size"]
+    np.testing.assert_allclose(body["edges"], edges)
+    assert body["range"]["patches"] == int(((raw01 >= 0.25) & (raw01 <= 0.75)).sum())
+    assert body["raw_min"] == pytest.approx(float(normal.min()))
+    for bad in ("bins=0", "bins=5000", "lo=0.8&hi=0.2", "lo=-1", "norm=zscore", "class=5"):
+        assert client.get(f"/api/slides/CMU-1-Small-Region/histogram?{bad}").status_code == 400, bad
+
+
+def test_regions_area_is_the_union_of_the_patches_in_range(client, viewer_cohort):
+    from shapely.geometry import box, shape
+    from shapely.ops import unary_union
+
+    scored = viewer_cohort.scored["CMU-1-Small-Region"]
+    body = client.get("/api/slides/CMU-1-Small-Region/regions?lo=0.3&hi=0.9").get_json()
+    percentile = normalize_scores(scored.scores, "percentile")
+    chosen = (percentile >= 0.3) & (percentile <= 0.9)
+    union = unary_union([box(x, y, x + PATCH, y + PATCH) for x, y in scored.l0_coords[chosen]])
+    everything = unary_union([box(x, y, x + PATCH, y + PATCH) for x, y in scored.l0_coords])
+    assert body["patches"] == int(chosen.sum())
+    assert body["area_px"] == pytest.approx(union.area) and body["scored_area_px"] == pytest.approx(everything.area)
+    assert body["share"] == pytest.approx(union.area / everything.area)
+    with openslide.OpenSlide(str(scored.slide_path)) as slide:
+        mpp2 = float(slide.properties["openslide.mpp-x"]) * float(slide.properties["openslide.mpp-y"])
+    assert body["area_mm2"] == pytest.approx(union.area * mpp2 * 1e-6)
+    (feature,) = body["geojson"]["features"]
+    assert shape(feature["geometry"]).symmetric_difference(union).area == 0
+    assert feature["properties"]["classification"]["name"] == "attention in [0.3, 0.9]"
+    # the overlapping pair counts once where both are chosen
+    assert client.get("/api/slides/CMU-1-Small-Region/regions?lo=0&hi=1&geojson=0").get_json()["share"] == 1.0
+
+
+def test_overlay_hides_patches_outside_the_score_range(client, viewer_cohort):
+    scored = viewer_cohort.scored["pyramid"]
+    geo_level = client.get("/api/slides/pyramid").get_json()["deepzoom"]["level_count"] - 1
+    i = scored.isolated
+    x, y = scored.l0_coords[i] + PATCH // 2
+    p = normalize_scores(scored.scores, "percentile")[i]
+    url = f"/overlay/pyramid_files/{geo_level}/{x // 254}_{y // 254}.png"
+    inside = Image.open(io.BytesIO(client.get(f"{url}?lo={max(0, p - 0.01):.4f}&hi=1").data))
+    outside = Image.open(io.BytesIO(client.get(f"{url}?lo=0&hi={max(0, p - 0.02):.4f}").data))
+    assert inside.getpixel((x % 254 + 1, y % 254 + 1)) != 255  # (overlap pixel: col 0 is the previous tile's)
+    assert outside.getpixel((x % 254 + 1, y % 254 + 1)) == 255

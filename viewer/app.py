@@ -19,7 +19,7 @@ from scoremap.defaults import VIEWER_SETTINGS
 from scoremap.errors import UnknownColormap
 from scoremap.memory import return_large_blocks
 from scoremap.normalize import NORMS
-from viewer import api_routes, export_routes, image_routes, page_routes, tile_routes, vendor_routes
+from viewer import analysis_routes, api_routes, export_routes, image_routes, page_routes, tile_routes, vendor_routes
 from viewer.cohort import Cohort, cohort_from_config, cohort_from_results, demo_cohort
 from viewer.errors import ViewerConfigError, register_error_handlers
 from viewer.security import secure
@@ -80,8 +80,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions[EXTENSION_KEY] = state
     app.json.sort_keys = False  # keep the documented field order
     secure(app)  # before the routes: slash merging is a property of the URL map's rules
-    for blueprint in (page_routes.bp, api_routes.bp, export_routes.bp, tile_routes.bp, image_routes.bp,
-                      vendor_routes.bp):
+    for blueprint in (page_routes.bp, api_routes.bp, analysis_routes.bp, export_routes.bp, tile_routes.bp,
+                      image_routes.bp, vendor_routes.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     return app

@@ -41,7 +41,7 @@ def tile_window(geometry: DeepZoomGeometry, box: TileBox) -> Window:
 def tile_indices(scores: SlideScores, geometry: DeepZoomGeometry, box: TileBox, params: OverlayParams,
                  class_index: int) -> np.ndarray | None:
     """Palette indices (z_h, z_w) of one tile, or None when no patch colours it."""
-    source = scores.source(class_index, params.norm, geometry)
+    source = scores.source(class_index, params.norm, geometry, params.range)
     return window_indices(source, tile_window(geometry, box), threshold=params.threshold, blur=params.blur)
 
 

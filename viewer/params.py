@@ -103,6 +103,13 @@ class OverlayParams:
     norm: str
     threshold: float
     blur: bool
+    lo: float = 0.0  # patches whose normalised score lies outside [lo, hi] are not shown at all
+    hi: float = 1.0
+
+    @property
+    def range(self) -> tuple[float, float] | None:
+        """The patch range, None when it is the whole 0..1 scale."""
+        return None if (self.lo, self.hi) == (0.0, 1.0) else (self.lo, self.hi)
 
     @classmethod
     def from_query(cls, args: Mapping[str, str], default_cmap: str = OVERLAY["cmap"],
@@ -114,8 +121,19 @@ class OverlayParams:
             threshold=float(query_float(args, "threshold", OVERLAY["threshold"], OVERLAY["threshold_min"],
                                         OVERLAY["threshold_max"])),
             blur=parse_blur(args.get("blur")),
+            **score_range(args),
         )
 
     def key(self, class_index: int) -> tuple:
         """What the rendered pixels depend on (with the resolved class), for ETags."""
-        return (self.cmap, class_index, self.norm, round(self.threshold, 6), self.blur)
+        return (self.cmap, class_index, self.norm, round(self.threshold, 6), self.blur, self.range)
+
+
+def score_range(args: Mapping[str, str]) -> dict[str, float]:
+    """`lo` and `hi` on the normalised 0..1 scale (default the whole scale), lo <= hi, rounded to
+    1e-4 (a dragged slider must not make every position a new pyramid)."""
+    lo = round(float(query_float(args, "lo", 0.0, 0.0, 1.0)), 4)
+    hi = round(float(query_float(args, "hi", 1.0, 0.0, 1.0)), 4)
+    if lo > hi:
+        raise BadRequest(f"lo ({lo:g}) must not be above hi ({hi:g})")
+    return {"lo": lo, "hi": hi}

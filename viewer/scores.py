@@ -16,7 +16,7 @@ import numpy as np
 
 from scoremap.blockmap import Blockmap, BlockmapError
 from scoremap.cache import ByteLRU, array_bytes
-from scoremap.normalize import normalize_scores, rank_order
+from scoremap.normalize import in_range, normalize_scores, rank_order
 from scoremap.patch_index import PatchIndex
 from scoremap.pyramid import ScorePyramid
 from scoremap.raster import ScoreSource
@@ -115,20 +115,37 @@ class SlideScores:
             return found, found.nbytes
         return self._cache.get(("class_scores", self._key, class_index), load)
 
-    def pyramid(self, class_index: int, norm: str, geometry: DeepZoomGeometry) -> ScorePyramid | None:
+    def selected(self, class_index: int, norm: str, score_range: tuple[float, float] | None) -> np.ndarray:
+        """Normalised scores with the patches outside `score_range` removed (NaN: not shown)."""
+        values = self.normalized(class_index, norm)
+        if score_range is None:
+            return values
+
+        def load():
+            kept = np.where(in_range(values, *score_range), values, np.nan).astype(np.float32)
+            kept.setflags(write=False)
+            return kept, kept.nbytes
+        return self._cache.get(("selected", self._key, class_index, norm, score_range), load)
+
+    def pyramid(self, class_index: int, norm: str, geometry: DeepZoomGeometry,
+                score_range: tuple[float, float] | None = None) -> ScorePyramid | None:
         """The score pyramid on this Deep Zoom geometry (None: no tile meets many patches)."""
         window = geometry.l0_window()
 
         def load():
-            built = ScorePyramid.build(self.l0_coords, self.normalized(class_index, norm), self.l0_patch,
+            built = ScorePyramid.build(self.l0_coords, self.selected(class_index, norm, score_range), self.l0_patch,
                                        window, geometry.tile_size)
             return built, (0 if built is None else built.nbytes)
-        return self._cache.get(("pyramid", self._key, class_index, norm, window, geometry.tile_size), load)
+        key = ("pyramid", self._key, class_index, norm, score_range, window, geometry.tile_size)
+        return self._cache.get(key, load)
 
-    def source(self, class_index: int, norm: str, geometry: DeepZoomGeometry | None = None) -> ScoreSource:
-        """What the window rasteriser paints this class from (with the pyramid of `geometry`)."""
-        pyramid = None if geometry is None else self.pyramid(class_index, norm, geometry)
-        return ScoreSource(self.l0_coords, self.normalized(class_index, norm), self.l0_patch, self.index, pyramid)
+    def source(self, class_index: int, norm: str, geometry: DeepZoomGeometry | None = None,
+               score_range: tuple[float, float] | None = None) -> ScoreSource:
+        """What the window rasteriser paints this class from (with the pyramid of `geometry`);
+        with `score_range`, only the patches whose normalised score lies in it."""
+        pyramid = None if geometry is None else self.pyramid(class_index, norm, geometry, score_range)
+        return ScoreSource(self.l0_coords, self.selected(class_index, norm, score_range), self.l0_patch, self.index,
+                           pyramid)
 
     def patch_at(self, l0_x: float, l0_y: float) -> np.ndarray:
         """Indices of patches covering a level-0 point, nearest centre first."""
