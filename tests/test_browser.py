@@ -654,3 +654,37 @@ def test_the_export_menu_exports_what_the_pane_shows(viewer):
     status, body = http_get(viewer.evaluate("document.getElementById('export-patches').href"))
     assert status == 200 and body.startswith(b"slide_id,index,minx,miny")
     shot(viewer, "viewer-export.png")
+
+
+def test_dragging_the_histogram_range_recolours_the_overlay_and_the_readout_is_the_apis(viewer):
+    viewer.wait_for_function("document.getElementById('range-readout').dataset.patches !== undefined")
+    total = int(viewer.evaluate("document.getElementById('range-readout').dataset.patches"))
+    assert total == 98  # every patch: the range starts as the whole scale
+    before = canvas_pixels(viewer, "right")
+    box = viewer.locator("#histogram").bounding_box()
+    y = box["y"] + box["height"] / 2
+    viewer.mouse.move(box["x"] + 1, y)
+    viewer.mouse.down()
+    viewer.mouse.move(box["x"] + 0.8 * box["width"], y, steps=6)
+    viewer.mouse.up()
+    viewer.wait_for_function("window.milViewer.overlay.url.includes('lo=0.8')")
+    viewer.wait_for_function("window.milViewer.overlay.shownUrl === window.milViewer.overlay.url && "
+                             "window.milViewer.fullyLoaded()")
+    settle(viewer)
+    lo = viewer.evaluate("window.milViewer.state.lo")
+    assert lo == pytest.approx(0.8, abs=0.02)
+    viewer.wait_for_function(f"Number(document.getElementById('range-readout').dataset.patches) < {total}")
+    readout = viewer.evaluate("window.milViewer.histogram.hooks.readout")
+    status, body = http_get(f"{viewer.base}/api/slides/{SLIDE}/regions?lo={lo:.3f}&hi=1.000&class=1&norm=percentile"
+                            "&geojson=0")
+    api = json.loads(body)
+    assert readout["patches"] == api["patches"] and readout["area_px"] == pytest.approx(api["area_px"])
+    assert f"{api['patches']} patches" in viewer.inner_text("#range-readout")
+    after = canvas_pixels(viewer, "right")
+    coloured = lambda px: (px[..., 3] > 0).mean()
+    assert np.abs(after[..., :3].astype(int) - before[..., :3].astype(int)).max() > 40  # patches left the overlay
+    assert viewer.evaluate("window.milViewer.overlay.item.getOpacity()") == pytest.approx(0.5)
+    viewer.evaluate("window.milViewer.flushUrl()")
+    assert "lo=0.8" in viewer.url and "hi=1" in viewer.url
+    assert coloured(after) > 0
+    shot(viewer, "viewer-histogram.png")

@@ -12,12 +12,13 @@ const LEGEND_HEIGHT = 14;
 const $ = (id) => document.getElementById(id);
 
 export class Controls {
-  constructor({ meta, state, onAlpha, onOverlay, onClass, onMode }) {
+  constructor({ meta, state, onAlpha, onOverlay, onClass, onMode, onScale }) {
     this.meta = meta;
     this.state = state;
     this.onAlpha = onAlpha;
     this.onOverlay = onOverlay;
     this.onClass = onClass;
+    this.onScale = onScale || (() => {});
     this.onMode = onMode;
     this.el = {
       alpha: $("alpha"), alphaValue: $("alpha-value"), cmap: $("cmap"), cmapCustom: $("cmap-custom"),
@@ -204,6 +205,7 @@ export class Controls {
         s.norm = radio.value;
         this.renderLegend();
         this.onOverlay();
+        this.onScale();
       });
     }
     el.threshold.addEventListener("input", () => {

@@ -6,6 +6,7 @@
 
 import { getJSON } from "./api.js";
 import { ExportLinks } from "./export.js";
+import { Histogram } from "./histogram.js";
 import { Controls } from "./controls.js";
 import { OverlayLayer } from "./overlay.js";
 import { PatchTools } from "./patches.js";
@@ -114,6 +115,7 @@ async function main() {
   const rightOpened = new Promise((resolve) => { markRightOpened = resolve; });
   let patches = null;
   let exportsMenu = null; // built once the heatmap pane exists
+  let histogram = null;
   const callbacks = {
     onAlpha: () => { overlay.setAlpha(state.alpha); url.schedule(); exportsMenu?.update(); },
     onOverlay: () => {
@@ -122,7 +124,8 @@ async function main() {
       rightOpened.then(() => overlay.update(state)).catch((err) => controls.setCmapError(err.message));
       url.schedule();
     },
-    onClass: () => { patches.loadList(); patches.refresh(); },
+    onClass: () => { patches.loadList(); patches.refresh(); histogram?.load().catch(() => {}); },
+    onScale: () => histogram?.load().catch(() => {}),
     onMode: () => setMode(),
   };
   controls = new Controls({ meta, state, ...callbacks });
@@ -148,6 +151,9 @@ async function main() {
   overlay.attach(right);
   exportsMenu = new ExportLinks({ meta, state, viewer: right, offset: [offX, offY] });
   hooks.exports = exportsMenu;
+  histogram = new Histogram({ meta, state, onRange: () => callbacks.onOverlay() });
+  hooks.histogram = histogram;
+  histogram.load().catch((err) => console.warn("histogram:", err.message));
   const lock = new ViewportLock([left, right]);
   if (state.mode === "single") lock.pause();
   Object.assign(hooks, { left, right, lock, overlay, state, meta, controls, isAnimating });

@@ -20,6 +20,10 @@ export function overlayQuery(state) {
     threshold: String(state.threshold),
     blur: state.blur ? "1" : "0",
   });
+  if (state.lo > 0 || state.hi < 1) {
+    q.set("lo", state.lo.toFixed(3));
+    q.set("hi", state.hi.toFixed(3));
+  }
   return q.toString();
 }
 

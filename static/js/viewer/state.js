@@ -6,6 +6,7 @@
 //             magnification on any screen size and in either layout
 //   rot       rotation in degrees
 //   cmap alpha class norm threshold blur   the heatmap (class = class index)
+//   lo hi     the score range of the histogram: patches outside it are not shown
 //   mode      dual (slide | heatmap side by side) or single (heatmap over the slide, one pane)
 //
 // Everything read from the URL is checked here; anything malformed falls back to the default. The
@@ -41,6 +42,8 @@ export function initialState(meta, search) {
     class: d.class,
     norm: d.norm,
     threshold: d.threshold ?? 0,
+    lo: 0,
+    hi: 1,
     blur: Boolean(d.blur),
     mode: "dual",
   };
@@ -61,6 +64,11 @@ export function initialState(meta, search) {
   const range = meta.choices.threshold;
   const threshold = readNumber(q, "threshold", range.min, range.max);
   if (threshold !== null) state.threshold = threshold;
+  const lo = readNumber(q, "lo", 0, 1);
+  const hi = readNumber(q, "hi", 0, 1);
+  if (lo !== null) state.lo = lo;
+  if (hi !== null) state.hi = hi;
+  if (state.lo > state.hi) [state.lo, state.hi] = [0, 1];
   if (["0", "1"].includes(q.get("blur"))) state.blur = q.get("blur") === "1";
   if (["dual", "single"].includes(q.get("mode"))) state.mode = q.get("mode");
   return state;
@@ -84,6 +92,10 @@ export function stateQuery(state) {
   q.set("class", String(state.class));
   q.set("norm", state.norm);
   q.set("threshold", round(state.threshold, 2));
+  if (state.lo > 0 || state.hi < 1) {
+    q.set("lo", round(state.lo, 3));
+    q.set("hi", round(state.hi, 3));
+  }
   q.set("blur", state.blur ? "1" : "0");
   q.set("mode", state.mode);
   return q.toString();
