@@ -688,3 +688,29 @@ def test_dragging_the_histogram_range_recolours_the_overlay_and_the_readout_is_t
     assert "lo=0.8" in viewer.url and "hi=1" in viewer.url
     assert coloured(after) > 0
     shot(viewer, "viewer-histogram.png")
+
+
+def test_the_mirrored_cursor_marks_the_same_level0_point_in_the_other_pane(viewer):
+    """The panes are locked to the same view at the same size, so the point under the pointer in
+    one pane lies at the same place in the other: the crosshair must be there, both ways."""
+    for source, target in (("slide", "overlay"), ("overlay", "slide")):
+        box = viewer.locator(f"#{source}-pane").bounding_box()
+        px, py = box["x"] + box["width"] * 0.43, box["y"] + box["height"] * 0.57
+        viewer.mouse.move(px, py, steps=3)
+        mark = viewer.locator(f"#{'overlay' if target == 'overlay' else 'slide'}-wrap .mirror-cursor")
+        viewer.wait_for_function(f"!document.querySelector('#{target}-wrap .mirror-cursor').hidden")
+        x, y = float(mark.get_attribute("data-x")), float(mark.get_attribute("data-y"))
+        assert x == pytest.approx(px - box["x"], abs=2) and y == pytest.approx(py - box["y"], abs=2), source
+        assert viewer.locator(f"#{source}-wrap .mirror-cursor").is_hidden()
+        l0 = viewer.evaluate("window.milViewer.cursor.hooks.l0")
+        status, body = http_get(f"{viewer.base}/api/slides/{SLIDE}/patch?x={l0['x']:.1f}&y={l0['y']:.1f}&class=1")
+        label = viewer.locator(f"#{target}-wrap .mc-label")
+        if status == 200:
+            score = json.loads(body)["score"]
+            viewer.wait_for_function(f"document.querySelector('#{target}-wrap .mc-label').textContent.startsWith('{score:.3f}')")
+        else:
+            viewer.wait_for_function(f"document.querySelector('#{target}-wrap .mc-label').textContent === 'no patch'")
+        assert label.inner_text()
+    shot(viewer, "viewer-cursor.png")
+    viewer.mouse.move(5, 5)  # leaving the panes hides it
+    viewer.wait_for_function("Array.from(document.querySelectorAll('.mirror-cursor')).every((m) => m.hidden)")

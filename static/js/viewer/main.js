@@ -7,6 +7,7 @@
 import { getJSON } from "./api.js";
 import { ExportLinks } from "./export.js";
 import { Histogram } from "./histogram.js";
+import { MirroredCursor } from "./cursor.js";
 import { Controls } from "./controls.js";
 import { OverlayLayer } from "./overlay.js";
 import { PatchTools } from "./patches.js";
@@ -153,6 +154,7 @@ async function main() {
   hooks.exports = exportsMenu;
   histogram = new Histogram({ meta, state, onRange: () => callbacks.onOverlay() });
   hooks.histogram = histogram;
+  hooks.cursor = new MirroredCursor({ meta, state, left, right, offset: [offX, offY] });
   histogram.load().catch((err) => console.warn("histogram:", err.message));
   const lock = new ViewportLock([left, right]);
   if (state.mode === "single") lock.pause();
