@@ -10,14 +10,19 @@ The page's histogram, threshold range and read-out come from these.
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import shapely
 from flask import Blueprint, Response, jsonify, request
 
 from exports.options import ExportScores
 from exports.qupath import region_feature
 from scoremap.normalize import in_range
+from scoremap.localization import localization
 from scoremap.regions import union_area
-from viewer.params import OverlayParams, query_int, score_range
+from viewer.errors import ViewerError
+from viewer.params import OverlayParams, query_float, query_int, score_range
 from viewer.serialize import class_ref, number
 from viewer.state import viewer_state
 
@@ -80,3 +85,80 @@ def regions(slide_id: str) -> Response:
         body["geojson"] = {"type": "FeatureCollection",
                            "features": [region_feature(exported, lo, params.cmap, mpp, hi)]}
     return jsonify(body)
+
+
+def _annotation_body(record, classes, name, problem, mpp) -> dict:
+    return {
+        "slide_id": record.slide_id, "file": name, "error": problem,
+        "classes": [{"name": c.name, "color": list(c.colour), "area_px": c.area,
+                     "area_mm2": c.area * mpp[0] * mpp[1] * 1e-6 if mpp else None} for c in classes],
+        "geojson": {"type": "FeatureCollection", "features": [
+            {"type": "Feature", "geometry": json.loads(shapely.to_geojson(c.geometry)),
+             "properties": {"classification": {"name": c.name, "color": list(c.colour)}}} for c in classes]},
+    }
+
+
+@bp.get("/annotations")
+def annotations(slide_id: str) -> Response:
+    """The slide's ground-truth outlines by class (level-0 pixels), from --annotations."""
+    state = viewer_state()
+    record = state.record(slide_id)
+    classes, name, problem = state.annotations(record)
+    info = record.info
+    mpp = (info.mpp_x, info.mpp_y) if info is not None and info.mpp_x and info.mpp_y else None
+    return jsonify(_annotation_body(record, classes, name, problem, mpp))
+
+
+def slide_localization(state, record, class_index: int | None, norm: str, threshold: float) -> dict:
+    classes, name, problem = state.annotations(record)
+    if not classes:
+        return {"slide_id": record.slide_id, "file": name, "error": problem, "classes": []}
+    scores = state.slide_scores(record)
+    index = scores.resolve_class(class_index)
+    raw = scores.raw(index)
+    values = scores.normalized(index, norm)
+    figures = [localization(scores.l0_coords, scores.l0_patch, raw, values, c, threshold) for c in classes]
+    return {"slide_id": record.slide_id, "file": name, "error": problem, "attention_class": class_ref(record, index),
+            "norm": norm, "classes": figures}
+
+
+@bp.get("/localization")
+def slide_localization_route(slide_id: str) -> Response:
+    """Per annotated class: AUROC of attention against 'patch centre inside', the top-10 and
+    top-5 % fractions inside, the Dice of the region at `threshold` (default 0.5) with it."""
+    state = viewer_state()
+    record = state.record(slide_id)
+    params = OverlayParams.from_query(request.args, state.settings.default_cmap, state.settings.default_norm)
+    threshold = float(query_float(request.args, "threshold", 0.5, 0.0, 1.0))
+    return jsonify(slide_localization(state, record, params.class_index, params.norm, threshold))
+
+
+cohort_bp = Blueprint("cohort_analysis", __name__, url_prefix="/api")
+
+
+@cohort_bp.get("/localization")
+def cohort_localization() -> Response:
+    """Every annotated slide's localisation figures (predicted class, percentile, threshold) and the
+    cohort mean of each figure per annotated class: the table's columns."""
+    state = viewer_state()
+    threshold = float(query_float(request.args, "threshold", 0.5, 0.0, 1.0))
+    slides, sums = [], {}
+    for record in state.cohort:
+        if state.cohort.annotations_dir is None:
+            break
+        try:
+            body = slide_localization(state, record, None, "percentile", threshold)
+        except ViewerError:
+            continue  # an unreadable blockmap: the slide's own page says why
+        if not body["classes"]:
+            continue
+        slides.append(body)
+        for c in body["classes"]:
+            acc = sums.setdefault(c["class"], {"auroc": [], "top10": [], "top5pct": [], "dice": []})
+            for key, value in (("auroc", c["auroc"]), ("top10", c["top_inside"]["10"]),
+                               ("top5pct", c["top_inside"]["5%"]), ("dice", c["dice"])):
+                if value is not None:
+                    acc[key].append(value)
+    means = {name: {k: (float(np.mean(v)) if v else None) for k, v in acc.items()} | {"slides": len(acc["dice"])}
+             for name, acc in sums.items()}
+    return jsonify({"threshold": threshold, "slides": slides, "mean": means})

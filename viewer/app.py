@@ -34,6 +34,7 @@ COHORT_SOURCES: dict[str, Any] = {
     "SLIDES_DIR": None,
     "DEMO": False,  # data/demo/demo_config.yaml
     "COHORT": None,  # a viewer.cohort.Cohort built by the caller
+    "ANNOTATIONS_DIR": None,  # ground truth per slide (overrides the config's annotations_dir)
 }
 
 
@@ -76,12 +77,19 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         raise ViewerConfigError(f"DEFAULT_CMAP: {exc}") from None
     if settings.default_norm not in NORMS:
         raise ViewerConfigError(f"DEFAULT_NORM must be one of {', '.join(NORMS)}, got {settings.default_norm!r}")
-    state = ViewerState(load_cohort(app.config), settings)
+    cohort = load_cohort(app.config)
+    if app.config.get("ANNOTATIONS_DIR"):
+        folder = Path(app.config["ANNOTATIONS_DIR"]).expanduser()
+        if not folder.is_dir():
+            raise ViewerConfigError(f"--annotations {folder}: not a folder (expected {{slide_id}}.geojson or .xml "
+                                    "files)")
+        cohort.annotations_dir = folder
+    state = ViewerState(cohort, settings)
     app.extensions[EXTENSION_KEY] = state
     app.json.sort_keys = False  # keep the documented field order
     secure(app)  # before the routes: slash merging is a property of the URL map's rules
-    for blueprint in (page_routes.bp, api_routes.bp, analysis_routes.bp, export_routes.bp, tile_routes.bp,
-                      image_routes.bp, vendor_routes.bp):
+    for blueprint in (page_routes.bp, api_routes.bp, analysis_routes.bp, analysis_routes.cohort_bp,
+                      export_routes.bp, tile_routes.bp, image_routes.bp, vendor_routes.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     return app

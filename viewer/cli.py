@@ -36,6 +36,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "needs --slides")
     source.add_argument("--demo", action="store_true", help="serve the demo cohort (built by `make demo`)")
     parser.add_argument("--slides", metavar="DIR", help="the folder holding the slides of --results")
+    parser.add_argument("--annotations", metavar="DIR",
+                        help="ground-truth annotations: {slide_id}.geojson (QuPath export) or {slide_id}.xml (ASAP)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=5000, help="port (default 5000)")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
@@ -58,11 +60,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def viewer_config(args: argparse.Namespace) -> dict[str, Any]:
     """The `create_app` mapping for the chosen cohort source."""
+    extra = {"ANNOTATIONS_DIR": args.annotations} if getattr(args, "annotations", None) else {}
     if args.demo:
-        return {"DEMO": True}
+        return {"DEMO": True, **extra}
     if args.config:
-        return {"SCORING_CONFIG": args.config}
-    return {"RESULTS_DIR": args.results, "SLIDES_DIR": args.slides}
+        return {"SCORING_CONFIG": args.config, **extra}
+    return {"RESULTS_DIR": args.results, "SLIDES_DIR": args.slides, **extra}
 
 
 def bind_address(host: str, port: int) -> str:

@@ -120,6 +120,7 @@ class Cohort:
     roots: tuple[Path, ...]
     source: str
     results_csv: Path | None = None
+    annotations_dir: Path | None = None  # {slide_id}.geojson (QuPath) or .xml (ASAP) per slide
 
     @property
     def name(self) -> str:
@@ -250,7 +251,10 @@ def cohort_from_config(config_file: os.PathLike | str, base: Path | None = None)
     data_dirs = config.data_dir.values() if isinstance(config.data_dir, dict) else [config.data_dir]
     roots = [_absolute(d, base) for d in data_dirs]
     results_csv = _absolute(config.exp_production_dir, base) / "results.csv"
-    return build_cohort(find_blockmaps(raw_dir), roots, f"{config_file}", results_csv)
+    cohort = build_cohort(find_blockmaps(raw_dir), roots, f"{config_file}", results_csv)
+    if config.annotations_dir is not None:
+        cohort.annotations_dir = _absolute(config.annotations_dir, base)
+    return cohort
 
 
 def cohort_from_results(results_dir: os.PathLike | str, slides_dir: os.PathLike | str) -> Cohort:

@@ -113,6 +113,8 @@ def slide_metadata(state: ViewerState, record: SlideRecord) -> dict:
             "patch_image": url_for("images.patch_image", slide_id=sid, index=0).replace("/0.jpeg", "/{index}.jpeg"),
             "viewer": url_for("pages.viewer_page", slide_id=sid),
             "histogram": url_for("analysis.histogram", slide_id=sid),
+            "annotations": url_for("analysis.annotations", slide_id=sid),
+            "localization": url_for("analysis.slide_localization_route", slide_id=sid),
             "regions": url_for("analysis.regions", slide_id=sid),
             "export_view": url_for("exports.view", slide_id=sid),
             "export_regions": url_for("exports.regions", slide_id=sid),

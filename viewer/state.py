@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import openslide
+import shapely
 from flask import current_app
 
+from scoremap.annotations import AnnotatedClass, AnnotationError, annotation_file, read_annotations
 from scoremap.blockmap import BlockmapError, read_blockmap
 from scoremap.cache import ByteLRU, file_identity
 from scoremap.defaults import VIEWER_SETTINGS
@@ -167,6 +169,25 @@ class ViewerState:
             except Exception:  # noqa: BLE001 - the page's own requests report what went wrong
                 log.debug("prefetch of %s failed", record.slide_id, exc_info=True)
         threading.Thread(target=work, name=f"prefetch-{record.slide_id}", daemon=True).start()
+
+    def annotations(self, record: SlideRecord) -> tuple[list[AnnotatedClass], str | None, str | None]:
+        """(classes, file name, problem) of the slide's ground truth: no folder or no file gives
+        ([], None, None); a file that cannot be read gives ([], its name, why), and the slide
+        shows without it."""
+        folder = self.cohort.annotations_dir
+        path = annotation_file(folder, record.slide_id) if folder is not None else None
+        if path is None:
+            return [], None, None
+
+        def load():
+            try:
+                classes = read_annotations(path)
+                size = 16 * sum(int(shapely.get_num_coordinates(c.geometry)) for c in classes)
+                return (classes, path.name, None), size
+            except AnnotationError as exc:
+                log.warning("%s", exc)
+                return ([], path.name, str(exc).replace(str(path.parent) + os.sep, "")), 0
+        return self.cache.get(("annotations", file_identity(path)), load)
 
     def slide_scores(self, record: SlideRecord) -> SlideScores:
         key = ("scores", file_identity(record.blockmap_path))

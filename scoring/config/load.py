@@ -72,6 +72,7 @@ def parse_config(raw: Any, source: Path) -> Config:
         process_list=data["process_list"],
         label_dict=data["label_dict"],
         patch_size_level0=data["patch_size_level0"],
+        annotations_dir=data["annotations_dir"],
         fallback_patch_size=patching["patch_size"],
         fallback_patch_level=patching["patch_level"] or 0,
         ckpt_path=model["ckpt_path"],

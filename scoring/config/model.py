@@ -48,6 +48,7 @@ class Config:
     class_names: list[str] | None = None
     batch_size: int = 256
     patch_size_level0: int | None = None
+    annotations_dir: Path | None = None  # ground truth for the viewer: {slide_id}.geojson / .xml
     fallback_patch_size: int | None = None  # CLAM patching_arguments.patch_size at patch_level
     fallback_patch_level: int = 0
     model_options: dict[str, Any] = field(default_factory=dict)

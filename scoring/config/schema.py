@@ -53,6 +53,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "process_list": Key(_opt_path),
         "label_dict": Key(_label_dict),
         "patch_size_level0": Key(_opt_pos_int),
+        "annotations_dir": Key(_opt_path),
         "preset": Key(_ignored, ignored="CLAM segmentation preset, " + _EXTRACTION_ONLY),
     },
     "patching_arguments": {

@@ -1,0 +1,170 @@
+"""Ground-truth annotations of a slide, as pathologists export them: QuPath GeoJSON or ASAP XML.
+
+- `{slide_id}.geojson`: QuPath's "Export objects" (a FeatureCollection, a list of Features, or one
+  Feature); Polygon / MultiPolygon geometries in level-0 pixels; the class from
+  `properties.classification.name` (QuPath >= 0.4; `properties.classification` as a plain string
+  and `properties.name` are read too), its colour from `classification.color` ([r, g, b]) or
+  `colorRGB` (QuPath 0.2's packed integer). Other geometry types (points, lines) carry no area and
+  are skipped.
+- `{slide_id}.xml`: ASAP's `<ASAP_Annotations>`: every `<Annotation Type="Polygon|Spline|Rectangle">`
+  with its `<Coordinate X= Y= Order=>` points, the class from `PartOfGroup` (else `Name`), the colour
+  from the annotation's or its group's `Color`. ASAP stores "holes" as annotations of a group named
+  `_2` or `Exclusion` (CAMELYON16's convention): they are subtracted from the other classes.
+
+Every polygon is made valid (shapely's make_valid), classes are merged into one (Multi)Polygon
+each. A file that cannot be read is an AnnotationError naming it and what is wrong.
+"""
+from __future__ import annotations
+
+import json
+import os
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+import shapely
+from shapely.geometry import Polygon, shape
+
+from scoremap.errors import ScoreMapError
+
+DEFAULT_COLOURS = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240)]
+EXCLUSION_GROUPS = {"_2", "exclusion", "excluded"}
+
+
+class AnnotationError(ScoreMapError):
+    """An annotation file that is not QuPath GeoJSON or ASAP XML as expected."""
+
+
+@dataclass(frozen=True)
+class AnnotatedClass:
+    name: str
+    colour: tuple[int, int, int]
+    geometry: object  # shapely (Multi)Polygon, level-0 pixels
+
+    @property
+    def area(self) -> float:
+        return float(self.geometry.area)
+
+
+def annotation_file(folder: os.PathLike | str, slide_id: str) -> Path | None:
+    """`{folder}/{slide_id}.geojson` or `.json` or `.xml`, whichever exists first."""
+    for ext in (".geojson", ".json", ".xml"):
+        path = Path(folder) / f"{slide_id}{ext}"
+        if path.is_file():
+            return path
+    return None
+
+
+def _hex(text: str | None) -> tuple[int, int, int] | None:
+    if not text:
+        return None
+    text = text.strip().lstrip("#")
+    if len(text) != 6:
+        return None
+    try:
+        return int(text[0:2], 16), int(text[2:4], 16), int(text[4:6], 16)
+    except ValueError:
+        return None
+
+
+def _qupath_class(props: dict) -> tuple[str, tuple[int, int, int] | None]:
+    cls = props.get("classification")
+    colour = None
+    if isinstance(cls, dict):
+        name = cls.get("name")
+        rgb = cls.get("color") or cls.get("colorRGB")
+    else:
+        name, rgb = cls, props.get("color") or props.get("colorRGB")
+    if isinstance(rgb, (list, tuple)) and len(rgb) >= 3:
+        colour = tuple(int(v) for v in rgb[:3])
+    elif isinstance(rgb, int):  # QuPath 0.2: packed (A)RGB
+        colour = ((rgb >> 16) & 255, (rgb >> 8) & 255, rgb & 255)
+    name = name or props.get("name") or "annotation"
+    return str(name), colour  # type: ignore[return-value]
+
+
+def _read_geojson(path: Path) -> list[tuple[str, tuple | None, object]]:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise AnnotationError(f"{path}: not a readable GeoJSON file ({exc})") from None
+    if isinstance(doc, dict) and doc.get("type") == "FeatureCollection":
+        features = doc.get("features")
+    elif isinstance(doc, dict) and doc.get("type") == "Feature":
+        features = [doc]
+    else:
+        features = doc
+    if not isinstance(features, list):
+        raise AnnotationError(f"{path}: expected a GeoJSON FeatureCollection or a list of Features")
+    out = []
+    for i, feature in enumerate(features):
+        if not isinstance(feature, dict) or not isinstance(feature.get("geometry"), dict):
+            raise AnnotationError(f"{path}: feature {i} has no geometry")
+        if feature["geometry"].get("type") not in ("Polygon", "MultiPolygon"):
+            continue
+        try:
+            geometry = shape(feature["geometry"])
+        except (ValueError, TypeError, AttributeError, IndexError, shapely.errors.GEOSException) as exc:
+            raise AnnotationError(f"{path}: feature {i}: malformed geometry ({exc})") from None
+        name, colour = _qupath_class(feature.get("properties") or {})
+        out.append((name, colour, geometry))
+    return out
+
+
+def _read_asap(path: Path) -> list[tuple[str, tuple | None, object]]:
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError) as exc:
+        raise AnnotationError(f"{path}: not a readable ASAP XML file ({exc})") from None
+    groups = {g.get("Name"): _hex(g.get("Color")) for g in root.iter("Group")}
+    out = []
+    for i, ann in enumerate(root.iter("Annotation")):
+        if (ann.get("Type") or "Polygon").lower() not in ("polygon", "spline", "rectangle"):
+            continue
+        points = []
+        for c in ann.iter("Coordinate"):
+            try:
+                points.append((float(c.get("Order", len(points))), float(c.get("X")), float(c.get("Y"))))
+            except (TypeError, ValueError):
+                raise AnnotationError(f"{path}: annotation {ann.get('Name') or i}: a Coordinate without numeric "
+                                      "X and Y") from None
+        if len(points) < 3:
+            continue
+        points.sort()
+        group = ann.get("PartOfGroup")
+        name = group if group and group != "None" else (ann.get("Name") or "annotation")
+        colour = _hex(ann.get("Color")) or groups.get(group)
+        out.append((name, colour, Polygon([(x, y) for _, x, y in points])))
+    return out
+
+
+def read_annotations(path: os.PathLike | str) -> list[AnnotatedClass]:
+    """The classes of one annotation file, each a valid (Multi)Polygon, exclusions subtracted."""
+    path = Path(path)
+    parts = _read_asap(path) if path.suffix.lower() == ".xml" else _read_geojson(path)
+    by_class: dict[str, list] = {}
+    colours: dict[str, tuple | None] = {}
+    for name, colour, geometry in parts:
+        by_class.setdefault(name, []).append(shapely.make_valid(geometry))
+        colours[name] = colours.get(name) or colour
+    excluded = [g for n in list(by_class) if n.lower() in EXCLUSION_GROUPS for g in by_class.pop(n)]
+    hole = shapely.union_all(excluded) if excluded else None
+    classes = []
+    for i, (name, geometries) in enumerate(sorted(by_class.items())):
+        union = shapely.union_all(geometries)
+        if hole is not None:
+            union = union.difference(hole)
+        union = _polygons_only(union)
+        if union.is_empty:
+            continue
+        colour = colours.get(name) or DEFAULT_COLOURS[i % len(DEFAULT_COLOURS)]
+        classes.append(AnnotatedClass(name, tuple(int(v) for v in colour), union))
+    return classes
+
+
+def _polygons_only(geometry):
+    """The areal part of a geometry (make_valid may return lines and points beside polygons)."""
+    if geometry.geom_type in ("Polygon", "MultiPolygon"):
+        return geometry
+    polygons = [g for g in getattr(geometry, "geoms", []) if g.geom_type in ("Polygon", "MultiPolygon")]
+    return shapely.union_all(polygons) if polygons else Polygon()

@@ -1,0 +1,129 @@
+"""Ground-truth annotations (QuPath GeoJSON, ASAP XML) and the localisation figures of attention,
+against independent computations: scikit-learn's roc_auc_score, shapely, plain counting."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from shapely.geometry import Polygon, box, shape
+from shapely.ops import unary_union
+from sklearn.metrics import roc_auc_score
+
+from scoremap.annotations import AnnotationError, read_annotations
+from scoremap.normalize import normalize_scores
+from tests.viewer_fixtures import PATCH
+from viewer.app import create_app
+
+SLIDE = "CMU-1-Small-Region"
+TUMOR = [(150, 150), (1100, 180), (1200, 900), (400, 1300), (120, 800)]
+STROMA = [[(1300, 1700), (2100, 1700), (2100, 2400), (1300, 2400)], [(200, 2300), (700, 2300), (700, 2800)]]
+HOLE = [(500, 500), (800, 500), (800, 800), (500, 800)]
+
+
+def qupath(path):
+    features = [
+        {"type": "Feature", "id": "a", "geometry": {"type": "Polygon", "coordinates": [TUMOR + [TUMOR[0]]]},
+         "properties": {"objectType": "annotation", "classification": {"name": "Tumor", "color": [200, 0, 0]}}},
+        {"type": "Feature", "geometry": {"type": "MultiPolygon",
+                                          "coordinates": [[ring + [ring[0]]] for ring in STROMA]},
+         "properties": {"objectType": "annotation", "classification": {"name": "Stroma", "color": [0, 150, 0]}}},
+        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [10, 10]}, "properties": {}},
+    ]
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    return path
+
+
+def asap(path):
+    def coords(points):
+        return "".join(f'<Coordinate Order="{i}" X="{x}" Y="{y}"/>' for i, (x, y) in enumerate(points))
+    path.write_text(f"""<?xml version="1.0"?>
+<ASAP_Annotations>
+  <Annotations>
+    <Annotation Name="Annotation 0" Type="Polygon" PartOfGroup="Tumor" Color="#F4FA58">
+      <Coordinates>{coords(TUMOR)}</Coordinates></Annotation>
+    <Annotation Name="Annotation 1" Type="Polygon" PartOfGroup="_2" Color="#000000">
+      <Coordinates>{coords(HOLE)}</Coordinates></Annotation>
+  </Annotations>
+  <AnnotationGroups><Group Name="Tumor" PartOfGroup="None" Color="#ff0000"/><Group Name="_2" Color="#000"/></AnnotationGroups>
+</ASAP_Annotations>""")
+    return path
+
+
+def test_qupath_and_asap_files_are_read_into_classes(tmp_path):
+    classes = {c.name: c for c in read_annotations(qupath(tmp_path / "a.geojson"))}
+    assert set(classes) == {"Tumor", "Stroma"}
+    assert classes["Tumor"].colour == (200, 0, 0)
+    assert classes["Tumor"].geometry.equals(Polygon(TUMOR))
+    assert classes["Stroma"].area == pytest.approx(sum(Polygon(r).area for r in STROMA))
+    (tumor,) = read_annotations(asap(tmp_path / "a.xml"))
+    assert tumor.name == "Tumor" and tumor.colour == (0xF4, 0xFA, 0x58)
+    assert tumor.area == pytest.approx(Polygon(TUMOR).area - Polygon(HOLE).area)  # the _2 group is a hole
+
+
+@pytest.mark.parametrize("name,text,message", [
+    ("x.geojson", "{not json", "not a readable GeoJSON file"),
+    ("x.geojson", '{"type": "FeatureCollection", "features": [{"type": "Feature"}]}', "feature 0 has no geometry"),
+    ("x.geojson", '{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[1, 2]]}}', "malformed geometry"),
+    ("x.xml", "<ASAP_Annotations><Annotation", "not a readable ASAP XML file"),
+    ("x.xml", '<A><Annotation Name="q"><Coordinates><Coordinate X="a" Y="1"/></Coordinates></Annotation></A>',
+     "a Coordinate without numeric X and Y"),
+])
+def test_broken_annotation_files_name_the_file_and_the_problem(tmp_path, name, text, message):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(AnnotationError, match=message) as err:
+        read_annotations(path)
+    assert str(err.value).startswith(str(path))
+
+
+@pytest.fixture()
+def annotated(viewer_cohort, tmp_path):
+    folder = tmp_path / "annotations"
+    folder.mkdir()
+    qupath(folder / f"{SLIDE}.geojson")
+    (folder / "pyramid.xml").write_text("<broken")
+    app = create_app({"SCORING_CONFIG": str(viewer_cohort.config), "ANNOTATIONS_DIR": str(folder)})
+    return app.test_client(), viewer_cohort.scored[SLIDE], viewer_cohort.scored["pyramid"]
+
+
+def test_localization_figures_equal_independent_computations(annotated):
+    client, scored, _ = annotated
+    body = client.get(f"/api/slides/{SLIDE}/localization?threshold=0.6").get_json()
+    by_class = {c["class"]: c for c in body["classes"]}
+    centres = scored.l0_coords + PATCH / 2
+    raw = scored.scores.astype(np.float64)
+    order = np.argsort(-raw, kind="stable")
+    percentile = normalize_scores(raw, "percentile")
+    region = unary_union([box(x, y, x + PATCH, y + PATCH) for x, y in scored.l0_coords[percentile >= 0.6]])
+    for name, polygon in (("Tumor", Polygon(TUMOR)), ("Stroma", unary_union([Polygon(r) for r in STROMA]))):
+        inside = np.array([polygon.contains(shape({"type": "Point", "coordinates": list(c)})) for c in centres])
+        figures = by_class[name]
+        assert figures["patches_inside"] == int(inside.sum())
+        assert figures["auroc"] == pytest.approx(roc_auc_score(inside, raw))
+        assert figures["top_inside"]["10"] == pytest.approx(inside[order[:10]].mean())
+        k = max(1, math.ceil(0.05 * len(raw)))
+        assert figures["top_5pct_k"] == k and figures["top_inside"]["5%"] == pytest.approx(inside[order[:k]].mean())
+        dice = 2 * region.intersection(polygon).area / (region.area + polygon.area)
+        assert figures["dice"] == pytest.approx(dice)
+
+
+def test_annotations_are_served_and_a_broken_file_leaves_the_slide_working(annotated):
+    client, _, pyramid = annotated
+    body = client.get(f"/api/slides/{SLIDE}/annotations").get_json()
+    assert body["file"] == f"{SLIDE}.geojson" and body["error"] is None
+    by_name = {f["properties"]["classification"]["name"]: f for f in body["geojson"]["features"]}
+    assert shape(by_name["Tumor"]["geometry"]).equals(Polygon(TUMOR))
+    assert body["classes"][1]["color"] == [200, 0, 0] and body["classes"][1]["area_mm2"] > 0
+    broken = client.get("/api/slides/pyramid/annotations").get_json()
+    assert broken["file"] == "pyramid.xml" and "not a readable ASAP XML file" in broken["error"]
+    assert "/tmp/" not in broken["error"]
+    assert client.get("/api/slides/pyramid/localization").get_json()["classes"] == []
+    assert client.get("/overlay/pyramid_files/13/5_4.png").status_code == 200  # the slide is still served
+    cohort = client.get("/api/localization?threshold=0.6").get_json()
+    assert [s["slide_id"] for s in cohort["slides"]] == [SLIDE]
+    assert cohort["mean"]["Tumor"]["auroc"] == pytest.approx(
+        {c["class"]: c for c in cohort["slides"][0]["classes"]}["Tumor"]["auroc"])
+    assert client.get("/api/slides/nope/localization").status_code == 404
+    assert client.get(f"/api/slides/{SLIDE}/localization?threshold=7").status_code == 400
