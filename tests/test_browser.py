@@ -714,3 +714,54 @@ def test_the_mirrored_cursor_marks_the_same_level0_point_in_the_other_pane(viewe
     shot(viewer, "viewer-cursor.png")
     viewer.mouse.move(5, 5)  # leaving the panes hides it
     viewer.wait_for_function("Array.from(document.querySelectorAll('.mirror-cursor')).every((m) => m.hidden)")
+
+
+def test_annotation_outlines_sit_on_their_vertices_at_two_zooms(browser, viewer_cohort, tmp_path):
+    from tests.test_annotations import TUMOR, qupath
+
+    folder = tmp_path / "annotations"
+    folder.mkdir()
+    qupath(folder / "CMU-1-Small-Region.geojson")
+    proc, base = start_viewer(["--config", str(viewer_cohort.config), "--annotations", str(folder), "--workers", "1"],
+                              quiet=True)
+    context = browser.new_context(viewport=VIEWPORT, device_scale_factor=1, bypass_csp=True)
+    try:
+        page = context.new_page()
+        page.base = base
+        open_viewer(page, "CMU-1-Small-Region")
+        page.wait_for_function("document.getElementById('localization').dataset.loaded === 'true'")
+        assert "Tumor: AUROC" in page.inner_text("#localization")
+        assert "Tumor" in page.inner_text("#annotations-legend")
+        for zoom in (None, 1.8):
+            if zoom is not None:
+                page.evaluate(f"""() => {{ const v = window.milViewer.right, item = v.world.getItemAt(0);
+                    v.viewport.panTo(item.imageToViewportCoordinates(660, 700), true);
+                    v.viewport.zoomBy({zoom}, null, true); }}""")
+                settle(page)
+            for pane, index in (("slide", 0), ("overlay", 1)):
+                # where TUMOR's vertices fall on screen, from OpenSeadragon's own transforms
+                points = page.evaluate("""([i, pts]) => {
+                  const v = [window.milViewer.left, window.milViewer.right][i], item = v.world.getItemAt(0);
+                  return pts.map(([x, y]) => { const p = v.viewport.pixelFromPoint(
+                      item.imageToViewportCoordinates(x, y), true); return [p.x, p.y]; }); }""", [index, TUMOR])
+                pixels = page.evaluate("""(i) => {
+                  const c = document.querySelectorAll('.annotation-canvas')[i];
+                  return {w: c.width, h: c.height, data: c.toDataURL('image/png')}; }""", index)
+                image = np.asarray(Image.open(io.BytesIO(base64.b64decode(pixels["data"].split(",", 1)[1]))))
+                seen = 0
+                for x, y in points:
+                    xi, yi = int(round(x)), int(round(y))
+                    if 2 <= xi < pixels["w"] - 2 and 2 <= yi < pixels["h"] - 2:
+                        patch = image[yi - 2:yi + 3, xi - 2:xi + 3]
+                        hit = (patch[..., 3] > 0) & (patch[..., 0] > 150) & (patch[..., 1] < 60)
+                        assert hit.any(), (pane, zoom, x, y)
+                        seen += 1
+                assert seen >= 2, (pane, zoom)
+        page.evaluate("document.getElementById('annotations-toggle').click()")
+        blank = page.evaluate("document.querySelectorAll('.annotation-canvas')[1].toDataURL('image/png')")
+        assert (np.asarray(Image.open(io.BytesIO(base64.b64decode(blank.split(",", 1)[1]))))[..., 3] == 0).all()
+        page.evaluate("document.getElementById('annotations-toggle').click()")
+        shot(page, "viewer-annotations.png")
+    finally:
+        context.close()
+        stop_viewer(proc)

@@ -8,6 +8,7 @@ import { getJSON } from "./api.js";
 import { ExportLinks } from "./export.js";
 import { Histogram } from "./histogram.js";
 import { MirroredCursor } from "./cursor.js";
+import { AnnotationLayer } from "./annotations.js";
 import { Controls } from "./controls.js";
 import { OverlayLayer } from "./overlay.js";
 import { PatchTools } from "./patches.js";
@@ -125,7 +126,12 @@ async function main() {
       rightOpened.then(() => overlay.update(state)).catch((err) => controls.setCmapError(err.message));
       url.schedule();
     },
-    onClass: () => { patches.loadList(); patches.refresh(); histogram?.load().catch(() => {}); },
+    onClass: () => {
+      patches.loadList();
+      patches.refresh();
+      histogram?.load().catch(() => {});
+      hooks.annotations?.loadFigures().catch(() => {});
+    },
     onScale: () => histogram?.load().catch(() => {}),
     onMode: () => setMode(),
   };
@@ -155,6 +161,9 @@ async function main() {
   histogram = new Histogram({ meta, state, onRange: () => callbacks.onOverlay() });
   hooks.histogram = histogram;
   hooks.cursor = new MirroredCursor({ meta, state, left, right, offset: [offX, offY] });
+  const annotations = new AnnotationLayer({ meta, state, viewers: [left, right], offset: [offX, offY] });
+  hooks.annotations = annotations;
+  annotations.load().catch((err) => console.warn("annotations:", err.message));
   histogram.load().catch((err) => console.warn("histogram:", err.message));
   const lock = new ViewportLock([left, right]);
   if (state.mode === "single") lock.pause();

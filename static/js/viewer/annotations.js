@@ -1,0 +1,123 @@
+// Ground-truth outlines on both panes (from /api/slides/<id>/annotations, level-0 pixels), drawn
+// on a canvas above each viewer at every viewport update, a legend by class with a toggle, and
+// the localisation figures of the attention against them (/localization).
+
+import { getJSON, withQuery } from "./api.js";
+
+const $ = (id) => document.getElementById(id);
+
+function rings(geometry) {
+  if (geometry.type === "Polygon") return geometry.coordinates;
+  if (geometry.type === "MultiPolygon") return geometry.coordinates.flat();
+  return [];
+}
+
+function format(value, digits = 2) {
+  return value === null || value === undefined ? "–" : value.toFixed(digits);
+}
+
+export class AnnotationLayer {
+  constructor({ meta, state, viewers, offset }) {
+    this.meta = meta;
+    this.state = state;
+    this.viewers = viewers;
+    this.offset = offset;
+    this.features = [];
+    this.visible = true;
+    this.el = { panel: $("annotations-panel"), toggle: $("annotations-toggle"), legend: $("annotations-legend"),
+                figures: $("localization") };
+    this.canvases = viewers.map((v) => {
+      const c = document.createElement("canvas");
+      c.className = "annotation-canvas";
+      v.container.parentElement.append(c);
+      v.addHandler("update-viewport", () => this.draw(v, c));
+      return c;
+    });
+    this.el.toggle.addEventListener("change", () => {
+      this.visible = this.el.toggle.checked;
+      this.redraw();
+    });
+    this.hooks = { screenPoints: (i) => this.screenPoints(i) };
+  }
+
+  async load() {
+    const body = await getJSON(this.meta.urls.annotations);
+    if (!body.file) return; // no ground truth for this slide
+    this.el.panel.hidden = false;
+    if (body.error) {
+      this.el.legend.textContent = `${body.file}: ${body.error}`;
+      this.el.legend.classList.add("inline-error");
+      return;
+    }
+    this.features = body.geojson.features;
+    this.el.legend.replaceChildren(...body.classes.map((c) => {
+      const item = document.createElement("span");
+      item.className = "legend-item";
+      const swatch = document.createElement("i");
+      swatch.style.background = `rgb(${c.color.map(Number).join(",")})`;
+      item.append(swatch);
+      item.append(document.createTextNode(c.area_mm2 === null ? c.name : `${c.name} ${c.area_mm2.toFixed(2)} mm²`));
+      return item;
+    }));
+    this.redraw();
+    await this.loadFigures();
+  }
+
+  async loadFigures() {
+    if (!this.features.length) return;
+    const threshold = this.state.lo > 0 ? this.state.lo : 0.5;
+    const body = await getJSON(withQuery(this.meta.urls.localization, {
+      class: this.state.class, norm: this.state.norm, threshold: threshold.toFixed(3) }));
+    this.el.figures.replaceChildren(...body.classes.map((c) => {
+      const row = document.createElement("div");
+      row.className = "localization-row";
+      row.textContent = `${c.class}: AUROC ${format(c.auroc)} · top-10 inside ${format(c.top_inside["10"])} · `
+        + `top-5 % inside ${format(c.top_inside["5%"])} · Dice@${threshold.toFixed(2)} ${format(c.dice)}`;
+      return row;
+    }));
+    this.el.figures.dataset.loaded = "true";
+  }
+
+  redraw() {
+    this.viewers.forEach((v, i) => this.draw(v, this.canvases[i]));
+  }
+
+  /** Screen (pane) coordinates of every vertex of ring 0 of feature 0, for the tests. */
+  screenPoints(i) {
+    const v = this.viewers[i];
+    const item = v.world.getItemAt(0);
+    if (!item || !this.features.length) return [];
+    return rings(this.features[0].geometry)[0].map(([x, y]) => {
+      const p = v.viewport.pixelFromPoint(item.imageToViewportCoordinates(x - this.offset[0], y - this.offset[1]), true);
+      return [p.x, p.y];
+    });
+  }
+
+  draw(viewer, canvas) {
+    const size = viewer.viewport.getContainerSize();
+    if (canvas.width !== size.x || canvas.height !== size.y) {
+      canvas.width = size.x;
+      canvas.height = size.y;
+    }
+    const ctx = canvas.getContext("2d");
+    ctx.clearRect(0, 0, canvas.width, canvas.height);
+    const item = viewer.world.getItemAt(0);
+    if (!this.visible || !item || !this.features.length) return;
+    ctx.lineWidth = 2;
+    for (const feature of this.features) {
+      const [r, g, b] = feature.properties.classification.color;
+      ctx.strokeStyle = `rgb(${r}, ${g}, ${b})`;
+      ctx.beginPath();
+      for (const ring of rings(feature.geometry)) {
+        ring.forEach(([x, y], k) => {
+          const p = viewer.viewport.pixelFromPoint(
+            item.imageToViewportCoordinates(x - this.offset[0], y - this.offset[1]), true);
+          if (k === 0) ctx.moveTo(p.x, p.y);
+          else ctx.lineTo(p.x, p.y);
+        });
+        ctx.closePath();
+      }
+      ctx.stroke();
+    }
+  }
+}
