@@ -765,3 +765,47 @@ def test_annotation_outlines_sit_on_their_vertices_at_two_zooms(browser, viewer_
     finally:
         context.close()
         stop_viewer(proc)
+
+
+def test_cohort_table_shows_localization_columns_with_the_cohort_mean(browser, viewer_cohort, tmp_path):
+    from tests.test_annotations import asap, qupath
+
+    folder = tmp_path / "annotations"
+    folder.mkdir()
+    qupath(folder / "CMU-1-Small-Region.geojson")
+    asap(folder / "pyramid.xml")
+    proc, base = start_viewer(["--config", str(viewer_cohort.config), "--annotations", str(folder), "--workers", "1"],
+                              quiet=True)
+    context = browser.new_context(viewport=VIEWPORT, device_scale_factor=1, bypass_csp=True)
+    try:
+        page = context.new_page()
+        page.goto(base + "/")
+        page.wait_for_function("document.getElementById('cohort').dataset.localizationLoaded === 'true'")
+        api = json.loads(http_get(base + "/api/localization", timeout=30)[1])
+        assert {s["slide_id"] for s in api["slides"]} == {"CMU-1-Small-Region", "pyramid"}
+        heads = page.eval_on_selector_all("#cohort th.localization-head", "ths => ths.map(t => t.textContent)")
+        assert heads == [f"{f} · {c}" for c in ("Stroma", "Tumor") for f in ("AUROC", "Top-10 in", "Top-5 % in", "Dice")]
+        first = page.eval_on_selector_all("#cohort thead th", "ths => ths.length") - len(heads)
+        for entry in api["slides"]:
+            cells = page.eval_on_selector_all(
+                f"#cohort tr[data-slide-id='{entry['slide_id']}'] td.localization-cell",
+                "tds => tds.map(td => [td.dataset.value, td.textContent])")
+            tumor = {c["class"]: c for c in entry["classes"]}["Tumor"]
+            value, text = cells[4]  # AUROC of Tumor
+            assert float(value) == pytest.approx(tumor["auroc"]) and text == f"{tumor['auroc']:.2f}"
+            assert float(cells[7][0]) == pytest.approx(tumor["dice"])
+        means = page.eval_on_selector_all("#cohort tfoot td", "tds => tds.map(td => td.dataset.value)")
+        assert float(means[4]) == pytest.approx(api["mean"]["Tumor"]["auroc"])
+        assert float(means[4]) == pytest.approx(np.mean([{c["class"]: c for c in s["classes"]}["Tumor"]["auroc"]
+                                                          for s in api["slides"]]))
+        assert "Cohort mean (2 annotated slides)" in page.inner_text("#cohort tfoot")
+        # sorting by a localisation column: annotated slides in order, the rest after them
+        page.locator("#cohort th.localization-head", has_text="AUROC · Tumor").click()
+        order = page.eval_on_selector_all(
+            "#cohort tbody tr[data-slide-id]", f"rows => rows.map(r => r.cells[{first + 4}].dataset.value)")
+        known = [float(v) for v in order if v]
+        assert len(known) == 2 and known == sorted(known) and all(v == "" for v in order[2:])
+        shot(page, "cohort-localization.png")
+    finally:
+        context.close()
+        stop_viewer(proc)

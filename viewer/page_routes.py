@@ -18,7 +18,9 @@ def cohort_page() -> str:
     state = viewer_state()
     return render_template("cohort.html", source=state.cohort.name,
                            slides=[cohort_entry(r) for r in state.cohort],
-                           api_url=url_for("api.slides"))
+                           api_url=url_for("api.slides"),
+                           localization_url=url_for("cohort_analysis.cohort_localization")
+                           if state.cohort.annotations_dir is not None else None)
 
 
 @bp.get("/slides/<slide_id>")

@@ -1,6 +1,8 @@
 // The cohort table: click a header to sort (again to reverse), type to filter, click a row to open it.
 // The rows are rendered by the server (templates/cohort.html); each cell carries its sort key in
-// data-value, each row its search text in data-search.
+// data-value, each row its search text in data-search. Where the cohort has ground-truth
+// annotations (--annotations), the localisation columns come from /api/localization after the page
+// shows (one figure per annotated class and slide; the footer holds the cohort mean), sortable too.
 
 const table = document.getElementById("cohort");
 const body = table.tBodies[0];
@@ -8,7 +10,8 @@ const filterBox = document.getElementById("cohort-filter");
 const countLabel = document.getElementById("cohort-count");
 const emptyRow = body.querySelector("tr.empty-row");
 const rows = Array.from(body.querySelectorAll("tr[data-slide-id]"));
-const headers = Array.from(table.tHead.rows[0].cells);
+const headRow = table.tHead.rows[0];
+const headers = () => Array.from(headRow.cells);
 
 const collator = new Intl.Collator(undefined, { numeric: true, sensitivity: "base" });
 
@@ -22,10 +25,10 @@ function sortKey(row, column, kind) {
 }
 
 function sortBy(column) {
-  const th = headers[column];
+  const th = headers()[column];
   const kind = th.dataset.sort;
   const direction = th.getAttribute("aria-sort") === "ascending" ? "descending" : "ascending";
-  for (const other of headers) if (other.classList.contains("sortable")) other.setAttribute("aria-sort", "none");
+  for (const other of headers()) if (other.classList.contains("sortable")) other.setAttribute("aria-sort", "none");
   th.setAttribute("aria-sort", direction);
   const sign = direction === "ascending" ? 1 : -1;
   const keyed = rows.map((row, i) => ({ row, i, key: sortKey(row, column, kind) }));
@@ -51,14 +54,85 @@ function applyFilter() {
   countLabel.textContent = `${shown} of ${rows.length} slides`;
 }
 
-headers.forEach((th, column) => {
+function makeSortable(th, column) {
   if (!th.classList.contains("sortable")) return;
   th.tabIndex = 0;
   th.addEventListener("click", () => sortBy(column));
   th.addEventListener("keydown", (e) => {
     if (e.key === "Enter" || e.key === " ") { e.preventDefault(); sortBy(column); }
   });
-});
+}
+
+headers().forEach(makeSortable);
+
+const FIGURES = [
+  ["auroc", "AUROC", "AUROC of the attention against 'patch centre inside the annotation'"],
+  ["top10", "Top-10 in", "share of the 10 highest-attention patches whose centre lies inside"],
+  ["top5pct", "Top-5 % in", "share of the slide's top 5 % patches whose centre lies inside"],
+  ["dice", "Dice", "Dice of the region at or above the threshold with the annotation"],
+];
+
+function figure(c, key) {
+  return { auroc: c.auroc, top10: c.top_inside["10"], top5pct: c.top_inside["5%"], dice: c.dice }[key];
+}
+
+function numberCell(tag, value) {
+  const cell = document.createElement(tag);
+  cell.className = "num localization-cell";
+  cell.dataset.value = value === null || value === undefined ? "" : String(value);
+  cell.textContent = value === null || value === undefined ? "–" : value.toFixed(2);
+  return cell;
+}
+
+/** Add one column per annotated class and figure, and the cohort means as the footer. */
+async function addLocalization(url) {
+  const response = await fetch(url, { headers: { Accept: "application/json" } });
+  if (!response.ok) return;
+  const body = await response.json();
+  const classes = Object.keys(body.mean).sort(collator.compare);
+  if (!classes.length) return;
+  const bySlide = new Map(body.slides.map((s) => [s.slide_id, new Map(s.classes.map((c) => [c.class, c]))]));
+  const first = headers().length;
+  for (const name of classes) {
+    for (const [, label, help] of FIGURES) {
+      const th = document.createElement("th");
+      th.scope = "col";
+      th.className = "sortable right localization-head";
+      th.dataset.sort = "number";
+      th.setAttribute("aria-sort", "none");
+      th.title = `${name}: ${help} (predicted class, percentile, threshold ${body.threshold})`;
+      th.append(document.createTextNode(`${label} · ${name}`));
+      const arrow = document.createElement("span");
+      arrow.className = "arrow";
+      th.append(arrow);
+      headRow.append(th);
+    }
+  }
+  headers().slice(first).forEach((th, i) => makeSortable(th, first + i));
+  for (const row of rows) {
+    const found = bySlide.get(row.dataset.slideId);
+    for (const name of classes) {
+      const c = found?.get(name);
+      for (const [key] of FIGURES) row.append(numberCell("td", c ? figure(c, key) : null));
+    }
+  }
+  emptyRow.cells[0].colSpan = headers().length;
+  const foot = document.createElement("tr");
+  foot.className = "cohort-mean";
+  const label = document.createElement("th");
+  label.scope = "row";
+  label.colSpan = first;
+  const counted = Math.max(...classes.map((n) => body.mean[n].slides));
+  label.textContent = `Cohort mean (${counted} annotated slide${counted === 1 ? "" : "s"})`;
+  foot.append(label);
+  for (const name of classes) for (const [key] of FIGURES) foot.append(numberCell("td", body.mean[name][key]));
+  table.tFoot.append(foot);
+  table.dataset.localizationLoaded = "true";
+}
+
+if (table.dataset.localization) {
+  addLocalization(table.dataset.localization).catch((err) => console.warn("localization:", err.message));
+}
 
 filterBox.addEventListener("input", applyFilter);
 
