@@ -10,6 +10,8 @@ that every machine can fetch (CMU-1-Small-Region, see demo.cmu):
     data/demo/slides/CMU-tiled-stroma.tif     generic tiled TIFF quilted from its stroma only
     data/demo/features/...                    CLAM (h5_files + pt_files) and TRIDENT layouts
     data/demo/process_list.csv                slide_id,label,process,features_path,coords_path
+    data/demo/annotations/                    ground truth: outlines of the nuclei-dense tissue, measured
+                                              from pixels (demo.annotations), as QuPath GeoJSON / ASAP XML
     data/demo/checkpoints/s_0_checkpoint.pt   CLAM-SB state dict, saved as CLAM saves it
     data/demo/demo_config.yaml                the heatmap config, paths relative to the repo root
 
@@ -72,13 +74,14 @@ class SlideSpec:
     dense_area: float = 0.35  # share of the tissue in nuclei-dense regions (write_pyramid)
     patch_level: int = 0  # CLAM: level at which patch_size is given
     target_magnification: float = 10.0  # TRIDENT
+    annotation: str = "geojson"  # format of its ground-truth file (demo.annotations): geojson or xml
 
 
 def default_specs(large: tuple[int, int] = (32768, 24576), stroma: tuple[int, int] = (16384, 12288)) -> list[SlideSpec]:
     """The demo cohort; tests pass smaller sizes to build a miniature of the same cohort."""
     return [
-        SlideSpec("CMU-1-Small-Region", "CMU-1-Small-Region.svs", "clam", 256),
-        SlideSpec("CMU-tiled-large", "CMU-tiled-large.svs", "trident", 512, size=large, seed=1),
+        SlideSpec("CMU-1-Small-Region", "CMU-1-Small-Region.svs", "clam", 256, annotation="geojson"),
+        SlideSpec("CMU-tiled-large", "CMU-tiled-large.svs", "trident", 512, size=large, seed=1, annotation="xml"),
         SlideSpec("CMU-tiled-stroma", "CMU-tiled-stroma.tif", "clam", 256, size=stroma, seed=2,
                   prefer="stroma", crop=768, dense_area=0.0, patch_level=1),
     ]
@@ -184,6 +187,23 @@ def _make_features(spec: SlideSpec, slide_path: Path, features_dir: Path,
     log.info("features %s: %d patches x %d in %.1fs", spec.slide_id, len(coords), features.shape[1],
              time.perf_counter() - t0)
     return feat_path, coords_path, features, coords, True
+
+
+def _make_annotation(spec: SlideSpec, slide_path: Path, folder: Path, force: bool) -> Path | None:
+    """The slide's outline of nuclei-dense tissue (kept when it exists, unless the slide is new);
+    None for a slide without such tissue, which gets no file."""
+    from demo.annotations import dense_outline, write_asap, write_qupath
+
+    path = folder / f"{spec.slide_id}.{spec.annotation}"
+    if path.exists() and not force:
+        return path
+    geometry = dense_outline(slide_path, spec.patch_size_level0, DENSE_THRESHOLD)
+    if geometry.is_empty:
+        path.unlink(missing_ok=True)
+        return None
+    (write_asap if spec.annotation == "xml" else write_qupath)(path, geometry)
+    log.info("annotation %s: %s, %.0f um2 nuclei-dense", spec.slide_id, path.name, geometry.area * 0.499 ** 2)
+    return path
 
 
 def slide_label(features: np.ndarray) -> str:
@@ -315,7 +335,8 @@ def _process_list_text(slides: Sequence[BuiltSlide]) -> str:
 
 
 def demo_config(out: Path, *, process_list: Path, checkpoint: Path, in_dim: int = FEATURE_DIM) -> dict:
-    """The heatmap config of the demo, in the guide's schema (plus CLAM's label_dict)."""
+    """The heatmap config of the demo, in the guide's schema (plus CLAM's label_dict and the
+    viewer's annotations_dir)."""
     return {
         "exp_arguments": {
             "n_classes": len(CLASS_NAMES),
@@ -330,6 +351,7 @@ def demo_config(out: Path, *, process_list: Path, checkpoint: Path, in_dim: int 
             "features_dir": _rel(out / "features"),
             "process_list": _rel(process_list),
             "label_dict": {name: i for i, name in enumerate(CLASS_NAMES)},
+            "annotations_dir": _rel(out / "annotations"),
         },
         "model_arguments": {
             "ckpt_path": _rel(checkpoint),
@@ -372,6 +394,7 @@ def build_cohort(out: str | os.PathLike = REPO_ROOT / "data" / "demo", *,
                                                                          rebuilt)
         cohort.slides.append(BuiltSlide(spec, slide_path, feat_path, coords_path, features, coords,
                                         slide_label(features), rebuilt or fresh))
+        _make_annotation(spec, slide_path, out / "annotations", rebuilt)
 
     cohort.process_list = out / "process_list.csv"
     _write_text(cohort.process_list, _process_list_text(cohort.slides))

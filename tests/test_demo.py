@@ -293,6 +293,23 @@ def test_build_small_cohort(tmp_path):
         assert attention_density_spearman(model, s.features) > 0.5, s.spec.slide_id
     assert cohort.summary["held_out_bag_accuracy"] > 0.8
 
+    # ground truth of the nuclei-dense tissue, measured from pixels: a file for the slides that have
+    # such tissue (QuPath GeoJSON, ASAP XML), none for the stroma slide; inside it are the patches
+    # whose own nuclei fraction (demo.features) says dense, outside the sparse ones
+    from scoremap.annotations import read_annotations
+    from shapely import contains_xy
+
+    folder = tmp_path / "demo" / "annotations"
+    assert config.annotations_dir == folder.resolve()
+    assert sorted(p.name for p in folder.iterdir()) == ["CMU-1-Small-Region.geojson", "CMU-tiled-large.xml"]
+    for s, name in zip(cohort.slides[:2], ("CMU-1-Small-Region.geojson", "CMU-tiled-large.xml")):
+        (cls,) = read_annotations(folder / name)
+        assert cls.name == "Nuclei-dense"
+        centres = s.coords + s.spec.patch_size_level0 / 2
+        inside = contains_xy(cls.geometry, centres[:, 0], centres[:, 1])
+        dense = s.features[:, NUCLEI_INDEX] > 0.25
+        assert inside[dense].mean() > 0.7 and inside[~dense].mean() < 0.2, s.spec.slide_id
+
     # idempotent: a second build keeps every file
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "demo").rglob("*") if p.is_file()}
     build_cohort(tmp_path / "demo", specs=specs, steps=500)
