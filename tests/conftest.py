@@ -91,3 +91,11 @@ def viewer_app(viewer_cohort):
 @pytest.fixture()
 def client(viewer_app):
     return viewer_app.test_client()
+
+
+@pytest.fixture(scope="session")
+def compared_cohort(tmp_path_factory, cmu_slide):
+    """Three experiments scored by the real pipeline on the same slides (tests/compare_fixtures.py)."""
+    from tests.compare_fixtures import build_compared
+
+    return build_compared(tmp_path_factory.mktemp("compared"), cmu_slide)

@@ -143,8 +143,10 @@ def cohort_localization() -> Response:
     state = viewer_state()
     threshold = float(query_float(request.args, "threshold", 0.5, 0.0, 1.0))
     slides, sums = [], {}
-    for record in state.cohort:
-        if state.cohort.annotations_dir is None:
+    exp = request.args.get("exp")
+    records = list(state.experiment(exp)) if exp else state.primary_records()
+    for record in records:
+        if state.annotations_dir is None:
             break
         try:
             body = slide_localization(state, record, None, "percentile", threshold)

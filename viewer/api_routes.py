@@ -25,8 +25,12 @@ bp = Blueprint("api", __name__, url_prefix="/api")
 @bp.get("/slides")
 def slides() -> Response:
     state = viewer_state()
-    entries = [cohort_entry(record) for record in state.cohort]
-    return jsonify({"source": state.cohort.name, "count": len(entries), "slides": entries})
+    entries = [cohort_entry(record, state) for record in state.primary_records()]
+    body = {"source": state.cohort.name, "count": len(entries), "slides": entries}
+    if state.compared:
+        body["experiments"] = [{"name": c.experiment, "source": c.name, "slides": len(c)}
+                               for c in state.experiments.values()]
+    return jsonify(body)
 
 
 @bp.get("/slides/<slide_id>")

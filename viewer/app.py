@@ -6,11 +6,14 @@
 Settings come from `scoremap.defaults.VIEWER_SETTINGS`, then `MIL_VIEWER_*` environment
 variables, then the mapping given. Exactly one cohort source is needed: `SCORING_CONFIG` (a
 scoring YAML), `RESULTS_DIR` + `SLIDES_DIR`, `DEMO`, or an already built `COHORT` (tests, benches).
+`SCORING_CONFIG`, `RESULTS_DIR` and `COHORT` may be lists: one experiment each (several models
+scored on the same slides), named by their save_exp_code (the results folder's name), which must
+differ; the first is the default wherever a request names none.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from flask import Flask
 
@@ -19,8 +22,9 @@ from scoremap.defaults import VIEWER_SETTINGS
 from scoremap.errors import UnknownColormap
 from scoremap.memory import return_large_blocks
 from scoremap.normalize import NORMS
-from viewer import analysis_routes, api_routes, export_routes, image_routes, page_routes, tile_routes, vendor_routes
-from viewer.cohort import Cohort, cohort_from_config, cohort_from_results, demo_cohort
+from viewer import (analysis_routes, api_routes, compare_routes, export_routes, image_routes, page_routes, tile_routes,
+                    vendor_routes)
+from viewer.cohort import Cohort, cohort_from_config, cohort_from_results, demo_cohorts
 from viewer.errors import ViewerConfigError, register_error_handlers
 from viewer.security import secure
 from viewer.state import EXTENSION_KEY, Settings, ViewerState
@@ -29,17 +33,35 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 #: Where the cohort comes from (exactly one); every other setting is `scoremap.defaults.VIEWER_SETTINGS`.
 COHORT_SOURCES: dict[str, Any] = {
-    "SCORING_CONFIG": None,  # path of a scoring config YAML
-    "RESULTS_DIR": None,  # {raw_save_dir}/{save_exp_code}, with SLIDES_DIR
+    "SCORING_CONFIG": None,  # path of a scoring config YAML (or a list: one experiment each)
+    "RESULTS_DIR": None,  # {raw_save_dir}/{save_exp_code} (or a list), with SLIDES_DIR
     "SLIDES_DIR": None,
-    "DEMO": False,  # data/demo/demo_config.yaml
-    "COHORT": None,  # a viewer.cohort.Cohort built by the caller
+    "DEMO": False,  # data/demo/demo_config.yaml (and the demo's second experiment)
+    "COHORT": None,  # a viewer.cohort.Cohort (or a list) built by the caller
     "ANNOTATIONS_DIR": None,  # ground truth per slide (overrides the config's annotations_dir)
 }
 
 
-def load_cohort(cfg: Mapping[str, Any]) -> Cohort:
-    """The cohort named by the settings; ViewerConfigError when none or several are named."""
+def _many(value: Any) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def distinct_experiments(cohorts: Sequence[Cohort]) -> list[Cohort]:
+    """The experiments in order, or ViewerConfigError naming a name given twice and its sources."""
+    seen: dict[str, Cohort] = {}
+    for cohort in cohorts:
+        if cohort.experiment in seen:
+            raise ViewerConfigError(
+                f"two experiments are named {cohort.experiment!r} ({seen[cohort.experiment].source} and "
+                f"{cohort.source}): experiments are told apart by their save_exp_code (the results folder's "
+                "name), which must differ")
+        seen[cohort.experiment] = cohort
+    return list(cohorts)
+
+
+def load_experiments(cfg: Mapping[str, Any]) -> list[Cohort]:
+    """The experiments named by the settings, each a Cohort; ViewerConfigError when no source or
+    several kinds of source are named, or two experiments share a name."""
     sources = [name for name, given in (
         ("COHORT", cfg.get("COHORT") is not None),
         ("SCORING_CONFIG", bool(cfg.get("SCORING_CONFIG"))),
@@ -52,14 +74,14 @@ def load_cohort(cfg: Mapping[str, Any]) -> Cohort:
                                 + (f"; got {', '.join(sources)}" if sources else ""))
     source = sources[0]
     if source == "COHORT":
-        return cfg["COHORT"]
+        return distinct_experiments(_many(cfg["COHORT"]))
     if source == "SCORING_CONFIG":
-        return cohort_from_config(cfg["SCORING_CONFIG"])
+        return distinct_experiments([cohort_from_config(c) for c in _many(cfg["SCORING_CONFIG"])])
     if source == "DEMO":
-        return demo_cohort()
+        return distinct_experiments(demo_cohorts())
     if not cfg.get("RESULTS_DIR") or not cfg.get("SLIDES_DIR"):
         raise ViewerConfigError("--results DIR and --slides DIR go together")
-    return cohort_from_results(cfg["RESULTS_DIR"], cfg["SLIDES_DIR"])
+    return distinct_experiments([cohort_from_results(r, cfg["SLIDES_DIR"]) for r in _many(cfg["RESULTS_DIR"])])
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -77,19 +99,19 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         raise ViewerConfigError(f"DEFAULT_CMAP: {exc}") from None
     if settings.default_norm not in NORMS:
         raise ViewerConfigError(f"DEFAULT_NORM must be one of {', '.join(NORMS)}, got {settings.default_norm!r}")
-    cohort = load_cohort(app.config)
+    experiments = load_experiments(app.config)
+    annotations = next((c.annotations_dir for c in experiments if c.annotations_dir is not None), None)
     if app.config.get("ANNOTATIONS_DIR"):
-        folder = Path(app.config["ANNOTATIONS_DIR"]).expanduser()
-        if not folder.is_dir():
-            raise ViewerConfigError(f"--annotations {folder}: not a folder (expected {{slide_id}}.geojson or .xml "
-                                    "files)")
-        cohort.annotations_dir = folder
-    state = ViewerState(cohort, settings)
+        annotations = Path(app.config["ANNOTATIONS_DIR"]).expanduser()
+        if not annotations.is_dir():
+            raise ViewerConfigError(f"--annotations {annotations}: not a folder (expected {{slide_id}}.geojson or "
+                                    ".xml files)")
+    state = ViewerState(experiments, settings, annotations)
     app.extensions[EXTENSION_KEY] = state
     app.json.sort_keys = False  # keep the documented field order
     secure(app)  # before the routes: slash merging is a property of the URL map's rules
     for blueprint in (page_routes.bp, api_routes.bp, analysis_routes.bp, analysis_routes.cohort_bp,
-                      export_routes.bp, tile_routes.bp, image_routes.bp, vendor_routes.bp):
+                      compare_routes.bp, export_routes.bp, tile_routes.bp, image_routes.bp, vendor_routes.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     return app

@@ -9,6 +9,7 @@ forked from that process (`preload_app`).
     python run_viewer.py --config heatmaps/configs/my_config.yaml
     python run_viewer.py --results heatmaps/heatmap_raw_results/EXP --slides /data/slides --port 8000
     python run_viewer.py --demo
+    python run_viewer.py --config abmil.yaml --config clam.yaml    # two experiments, compared
 """
 from __future__ import annotations
 
@@ -29,11 +30,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Serve the MIL heatmap viewer for a scored cohort (gunicorn, never the dev server).")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--config", "--config_file", dest="config", metavar="FILE",
-                        help="the scoring config (YAML) the cohort was scored with")
-    source.add_argument("--results", metavar="DIR",
+    source.add_argument("--config", "--config_file", dest="config", metavar="FILE", action="append",
+                        help="the scoring config (YAML) the cohort was scored with; repeat it to compare "
+                             "experiments (named by their save_exp_code, which must differ)")
+    source.add_argument("--results", metavar="DIR", action="append",
                         help="a raw results experiment folder ({label}/{slide_id}/{slide_id}_blockmap.h5); "
-                             "needs --slides")
+                             "needs --slides; repeat it to compare experiments (named by the folders)")
     source.add_argument("--demo", action="store_true", help="serve the demo cohort (built by `make demo`)")
     parser.add_argument("--slides", metavar="DIR", help="the folder holding the slides of --results")
     parser.add_argument("--annotations", metavar="DIR",
@@ -64,8 +66,9 @@ def viewer_config(args: argparse.Namespace) -> dict[str, Any]:
     if args.demo:
         return {"DEMO": True, **extra}
     if args.config:
-        return {"SCORING_CONFIG": args.config, **extra}
-    return {"RESULTS_DIR": args.results, "SLIDES_DIR": args.slides, **extra}
+        return {"SCORING_CONFIG": args.config if len(args.config) > 1 else args.config[0], **extra}
+    results = args.results if len(args.results) > 1 else args.results[0]
+    return {"RESULTS_DIR": results, "SLIDES_DIR": args.slides, **extra}
 
 
 def bind_address(host: str, port: int) -> str:
@@ -121,10 +124,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ViewerConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    cohort = app.extensions[EXTENSION_KEY].cohort
-    readable = sum(r.readable for r in cohort)
-    print(f"MIL Heatmap Viewer: {len(cohort)} slides ({readable} readable) from {cohort.source}\n"
-          f"  open http://{bind_address(args.host, args.port)}/", flush=True)
+    state = app.extensions[EXTENSION_KEY]
+    for cohort in state.experiments.values():
+        readable = sum(r.readable for r in cohort)
+        print(f"MIL Heatmap Viewer: {cohort.experiment}: {len(cohort)} slides ({readable} readable) "
+              f"from {cohort.source}", flush=True)
+    print(f"  open http://{bind_address(args.host, args.port)}/", flush=True)
     try:
         import gunicorn  # noqa: F401  (absent or unusable on Windows)
         import fcntl  # noqa: F401

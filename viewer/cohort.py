@@ -72,6 +72,7 @@ class SlideRecord:
     blockmap_stamp: tuple | None = None  # file identities when last read (scoremap.cache.file_identity)
     slide_stamp: tuple | None = None
     watched: Path | None = None  # the slide file whose identity is watched
+    experiment: str = ""  # the experiment (save_exp_code) that scored it
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def refresh(self) -> None:
@@ -121,11 +122,21 @@ class Cohort:
     source: str
     results_csv: Path | None = None
     annotations_dir: Path | None = None  # {slide_id}.geojson (QuPath) or .xml (ASAP) per slide
+    experiment: str = ""  # its name: the config's save_exp_code, the results folder's name
+
+    def __post_init__(self) -> None:
+        if not self.experiment:
+            self.experiment = Path(self.source).stem or "experiment"
+        for record in self.records.values():
+            record.experiment = self.experiment
 
     @property
     def name(self) -> str:
         """What clients are told the cohort is: the config's or results folder's name, no path."""
         return Path(self.source).name or self.source
+
+    def __contains__(self, slide_id: str) -> bool:
+        return slide_id in self.records
 
     def get(self, slide_id: str) -> SlideRecord:
         record = self.records.get(slide_id)
@@ -210,7 +221,7 @@ def _expected_path(record: SlideRecord, roots: Sequence[Path]) -> Path | None:
 
 
 def build_cohort(blockmaps: Iterable[tuple[str, str, Path]], slide_roots: Sequence[os.PathLike | str],
-                 source: str, results_csv: Path | None = None, workers: int = 4) -> Cohort:
+                 source: str, results_csv: Path | None = None, workers: int = 4, experiment: str = "") -> Cohort:
     """Read the blockmaps, locate and probe their slides (in parallel: opening is I/O bound)."""
     roots = real_roots(slide_roots)
     records: dict[str, SlideRecord] = {}
@@ -227,7 +238,7 @@ def build_cohort(blockmaps: Iterable[tuple[str, str, Path]], slide_roots: Sequen
         list(pool.map(lambda r: _attach_slide(r, roots), records.values()))
     order = {sid: i for i, sid in enumerate(results_order(results_csv))}
     ranked = sorted(records.values(), key=lambda r: (order.get(r.slide_id, len(order)), r.label, r.slide_id))
-    return Cohort({r.slide_id: r for r in ranked}, roots, source, results_csv)
+    return Cohort({r.slide_id: r for r in ranked}, roots, source, results_csv, experiment=experiment)
 
 
 def _absolute(path: Path, base: Path) -> Path:
@@ -251,7 +262,8 @@ def cohort_from_config(config_file: os.PathLike | str, base: Path | None = None)
     data_dirs = config.data_dir.values() if isinstance(config.data_dir, dict) else [config.data_dir]
     roots = [_absolute(d, base) for d in data_dirs]
     results_csv = _absolute(config.exp_production_dir, base) / "results.csv"
-    cohort = build_cohort(find_blockmaps(raw_dir), roots, f"{config_file}", results_csv)
+    cohort = build_cohort(find_blockmaps(raw_dir), roots, f"{config_file}", results_csv,
+                          experiment=config.save_exp_code)
     if config.annotations_dir is not None:
         cohort.annotations_dir = _absolute(config.annotations_dir, base)
     return cohort
@@ -269,12 +281,20 @@ def cohort_from_results(results_dir: os.PathLike | str, slides_dir: os.PathLike 
     if not blockmaps:
         log.warning("%s holds no {label}/{slide_id}/{slide_id}_blockmap.h5 files", results_dir)
     csv_path = results_dir / "results.csv"
-    return build_cohort(blockmaps, [slides_dir], f"{results_dir}", csv_path if csv_path.is_file() else None)
+    return build_cohort(blockmaps, [slides_dir], f"{results_dir}", csv_path if csv_path.is_file() else None,
+                        experiment=results_dir.resolve().name)
 
 
-def demo_cohort() -> Cohort:
+def demo_cohorts() -> list[Cohort]:
+    """The demo's experiments: its config, and the second model's where that was scored too."""
     if not DEMO_CONFIG.is_file():
         raise ViewerConfigError(f"{DEMO_CONFIG} not found: build the demo first with `make demo` "
                                 "(or `python -m demo.build` and `python create_heatmaps.py --config "
                                 f"{DEMO_CONFIG.relative_to(REPO_ROOT)}`)")
-    return cohort_from_config(DEMO_CONFIG, base=REPO_ROOT)
+    cohorts = [cohort_from_config(DEMO_CONFIG, base=REPO_ROOT)]
+    for extra in sorted(DEMO_CONFIG.parent.glob("demo_config_*.yaml")):
+        try:
+            cohorts.append(cohort_from_config(extra, base=REPO_ROOT))
+        except ViewerConfigError as exc:  # built but not scored yet: the demo shows the first
+            log.warning("demo experiment %s not served: %s", extra.name, exc)
+    return cohorts

@@ -20,7 +20,7 @@ def cohort_page() -> str:
                            slides=[cohort_entry(r) for r in state.cohort],
                            api_url=url_for("api.slides"),
                            localization_url=url_for("cohort_analysis.cohort_localization")
-                           if state.cohort.annotations_dir is not None else None)
+                           if state.annotations_dir is not None else None)
 
 
 @bp.get("/slides/<slide_id>")

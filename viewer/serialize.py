@@ -15,7 +15,7 @@ from scoremap.defaults import OVERLAY, SUGGESTED_CMAPS
 from scoremap.normalize import NORM_LABELS, NORMS
 from viewer.cohort import SlideRecord
 from viewer.scores import ClassScores, SlideScores
-from viewer.state import ViewerState
+from viewer.state import ViewerState, viewer_state
 
 
 
@@ -24,15 +24,29 @@ def number(value: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
+def experiment_query(record: SlideRecord) -> dict:
+    """`exp=` for the URLs of a record's scores when several experiments are served."""
+    return {"exp": record.experiment} if viewer_state().compared else {}
+
+
 def _prediction(record: SlideRecord) -> dict:
     p = record.prediction
     return {"index": p.pred, "name": p.class_names[p.pred]}
 
 
-def cohort_entry(record: SlideRecord) -> dict:
-    """One row of `/api/slides`."""
+def experiment_entry(record: SlideRecord) -> dict:
+    """What one experiment said about a slide (a column group of the cohort table)."""
     p = record.prediction
-    return {
+    return {"experiment": record.experiment, "prediction": _prediction(record),
+            "probabilities": [number(v) for v in p.probs], "class_names": list(p.class_names),
+            "bag_size": p.bag_size, "model_type": p.model_type, "l0_patch": p.l0_patch}
+
+
+def cohort_entry(record: SlideRecord, state: ViewerState | None = None) -> dict:
+    """One row of `/api/slides`: the slide, its first experiment's prediction, and where several
+    experiments are served, each one's (`experiments`) and whether they disagree."""
+    p = record.prediction
+    entry = {
         "id": record.slide_id,
         "label": record.label,
         "prediction": _prediction(record),
@@ -46,6 +60,12 @@ def cohort_entry(record: SlideRecord) -> dict:
         "api_url": url_for("api.slide_metadata", slide_id=record.slide_id),
         "thumbnail_url": url_for("images.thumbnail", slide_id=record.slide_id) if record.readable else None,
     }
+    if state is not None and state.compared:
+        records = state.records(record.slide_id)
+        entry["experiments"] = [experiment_entry(r) for r in records.values()]
+        entry["disagree"] = len({r.prediction.class_names[r.prediction.pred] for r in records.values()}) > 1
+        entry["viewer_url"] = url_for("pages.viewer_page", slide_id=record.slide_id, exp=",".join(records))
+    return entry
 
 
 def class_info(record: SlideRecord, scores: SlideScores) -> list[dict]:
@@ -72,8 +92,11 @@ def slide_metadata(state: ViewerState, record: SlideRecord) -> dict:
     p = record.prediction
     sid = record.slide_id
     s = state.settings
+    q = experiment_query(record)  # the URLs of this experiment's scores
     return {
         "id": sid,
+        "experiment": record.experiment,
+        "experiments": [experiment_entry(r) for r in state.records(sid).values()],
         "label": record.label,
         "readable": record.readable,
         "error": record.problem,
@@ -94,7 +117,7 @@ def slide_metadata(state: ViewerState, record: SlideRecord) -> dict:
             "level_dimensions": [list(d) for d in geometry.z_dimensions],
         },
         "dzi": {"slide": url_for("tiles.slide_dzi", slide_id=sid),
-                "overlay": url_for("tiles.overlay_dzi", slide_id=sid)},
+                "overlay": url_for("tiles.overlay_dzi", slide_id=sid, **q)},
         "classes": class_info(record, scores),
         "prediction": _prediction(record),
         "probabilities": [number(v) for v in p.probs],
@@ -106,19 +129,19 @@ def slide_metadata(state: ViewerState, record: SlideRecord) -> dict:
         "defaults": overlay_defaults(state, p.pred),
         "choices": overlay_choices(),
         "urls": {
-            "topk": url_for("api.topk", slide_id=sid),
-            "patch": url_for("api.patch_at", slide_id=sid),
+            "topk": url_for("api.topk", slide_id=sid, **q),
+            "patch": url_for("api.patch_at", slide_id=sid, **q),
             "thumbnail": url_for("images.thumbnail", slide_id=sid),
             "colorbar": url_for("api.colorbar"),
-            "patch_image": url_for("images.patch_image", slide_id=sid, index=0).replace("/0.jpeg", "/{index}.jpeg"),
+            "patch_image": url_for("images.patch_image", slide_id=sid, index=0, **q).replace("/0.jpeg", "/{index}.jpeg"),
             "viewer": url_for("pages.viewer_page", slide_id=sid),
-            "histogram": url_for("analysis.histogram", slide_id=sid),
+            "histogram": url_for("analysis.histogram", slide_id=sid, **q),
             "annotations": url_for("analysis.annotations", slide_id=sid),
-            "localization": url_for("analysis.slide_localization_route", slide_id=sid),
-            "regions": url_for("analysis.regions", slide_id=sid),
-            "export_view": url_for("exports.view", slide_id=sid),
-            "export_regions": url_for("exports.regions", slide_id=sid),
-            "export_patches": url_for("exports.patches", slide_id=sid),
+            "localization": url_for("analysis.slide_localization_route", slide_id=sid, **q),
+            "regions": url_for("analysis.regions", slide_id=sid, **q),
+            "export_view": url_for("exports.view", slide_id=sid, **q),
+            "export_regions": url_for("exports.regions", slide_id=sid, **q),
+            "export_patches": url_for("exports.patches", slide_id=sid, **q),
         },
     }
 
@@ -157,5 +180,6 @@ def patch_entry(record: SlideRecord, scores: SlideScores, cls: ClassScores, inde
         "score": number(cls.raw[index]),
         "percentile": number(cls.percentile[index]),
         "rank": int(cls.rank[index]),
-        "image_url": url_for("images.patch_image", slide_id=record.slide_id, index=int(index)),
+        "image_url": url_for("images.patch_image", slide_id=record.slide_id, index=int(index),
+                             **experiment_query(record)),
     }

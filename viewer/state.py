@@ -16,11 +16,12 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
 
 import openslide
 import shapely
-from flask import current_app
+from flask import current_app, has_request_context, request
 
 from scoremap.annotations import AnnotatedClass, AnnotationError, annotation_file, read_annotations
 from scoremap.blockmap import BlockmapError, read_blockmap
@@ -80,16 +81,62 @@ class Settings:
 
 
 class ViewerState:
-    def __init__(self, cohort: Cohort, settings: Settings):
-        self.cohort = cohort
+    """The experiments served (one Cohort each, in the order given; the first is the default),
+    the ground-truth folder, the settings and the cache."""
+
+    def __init__(self, experiments: Cohort | Sequence[Cohort], settings: Settings,
+                 annotations_dir: Path | None = None):
+        cohorts = [experiments] if isinstance(experiments, Cohort) else list(experiments)
+        self.experiments: dict[str, Cohort] = {c.experiment: c for c in cohorts}
+        self.cohort = cohorts[0]  # the default experiment
+        self.annotations_dir = annotations_dir if annotations_dir is not None else self.cohort.annotations_dir
         self.settings = settings
         self.cache = ByteLRU(settings.cache_bytes)
         self._tile_cache: openslide.OpenSlideCache | None = None
         self._tile_cache_pid: int | None = None
         self._geometries: dict[str, tuple[SlideInfo, DeepZoomGeometry]] = {}
 
-    def record(self, slide_id: str) -> SlideRecord:
-        return self.cohort.get(slide_id)
+    @property
+    def compared(self) -> bool:
+        """Whether several experiments are served (URLs then name the experiment they belong to)."""
+        return len(self.experiments) > 1
+
+    def experiment(self, name: str) -> Cohort:
+        found = self.experiments.get(name)
+        if found is None:
+            raise NotFound(f"unknown experiment {name[:200]!r}; this viewer serves {', '.join(self.experiments)}")
+        return found
+
+    def record(self, slide_id: str, exp: str | None = None) -> SlideRecord:
+        """The slide's record in experiment `exp`: by default the request's `exp` parameter, else
+        the first experiment that scored the slide (so every route takes `?exp=` alike)."""
+        if exp is None and has_request_context():
+            exp = request.args.get("exp") or None
+        if exp is not None:
+            return self.experiment(exp).get(slide_id)
+        for cohort in self.experiments.values():
+            if slide_id in cohort:
+                return cohort.get(slide_id)
+        raise NotFound(f"unknown slide {slide_id[:200]!r}")
+
+    def records(self, slide_id: str) -> dict[str, SlideRecord]:
+        """The slide's record in every experiment that scored it, in experiment order."""
+        found = {name: c.get(slide_id) for name, c in self.experiments.items() if slide_id in c}
+        if not found:
+            raise NotFound(f"unknown slide {slide_id[:200]!r}")
+        return found
+
+    def slide_ids(self) -> list[str]:
+        """Every slide once, in the first experiment's order, then the slides only later ones scored."""
+        seen: dict[str, None] = {}
+        for cohort in self.experiments.values():
+            seen.update((sid, None) for sid in cohort.records)
+        return list(seen)
+
+    def primary_records(self) -> list[SlideRecord]:
+        """One record per slide: from the first experiment that scored it."""
+        return [self.record(sid, next(n for n, c in self.experiments.items() if sid in c))
+                for sid in self.slide_ids()]
 
     def geometry(self, record: SlideRecord) -> DeepZoomGeometry:
         """The Deep Zoom geometry of a readable slide (from metadata; opens nothing)."""
@@ -115,7 +162,7 @@ class ViewerState:
 
     def opened(self, record: SlideRecord) -> OpenedSlide:
         path, _ = record.require_slide()
-        if not is_under(path, self.cohort.roots):  # swapped for a symlink out of the roots since
+        if not is_under(path, record.roots or self.cohort.roots):  # swapped for a symlink out of the roots since
             raise SlideForbidden(f"slide {record.slide_id!r} lies outside the configured slide folders")
         s = self.settings
 
@@ -174,7 +221,7 @@ class ViewerState:
         """(classes, file name, problem) of the slide's ground truth: no folder or no file gives
         ([], None, None); a file that cannot be read gives ([], its name, why), and the slide
         shows without it."""
-        folder = self.cohort.annotations_dir
+        folder = self.annotations_dir
         path = annotation_file(folder, record.slide_id) if folder is not None else None
         if path is None:
             return [], None, None
