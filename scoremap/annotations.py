@@ -1,9 +1,10 @@
 """Ground-truth annotations of a slide, as pathologists export them: QuPath GeoJSON or ASAP XML.
 
 - `{slide_id}.geojson`: QuPath's "Export objects" (a FeatureCollection, a list of Features, or one
-  Feature); Polygon / MultiPolygon geometries in level-0 pixels; the class from
-  `properties.classification.name` (QuPath >= 0.4; `properties.classification` as a plain string
-  and `properties.name` are read too), its colour from `classification.color` ([r, g, b]) or
+  Feature); Polygon / MultiPolygon geometries in level-0 pixels (null geometries skipped); the class
+  from `properties.classification.name` (QuPath >= 0.4; derived classes' `names` joined as QuPath
+  shows them, "Tumor: Positive"; `properties.classification` as a plain string and
+  `properties.name` are read too), its colour from `classification.color` ([r, g, b]) or
   `colorRGB` (QuPath 0.2's packed integer). Other geometry types (points, lines) carry no area and
   are skipped.
 - `{slide_id}.xml`: ASAP's `<ASAP_Annotations>`: every `<Annotation Type="Polygon|Spline|Rectangle">`
@@ -46,12 +47,15 @@ class AnnotatedClass:
         return float(self.geometry.area)
 
 
-def annotation_file(folder: os.PathLike | str, slide_id: str) -> Path | None:
-    """`{folder}/{slide_id}.geojson` or `.json` or `.xml`, whichever exists first."""
-    for ext in (".geojson", ".json", ".xml"):
-        path = Path(folder) / f"{slide_id}{ext}"
-        if path.is_file():
-            return path
+def annotation_file(folder: os.PathLike | str, slide_id: str, slide_name: str | None = None) -> Path | None:
+    """`{folder}/{slide_id}.geojson` or `.json` or `.xml`, whichever exists first; then the same
+    after the slide's file name (`{slide_file}.geojson`: QuPath names exports after the image)."""
+    stems = [slide_id] + ([slide_name] if slide_name and slide_name != slide_id else [])
+    for stem in stems:
+        for ext in (".geojson", ".json", ".xml"):
+            path = Path(folder) / f"{stem}{ext}"
+            if path.is_file():
+                return path
     return None
 
 
@@ -72,6 +76,9 @@ def _qupath_class(props: dict) -> tuple[str, tuple[int, int, int] | None]:
     colour = None
     if isinstance(cls, dict):
         name = cls.get("name")
+        names = cls.get("names")  # QuPath >= 0.4, derived classes: ["Tumor", "Positive"]
+        if not name and isinstance(names, list) and names:
+            name = ": ".join(str(n) for n in names)  # as QuPath shows them
         rgb = cls.get("color") or cls.get("colorRGB")
     else:
         name, rgb = cls, props.get("color") or props.get("colorRGB")
@@ -98,8 +105,12 @@ def _read_geojson(path: Path) -> list[tuple[str, tuple | None, object]]:
         raise AnnotationError(f"{path}: expected a GeoJSON FeatureCollection or a list of Features")
     out = []
     for i, feature in enumerate(features):
-        if not isinstance(feature, dict) or not isinstance(feature.get("geometry"), dict):
+        if not isinstance(feature, dict) or "geometry" not in feature:
             raise AnnotationError(f"{path}: feature {i} has no geometry")
+        if feature["geometry"] is None:  # RFC 7946: an unlocated feature (an empty region export)
+            continue
+        if not isinstance(feature["geometry"], dict):
+            raise AnnotationError(f"{path}: feature {i}: geometry must be an object")
         if feature["geometry"].get("type") not in ("Polygon", "MultiPolygon"):
             continue
         try:
@@ -159,6 +170,9 @@ def read_annotations(path: os.PathLike | str) -> list[AnnotatedClass]:
             continue
         colour = colours.get(name) or DEFAULT_COLOURS[i % len(DEFAULT_COLOURS)]
         classes.append(AnnotatedClass(name, tuple(int(v) for v in colour), union))
+    if not classes:
+        raise AnnotationError(f"{path}: holds no polygon annotations (points and lines have no area; "
+                              "expected Polygon/MultiPolygon features or ASAP Polygon annotations)")
     return classes
 
 

@@ -6,7 +6,8 @@
 - the fraction of the top-k attended patches whose centre is inside, for k = 10 and for the top
   5 % of the bag (at least one patch);
 - the Dice overlap of the thresholded region (the union of the squares of the patches whose
-  normalised score is >= the threshold) with the annotation: 2 |R n A| / (|R| + |A|).
+  normalised score lies in [lo, hi]: at or above a threshold, or in the range the page shows)
+  with the annotation: 2 |R n A| / (|R| + |A|).
 CAMELYON16-style localisation checks of attention, per slide; the viewer averages them over the
 cohort.
 """
@@ -19,6 +20,7 @@ import shapely
 from scipy import stats
 
 from scoremap.annotations import AnnotatedClass
+from scoremap.normalize import in_range
 from scoremap.regions import union_geometry
 
 
@@ -39,17 +41,17 @@ def auroc(scores: np.ndarray, positive: np.ndarray) -> float | None:
 
 
 def localization(l0_coords: np.ndarray, l0_patch: int, raw: np.ndarray, values01: np.ndarray,
-                 annotated: AnnotatedClass, threshold: float) -> dict:
+                 annotated: AnnotatedClass, threshold: float, hi: float = 1.0) -> dict:
     inside = centres_inside(l0_coords, l0_patch, annotated.geometry)
     finite = np.isfinite(raw)
     order = np.argsort(-np.where(finite, raw, -np.inf), kind="stable")[: int(finite.sum())]
     k5 = max(1, math.ceil(0.05 * len(order)))
     top = {str(k): (float(inside[order[:k]].mean()) if len(order) else None)
            for k in (10,)} | {"5%": float(inside[order[:k5]].mean()) if len(order) else None}
-    chosen = np.isfinite(values01) & (values01 >= threshold)
+    chosen = in_range(values01, threshold, hi)
     region = union_geometry(np.asarray(l0_coords)[chosen], l0_patch)
     denominator = region.area + annotated.area
     dice = 2 * region.intersection(annotated.geometry).area / denominator if denominator > 0 else None
     return {"class": annotated.name, "auroc": auroc(raw, inside), "top_inside": top, "top_5pct_k": k5,
-            "dice": None if dice is None else float(dice), "threshold": float(threshold),
+            "dice": None if dice is None else float(dice), "threshold": float(threshold), "hi": float(hi),
             "patches_inside": int(inside.sum()), "annotated_area_px": annotated.area}

@@ -122,8 +122,46 @@ def test_annotations_are_served_and_a_broken_file_leaves_the_slide_working(annot
     assert client.get("/api/slides/pyramid/localization").get_json()["classes"] == []
     assert client.get("/overlay/pyramid_files/13/5_4.png").status_code == 200  # the slide is still served
     cohort = client.get("/api/localization?threshold=0.6").get_json()
-    assert [s["slide_id"] for s in cohort["slides"]] == [SLIDE]
+    by_slide = {s["slide_id"]: s for s in cohort["slides"]}
+    assert set(by_slide) == {SLIDE, "pyramid"}  # the broken file is listed, with its reason
+    assert by_slide["pyramid"]["classes"] == [] and "not a readable ASAP XML" in by_slide["pyramid"]["error"]
     assert cohort["mean"]["Tumor"]["auroc"] == pytest.approx(
-        {c["class"]: c for c in cohort["slides"][0]["classes"]}["Tumor"]["auroc"])
+        {c["class"]: c for c in by_slide[SLIDE]["classes"]}["Tumor"]["auroc"])
     assert client.get("/api/slides/nope/localization").status_code == 404
     assert client.get(f"/api/slides/{SLIDE}/localization?threshold=7").status_code == 400
+
+
+def test_qupath_derived_classes_null_geometries_and_empty_files(tmp_path):
+    square = {"type": "Polygon", "coordinates": [[[0, 0], [100, 0], [100, 100], [0, 100], [0, 0]]]}
+    features = [
+        {"type": "Feature", "geometry": square,
+         "properties": {"classification": {"names": ["Tumor", "Positive"], "color": [200, 0, 0]}, "name": "r1"}},
+        {"type": "Feature", "geometry": None, "properties": {"classification": {"name": "Empty"}}},
+    ]
+    path = tmp_path / "a.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    (cls,) = read_annotations(path)
+    assert cls.name == "Tumor: Positive" and cls.area == 10000
+    path.write_text(json.dumps([{"type": "Feature", "geometry": {"type": "Point", "coordinates": [1, 2]}}]))
+    with pytest.raises(AnnotationError, match="holds no polygon annotations"):
+        read_annotations(path)
+
+
+def test_annotation_files_named_after_the_slide_file_are_found(tmp_path):
+    from scoremap.annotations import annotation_file
+
+    qupath(tmp_path / "tcga-01.svs.geojson")
+    assert annotation_file(tmp_path, "tcga-01") is None
+    assert annotation_file(tmp_path, "tcga-01", "tcga-01.svs") == tmp_path / "tcga-01.svs.geojson"
+
+
+def test_dice_is_of_the_range_asked(annotated):
+    client, scored, _ = annotated
+    body = client.get(f"/api/slides/{SLIDE}/localization?lo=0.25&hi=0.75").get_json()
+    percentile = normalize_scores(scored.scores.astype(np.float64), "percentile")
+    chosen = (percentile >= 0.25) & (percentile <= 0.75)
+    region = unary_union([box(x, y, x + PATCH, y + PATCH) for x, y in scored.l0_coords[chosen]])
+    tumor = {c["class"]: c for c in body["classes"]}["Tumor"]
+    polygon = Polygon(TUMOR)
+    assert body["range"] == {"lo": 0.25, "hi": 0.75}
+    assert tumor["dice"] == pytest.approx(2 * region.intersection(polygon).area / (region.area + polygon.area))

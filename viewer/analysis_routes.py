@@ -109,7 +109,7 @@ def annotations(slide_id: str) -> Response:
     return jsonify(_annotation_body(record, classes, name, problem, mpp))
 
 
-def slide_localization(state, record, class_index: int | None, norm: str, threshold: float) -> dict:
+def slide_localization(state, record, class_index: int | None, norm: str, lo: float, hi: float = 1.0) -> dict:
     classes, name, problem = state.annotations(record)
     if not classes:
         return {"slide_id": record.slide_id, "file": name, "error": problem, "classes": []}
@@ -117,20 +117,29 @@ def slide_localization(state, record, class_index: int | None, norm: str, thresh
     index = scores.resolve_class(class_index)
     raw = scores.raw(index)
     values = scores.normalized(index, norm)
-    figures = [localization(scores.l0_coords, scores.l0_patch, raw, values, c, threshold) for c in classes]
+    figures = [localization(scores.l0_coords, scores.l0_patch, raw, values, c, lo, hi) for c in classes]
     return {"slide_id": record.slide_id, "file": name, "error": problem, "attention_class": class_ref(record, index),
-            "norm": norm, "classes": figures}
+            "norm": norm, "range": {"lo": lo, "hi": hi}, "classes": figures}
+
+
+def _dice_range() -> tuple[float, float]:
+    """The region the Dice is of: [lo, hi] where given (the page's range), else [threshold, 1]
+    (default 0.5)."""
+    if request.args.get("lo") or request.args.get("hi"):
+        found = score_range(request.args)
+        return found["lo"], found["hi"]
+    return float(query_float(request.args, "threshold", 0.5, 0.0, 1.0)), 1.0
 
 
 @bp.get("/localization")
 def slide_localization_route(slide_id: str) -> Response:
     """Per annotated class: AUROC of attention against 'patch centre inside', the top-10 and
-    top-5 % fractions inside, the Dice of the region at `threshold` (default 0.5) with it."""
+    top-5 % fractions inside, the Dice of the region in [lo, hi] (default: at or above
+    `threshold`, 0.5) with it."""
     state = viewer_state()
     record = state.record(slide_id)
     params = OverlayParams.from_query(request.args, state.settings.default_cmap, state.settings.default_norm)
-    threshold = float(query_float(request.args, "threshold", 0.5, 0.0, 1.0))
-    return jsonify(slide_localization(state, record, params.class_index, params.norm, threshold))
+    return jsonify(slide_localization(state, record, params.class_index, params.norm, *_dice_range()))
 
 
 cohort_bp = Blueprint("cohort_analysis", __name__, url_prefix="/api")
@@ -141,7 +150,7 @@ def cohort_localization() -> Response:
     """Every annotated slide's localisation figures (predicted class, percentile, threshold) and the
     cohort mean of each figure per annotated class: the table's columns."""
     state = viewer_state()
-    threshold = float(query_float(request.args, "threshold", 0.5, 0.0, 1.0))
+    lo, hi = _dice_range()
     slides, sums = [], {}
     exp = request.args.get("exp")
     records = list(state.experiment(exp)) if exp else state.primary_records()
@@ -149,12 +158,12 @@ def cohort_localization() -> Response:
         if state.annotations_dir is None:
             break
         try:
-            body = slide_localization(state, record, None, "percentile", threshold)
+            body = slide_localization(state, record, None, "percentile", lo, hi)
         except ViewerError:
             continue  # an unreadable blockmap: the slide's own page says why
-        if not body["classes"]:
-            continue
-        slides.append(body)
+        if not body["classes"] and not body["error"]:
+            continue  # no ground truth for this slide
+        slides.append(body)  # with its error where the file could not be read
         for c in body["classes"]:
             acc = sums.setdefault(c["class"], {"auroc": [], "top10": [], "top5pct": [], "dice": []})
             for key, value in (("auroc", c["auroc"]), ("top10", c["top_inside"]["10"]),
@@ -163,4 +172,4 @@ def cohort_localization() -> Response:
                     acc[key].append(value)
     means = {name: {k: (float(np.mean(v)) if v else None) for k, v in acc.items()} | {"slides": len(acc["dice"])}
              for name, acc in sums.items()}
-    return jsonify({"threshold": threshold, "slides": slides, "mean": means})
+    return jsonify({"threshold": lo, "range": {"lo": lo, "hi": hi}, "slides": slides, "mean": means})

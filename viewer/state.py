@@ -222,7 +222,8 @@ class ViewerState:
         ([], None, None); a file that cannot be read gives ([], its name, why), and the slide
         shows without it."""
         folder = self.annotations_dir
-        path = annotation_file(folder, record.slide_id) if folder is not None else None
+        name = Path(record.recorded_slide_path).name if record.recorded_slide_path else None
+        path = annotation_file(folder, record.slide_id, name) if folder is not None else None
         if path is None:
             return [], None, None
 

@@ -109,11 +109,21 @@ async function addLocalization(url) {
     }
   }
   headers().slice(first).forEach((th, i) => makeSortable(th, first + i));
+  const problems = new Map(body.slides.filter((s) => s.error).map((s) => [s.slide_id, s.error]));
   for (const row of rows) {
     const found = bySlide.get(row.dataset.slideId);
+    const problem = problems.get(row.dataset.slideId);
     for (const name of classes) {
       const c = found?.get(name);
-      for (const [key] of FIGURES) row.append(numberCell("td", c ? figure(c, key) : null));
+      for (const [key] of FIGURES) {
+        const cell = numberCell("td", c ? figure(c, key) : null);
+        if (problem) { // a ground-truth file that could not be read, not "no ground truth"
+          cell.textContent = "⚠";
+          cell.title = problem;
+          cell.classList.add("localization-error");
+        }
+        row.append(cell);
+      }
     }
   }
   emptyRow.cells[0].colSpan = headers().length;
@@ -125,7 +135,14 @@ async function addLocalization(url) {
   const counted = Math.max(...classes.map((n) => body.mean[n].slides));
   label.textContent = `Cohort mean (${counted} annotated slide${counted === 1 ? "" : "s"})`;
   foot.append(label);
-  for (const name of classes) for (const [key] of FIGURES) foot.append(numberCell("td", body.mean[name][key]));
+  for (const name of classes) {
+    const n = body.mean[name].slides;
+    for (const [key] of FIGURES) {
+      const cell = numberCell("td", body.mean[name][key]);
+      cell.title = `${name}: mean over ${n} slide${n === 1 ? "" : "s"}`;
+      foot.append(cell);
+    }
+  }
   table.tFoot.append(foot);
   table.dataset.localizationLoaded = "true";
 }

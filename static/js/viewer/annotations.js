@@ -44,9 +44,10 @@ export class AnnotationLayer {
     const body = await getJSON(this.meta.urls.annotations);
     if (!body.file) return; // no ground truth for this slide
     this.el.panel.hidden = false;
-    if (body.error) {
-      this.el.legend.textContent = `${body.file}: ${body.error}`;
-      this.el.legend.classList.add("inline-error");
+    if (body.error) { // the message names the file already
+      this.el.legend.textContent = body.error;
+      this.el.legend.title = body.error;
+      this.el.legend.classList.add("annotation-error");
       return;
     }
     this.features = body.geojson.features;
@@ -56,26 +57,42 @@ export class AnnotationLayer {
       const swatch = document.createElement("i");
       swatch.style.background = `rgb(${c.color.map(Number).join(",")})`;
       item.append(swatch);
-      item.append(document.createTextNode(c.area_mm2 === null ? c.name : `${c.name} ${c.area_mm2.toFixed(2)} mm²`));
+      const area = c.area_mm2 !== null ? `${c.area_mm2.toFixed(2)} mm²` : `${Math.round(c.area_px).toLocaleString("en")} px²`;
+      item.append(document.createTextNode(`${c.name} ${area}`));
       return item;
     }));
     this.redraw();
     await this.loadFigures();
   }
 
+  /** The region the Dice is of: what the overlay shows (threshold and range), else >= 0.5. */
+  diceRange() {
+    const lo = Math.max(this.state.lo, this.state.threshold);
+    const hi = this.state.hi;
+    return lo > 0 || hi < 1 ? [lo, hi] : [0.5, 1];
+  }
+
+  scheduleFigures() {
+    if (!this.features.length) return;
+    clearTimeout(this._timer);
+    this._timer = setTimeout(() => this.loadFigures().catch(() => {}), 150);
+  }
+
   async loadFigures() {
     if (!this.features.length) return;
-    const threshold = this.state.lo > 0 ? this.state.lo : 0.5;
+    const [lo, hi] = this.diceRange();
     const body = await getJSON(withQuery(this.meta.urls.localization, {
-      class: this.state.class, norm: this.state.norm, threshold: threshold.toFixed(3) }));
+      class: this.state.class, norm: this.state.norm, lo: lo.toFixed(4), hi: hi.toFixed(4) }));
+    const region = hi < 1 ? `[${lo.toFixed(2)}, ${hi.toFixed(2)}]` : `≥ ${lo.toFixed(2)}`;
     this.el.figures.replaceChildren(...body.classes.map((c) => {
       const row = document.createElement("div");
       row.className = "localization-row";
       row.textContent = `${c.class}: AUROC ${format(c.auroc)} · top-10 inside ${format(c.top_inside["10"])} · `
-        + `top-5 % inside ${format(c.top_inside["5%"])} · Dice@${threshold.toFixed(2)} ${format(c.dice)}`;
+        + `top-5 % inside ${format(c.top_inside["5%"])} · Dice ${region} ${format(c.dice)}`;
       return row;
     }));
     this.el.figures.dataset.loaded = "true";
+    this.el.figures.dataset.range = `${lo.toFixed(4)},${hi.toFixed(4)}`;
   }
 
   redraw() {

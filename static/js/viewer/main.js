@@ -122,6 +122,7 @@ async function main() {
     onAlpha: () => { overlay.setAlpha(state.alpha); url.schedule(); exportsMenu?.update(); },
     onOverlay: () => {
       exportsMenu?.update();
+      hooks.annotations?.scheduleFigures(); // the Dice is of the region shown
       // a heatmap asked for before the pane has opened is shown once it has
       rightOpened.then(() => overlay.update(state)).catch((err) => controls.setCmapError(err.message));
       url.schedule();
