@@ -39,6 +39,8 @@ OVERLAY = MappingProxyType({
     "threshold_step": 0.01,
     "blur": False,
     "alpha": 0.5,  # applied in the browser: changing it fetches no tile
+    # the difference of two experiments, percentile(A) - percentile(B) on -1..1: diverging, white at 0
+    "difference_cmap": "RdBu_r",
 })
 
 #: The viewer's server settings (`create_app` mapping keys, also `MIL_VIEWER_<KEY>` variables).

@@ -5,7 +5,8 @@
     trident/                               TRIDENT layout: 512-px patches every 384 px, offset by 100
     ABMIL_A.yaml   abmil on the CLAM patches            (experiment ABMIL_A)
     CLAM_B.yaml    clam_sb on the TRIDENT patches       (experiment CLAM_B: another grid)
-    ABMIL_C.yaml   abmil, other weights, CLAM patches   (experiment ABMIL_C: the same grid as A)
+    ABMIL_C.yaml   abmil, other weights, CLAM patches   (experiment ABMIL_C: the same grid as A; it
+                   predicts tumour everywhere, so it disagrees with A where A says normal)
 
 Each config is run through `create_heatmaps.py`'s entry point (scoring.cli.main); the models have
 seeded random weights, saved as checkpoints the loader reads like any other.
@@ -68,7 +69,10 @@ def build_compared(root: Path, cmu_slide: Path) -> ComparedCohort:
                                                       ("ABMIL_C", "abmil", "process_list.csv"))):
         torch.manual_seed(seed)
         checkpoint = root / f"{name}.pt"
-        torch.save(build_model(model_type, in_dim=FEATURE_DIM, n_classes=2).state_dict(), checkpoint)
+        weights = build_model(model_type, in_dim=FEATURE_DIM, n_classes=2).state_dict()
+        if name == "ABMIL_C":  # a model that calls every slide tumour: the experiments disagree
+            weights["classifier.bias"] = torch.tensor([-50.0, 50.0])
+        torch.save(weights, checkpoint)
         config = {
             "exp_arguments": {"n_classes": 2, "save_exp_code": name, "raw_save_dir": str(root / "raw"),
                               "production_save_dir": str(root / "prod")},

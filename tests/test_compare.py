@@ -46,6 +46,8 @@ def test_the_cohort_lists_each_slide_once_with_every_experiment(compare_client):
         assert entry["viewer_url"].endswith("?exp=ABMIL_A,CLAM_B,ABMIL_C")
         names = {e["prediction"]["name"] for e in entry["experiments"]}
         assert entry["disagree"] == (len(names) > 1)
+        assert entry["experiments"][2]["prediction"]["name"] == "tumor"  # ABMIL_C calls everything tumour
+    assert any(entry["disagree"] for entry in body["slides"])
 
 
 def test_routes_serve_the_experiment_asked(compare_client, compared_cohort):
@@ -125,3 +127,41 @@ def test_run_viewer_takes_repeated_configs_and_results(compared_cohort, capsys):
     app = create_app({"RESULTS_DIR": [str(raw / "ABMIL_A"), str(raw / "CLAM_B")],
                       "SLIDES_DIR": str(compared_cohort.root / "slides")})
     assert list(app.extensions["mil_viewer"].experiments) == ["ABMIL_A", "CLAM_B"]
+
+
+def test_difference_tiles_are_the_percentile_difference_of_the_two_maps(compare_client, compared_cohort):
+    """At the deepest level, the pixel at each ABMIL_A patch centre (away from CLAM_B's edges) is
+    the diverging colormap at (pA - pB + 1) / 2, pB the mean percentile of the CLAM_B patches there."""
+    import io
+
+    from PIL import Image
+
+    from scoremap.colormap import palette
+    from scoremap.normalize import normalize_scores
+
+    meta = compare_client.get("/api/slides/alpha?exp=ABMIL_A").get_json()
+    dz = meta["deepzoom"]
+    level = dz["level_count"] - 1
+    a, b = blockmap(compared_cohort, "ABMIL_A", "alpha"), blockmap(compared_cohort, "CLAM_B", "alpha")
+    pa = compare_client.get("/api/slides/alpha/topk?exp=ABMIL_A&k=1000").get_json()["patches"]
+    pb = compare_client.get("/api/slides/alpha/topk?exp=CLAM_B&k=1000").get_json()["patches"]
+    perc_a = {(p["x"], p["y"]): p["percentile"] / 100 for p in pa}
+    perc_b = {(p["x"], p["y"]): p["percentile"] / 100 for p in pb}
+    colours = palette("RdBu_r")
+    tile = 254
+    checked = 0
+    for x, y in a.l0_coords[::3]:
+        cx, cy = x + 128 - dz["l0_offset"][0], y + 128 - dz["l0_offset"][1]
+        covering = [v for (bx, by), v in perc_b.items() if bx <= x + 128 < bx + 512 and by <= y + 128 < by + 512]
+        if not covering or min(abs(x + 128 - bx - e) for bx, _ in perc_b for e in (0, 512)) < 2:
+            continue
+        col, row = int(cx // tile), int(cy // tile)
+        png = compare_client.get(f"/overlay/alpha_files/{level}/{col}_{row}.png?exp=ABMIL_A&minus=CLAM_B")
+        assert png.status_code == 200
+        image = Image.open(io.BytesIO(png.data)).convert("RGBA")
+        ox, oy = cx - col * tile + (1 if col else 0), cy - row * tile + (1 if row else 0)
+        expected = colours[int(round(254 * np.clip((perc_a[(x, y)] - np.mean(covering) + 1) / 2, 0, 1)))]
+        assert np.abs(np.array(image.getpixel((int(ox), int(oy)))[:3]) - expected[:3]).max() <= 1, (x, y)
+        checked += 1
+    assert checked >= 5
+    assert compare_client.get(f"/overlay/alpha_files/{level}/0_0.png?exp=ABMIL_A&minus=NOPE").status_code == 404

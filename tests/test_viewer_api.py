@@ -197,7 +197,8 @@ def test_the_page_takes_its_defaults_and_choices_from_the_server(client):
 
     meta = client.get("/api/slides/pyramid").get_json()
     assert meta["defaults"] == {"cmap": OVERLAY["cmap"], "norm": OVERLAY["norm"], "class": meta["prediction"]["index"],
-                                "threshold": OVERLAY["threshold"], "blur": OVERLAY["blur"], "alpha": OVERLAY["alpha"]}
+                                "threshold": OVERLAY["threshold"], "blur": OVERLAY["blur"], "alpha": OVERLAY["alpha"],
+                                "difference_cmap": OVERLAY["difference_cmap"]}
     choices = meta["choices"]
     assert choices["colormaps"] == list(SUGGESTED_CMAPS)
     assert [n["name"] for n in choices["norms"]] == list(NORMS)

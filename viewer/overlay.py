@@ -20,8 +20,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from scoremap.colormap import TRANSPARENT, palette_png
-from scoremap.raster import Window, window_indices
+from scoremap.colormap import TRANSPARENT, palette_png, to_indices
+from scoremap.raster import Window, window_cells, window_indices
 from viewer.geometry import DeepZoomGeometry, TileBox
 from viewer.params import OverlayParams
 from viewer.scores import SlideScores
@@ -52,3 +52,22 @@ def render_overlay_tile(scores: SlideScores, geometry: DeepZoomGeometry, box: Ti
     if indices is None:
         return transparent_png(box.z_w, box.z_h)
     return palette_png(indices, params.cmap)
+
+
+def difference_values(a: SlideScores, b: SlideScores, geometry: DeepZoomGeometry, box: TileBox,
+                      blur: bool = False) -> np.ndarray:
+    """percentile(A) - percentile(B) on one tile's pixels (-1..1; NaN where either paints nothing):
+    both painted by the one rasteriser on the same window, each experiment's predicted class."""
+    window = tile_window(geometry, box)
+    painted = [window_cells(s.source(s.resolve_class(None), "percentile", geometry), window, blur).expand()
+               for s in (a, b)]
+    return painted[0].astype(np.float32) - painted[1].astype(np.float32)
+
+
+def render_difference_tile(a: SlideScores, b: SlideScores, geometry: DeepZoomGeometry, box: TileBox,
+                           cmap: str, blur: bool = False) -> bytes:
+    """The PNG of one difference tile: -1..1 onto the diverging colormap, 0 at its middle."""
+    diff = difference_values(a, b, geometry, box, blur)
+    if np.isnan(diff).all():
+        return transparent_png(box.z_w, box.z_h)
+    return palette_png(to_indices((diff + 1.0) / 2.0), cmap)

@@ -16,9 +16,14 @@ bp = Blueprint("pages", __name__)
 @bp.get("/")
 def cohort_page() -> str:
     state = viewer_state()
-    return render_template("cohort.html", source=state.cohort.name,
-                           slides=[cohort_entry(r) for r in state.cohort],
+    slides = [cohort_entry(r, state) for r in state.primary_records()]
+    for entry in slides:
+        entry["by_experiment"] = {e["experiment"]: e for e in entry.get("experiments", [])}
+    experiments = [{"name": c.experiment, "model_types": ", ".join(sorted({r.prediction.model_type for r in c}))}
+                   for c in state.experiments.values()] if state.compared else None
+    return render_template("cohort.html", source=state.cohort.name, slides=slides, experiments=experiments,
                            api_url=url_for("api.slides"),
+                           agreement_url=url_for("compare.cohort_agreement") if state.compared else None,
                            localization_url=url_for("cohort_analysis.cohort_localization")
                            if state.annotations_dir is not None else None)
 

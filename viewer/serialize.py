@@ -150,7 +150,8 @@ def overlay_defaults(state: ViewerState, class_index: int) -> dict:
     """How the page colours the overlay until the user (or the URL) says otherwise."""
     s = state.settings
     return {"cmap": s.default_cmap, "norm": s.default_norm, "class": int(class_index),
-            "threshold": OVERLAY["threshold"], "blur": OVERLAY["blur"], "alpha": OVERLAY["alpha"]}
+            "threshold": OVERLAY["threshold"], "blur": OVERLAY["blur"], "alpha": OVERLAY["alpha"],
+            "difference_cmap": OVERLAY["difference_cmap"]}
 
 
 def overlay_choices() -> dict:

@@ -1,16 +1,17 @@
 """Deep Zoom routes: the slide (JPEG tiles) and the attention overlay (PNG tiles), same geometry.
 
 Both .dzi documents come from one `DeepZoomGeometry`, so OpenSeadragon lays the two sources out
-identically; tile addresses are checked against it before any work, and ETags are computed
+identically (and the difference of two experiments, `?exp=A&minus=B`, the same again); tile addresses are checked against it before any work, and ETags are computed
 before rendering so that revalidation costs no pixels.
 """
 from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
+from scoremap.defaults import OVERLAY
 from viewer.http_cache import cached_body, file_stamp, make_etag, not_modified
-from viewer.overlay import render_overlay_tile
-from viewer.params import OverlayParams, parse_tile_address
+from viewer.overlay import render_difference_tile, render_overlay_tile
+from viewer.params import OverlayParams, parse_blur, parse_cmap, parse_tile_address
 from viewer.slides import encode_jpeg
 from viewer.state import viewer_state
 
@@ -59,6 +60,9 @@ def overlay_tile(slide_id: str, level: str, col: str, row: str) -> Response:
     geometry = state.geometry(record)
     box = geometry.tile_box(dz_level, t_col, t_row)
     s = state.settings
+    minus = request.args.get("minus")
+    if minus:  # the difference pane: percentile(exp) - percentile(minus)
+        return _difference_tile(state, record, state.record(slide_id, minus), geometry, box, dz_level, t_col, t_row)
     params = OverlayParams.from_query(request.args, s.default_cmap, s.default_norm)
     scores = state.slide_scores(record)
     class_index = scores.resolve_class(params.class_index)
@@ -68,4 +72,17 @@ def overlay_tile(slide_id: str, level: str, col: str, row: str) -> Response:
     if cached is not None:
         return cached
     body = render_overlay_tile(scores, geometry, box, params, class_index)
+    return cached_body(body, "image/png", etag, s.tile_max_age)
+
+
+def _difference_tile(state, record, other, geometry, box, dz_level: int, t_col: int, t_row: int) -> Response:
+    s = state.settings
+    cmap = parse_cmap(request.args.get("cmap"), OVERLAY["difference_cmap"])
+    blur = parse_blur(request.args.get("blur"))
+    etag = make_etag("difference", file_stamp(record.blockmap_path), file_stamp(other.blockmap_path), dz_level,
+                     t_col, t_row, cmap, blur, s.tile_size, s.tile_overlap, s.limit_bounds)
+    cached = not_modified(etag, s.tile_max_age)
+    if cached is not None:
+        return cached
+    body = render_difference_tile(state.slide_scores(record), state.slide_scores(other), geometry, box, cmap, blur)
     return cached_body(body, "image/png", etag, s.tile_max_age)

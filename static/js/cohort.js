@@ -42,11 +42,15 @@ function sortBy(column) {
   for (const { row } of keyed) body.insertBefore(row, emptyRow);
 }
 
+const disagreeBox = document.getElementById("cohort-disagree");
+
 function applyFilter() {
   const words = filterBox.value.trim().toLowerCase().split(/\s+/).filter(Boolean);
+  const onlyDisagreeing = disagreeBox?.checked;
   let shown = 0;
   for (const row of rows) {
-    const visible = words.every((w) => row.dataset.search.includes(w));
+    const visible = words.every((w) => row.dataset.search.includes(w))
+      && (!onlyDisagreeing || row.dataset.disagree === "true");
     row.hidden = !visible;
     shown += visible;
   }
@@ -64,6 +68,61 @@ function makeSortable(th, column) {
 }
 
 headers().forEach(makeSortable);
+
+/** The footer row of cohort means (made once; its label spans the columns that have no mean). */
+function footerRow(span) {
+  let foot = table.tFoot.rows[0];
+  if (!foot) {
+    foot = document.createElement("tr");
+    foot.className = "cohort-mean";
+    const label = document.createElement("th");
+    label.scope = "row";
+    label.colSpan = span;
+    label.textContent = "Cohort mean";
+    foot.append(label);
+    table.tFoot.append(foot);
+  }
+  return foot;
+}
+
+function sortableHead(text, help) {
+  const th = document.createElement("th");
+  th.scope = "col";
+  th.className = "sortable right";
+  th.dataset.sort = "number";
+  th.setAttribute("aria-sort", "none");
+  th.title = help;
+  th.append(document.createTextNode(text));
+  const arrow = document.createElement("span");
+  arrow.className = "arrow";
+  th.append(arrow);
+  return th;
+}
+
+/** Spearman's rho of the first two experiments' attention per slide, its mean in the footer. */
+async function addAgreement(url) {
+  const response = await fetch(url, { headers: { Accept: "application/json" } });
+  if (!response.ok) return;
+  const body = await response.json();
+  const first = headers().length;
+  const th = sortableHead(`ρ ${body.a} · ${body.b}`, `Spearman's rho of ${body.a}'s and ${body.b}'s attention `
+    + "(shared patches, or the cells of a common raster at the coarser patch size)");
+  th.classList.add("agreement-head");
+  headRow.append(th);
+  makeSortable(th, first);
+  const bySlide = new Map(body.slides.map((s) => [s.slide_id, s]));
+  for (const row of rows) {
+    const cell = numberCell("td", bySlide.get(row.dataset.slideId)?.spearman ?? null);
+    cell.classList.replace("localization-cell", "agreement-cell");
+    row.append(cell);
+  }
+  emptyRow.cells[0].colSpan = headers().length;
+  const mean = numberCell("td", body.mean_spearman);
+  mean.classList.replace("localization-cell", "agreement-cell");
+  mean.title = `mean over ${body.slides_with_rho} slides`;
+  footerRow(first).append(mean);
+  table.dataset.agreementLoaded = "true";
+}
 
 const FIGURES = [
   ["auroc", "AUROC", "AUROC of the attention against 'patch centre inside the annotation'"],
@@ -95,16 +154,9 @@ async function addLocalization(url) {
   const first = headers().length;
   for (const name of classes) {
     for (const [, label, help] of FIGURES) {
-      const th = document.createElement("th");
-      th.scope = "col";
-      th.className = "sortable right localization-head";
-      th.dataset.sort = "number";
-      th.setAttribute("aria-sort", "none");
-      th.title = `${name}: ${help} (predicted class, percentile, threshold ${body.threshold})`;
-      th.append(document.createTextNode(`${label} · ${name}`));
-      const arrow = document.createElement("span");
-      arrow.className = "arrow";
-      th.append(arrow);
+      const th = sortableHead(`${label} · ${name}`,
+        `${name}: ${help} (predicted class, percentile, threshold ${body.threshold})`);
+      th.classList.add("localization-head");
       headRow.append(th);
     }
   }
@@ -127,14 +179,10 @@ async function addLocalization(url) {
     }
   }
   emptyRow.cells[0].colSpan = headers().length;
-  const foot = document.createElement("tr");
-  foot.className = "cohort-mean";
-  const label = document.createElement("th");
-  label.scope = "row";
-  label.colSpan = first;
+  const foot = footerRow(first);
   const counted = Math.max(...classes.map((n) => body.mean[n].slides));
-  label.textContent = `Cohort mean (${counted} annotated slide${counted === 1 ? "" : "s"})`;
-  foot.append(label);
+  foot.cells[0].dataset.annotated = String(counted);
+  foot.cells[0].textContent = `Cohort mean (${counted} annotated slide${counted === 1 ? "" : "s"})`;
   for (const name of classes) {
     const n = body.mean[name].slides;
     for (const [key] of FIGURES) {
@@ -143,15 +191,17 @@ async function addLocalization(url) {
       foot.append(cell);
     }
   }
-  table.tFoot.append(foot);
   table.dataset.localizationLoaded = "true";
 }
 
-if (table.dataset.localization) {
-  addLocalization(table.dataset.localization).catch((err) => console.warn("localization:", err.message));
-}
+// one after the other: the columns (and the footer's cells) keep one order
+(async () => {
+  if (table.dataset.agreement) await addAgreement(table.dataset.agreement).catch((err) => console.warn("agreement:", err.message));
+  if (table.dataset.localization) await addLocalization(table.dataset.localization).catch((err) => console.warn("localization:", err.message));
+})();
 
 filterBox.addEventListener("input", applyFilter);
+disagreeBox?.addEventListener("change", applyFilter);
 
 body.addEventListener("click", (e) => {
   const row = e.target.closest("tr.readable");
