@@ -48,12 +48,13 @@ demo-data: install
 
 score-demo: demo-data
 	$(BIN)/python create_heatmaps.py --config data/demo/demo_config.yaml
+	$(BIN)/python create_heatmaps.py --config data/demo/demo_config_abmil.yaml
 
 demo: score-demo
 	@echo
 	@echo "Demo outputs:"
-	@echo "  blockmaps:        heatmaps/heatmap_raw_results/DEMO/"
-	@echo "  heatmaps/results: heatmaps/heatmap_production_results/DEMO/"
+	@echo "  blockmaps:        heatmaps/heatmap_raw_results/DEMO/ and DEMO_ABMIL/ (a second model, compared)"
+	@echo "  heatmaps/results: heatmaps/heatmap_production_results/DEMO/ and DEMO_ABMIL/"
 	@echo "Serving the viewer on http://127.0.0.1:5000 (Ctrl-C stops it)"
 	$(BIN)/python run_viewer.py --demo --port 5000
 

@@ -14,6 +14,9 @@ that every machine can fetch (CMU-1-Small-Region, see demo.cmu):
                                               from pixels (demo.annotations), as QuPath GeoJSON / ASAP XML
     data/demo/checkpoints/s_0_checkpoint.pt   CLAM-SB state dict, saved as CLAM saves it
     data/demo/demo_config.yaml                the heatmap config, paths relative to the repo root
+    data/demo/checkpoints/abmil_s_1_checkpoint.pt, data/demo/demo_config_abmil.yaml
+                                              a second experiment (DEMO_ABMIL): an ABMIL on the same
+                                              patches, which the viewer compares with DEMO
 
 The model learns a task whose answer is visible: a bag is `nuclei_dense` when it holds patches
 whose nuclei fraction (haematoxylin-dense pixels, demo.features) exceeds DENSE_THRESHOLD. It is
@@ -51,6 +54,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("demo.build")
 
 CLASS_NAMES = ("nuclei_sparse", "nuclei_dense")
+#: The demo's second experiment: another model type on the same patches, so the viewer can compare.
+SECOND_MODEL = "abmil"
+SECOND_EXP = "DEMO_ABMIL"
 #: A patch is nuclei-dense when this fraction of its pixels is haematoxylin-dense (demo.features).
 DENSE_THRESHOLD = 0.25
 #: A slide is labelled nuclei_dense when it has at least this many nuclei-dense patches.
@@ -107,6 +113,8 @@ class Cohort:
     checkpoint: Path | None = None
     config: Path | None = None
     summary: dict = field(default_factory=dict)
+    second_config: Path | None = None  # the second experiment (SECOND_MODEL), to compare with
+    second_summary: dict = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -239,8 +247,9 @@ def _pseudo_bags(density: np.ndarray, n_bags: int, rng: np.random.Generator,
 
 
 def train_model(features: np.ndarray, *, steps: int = 800, seed: int = 0,
-                lr: float = 5e-4) -> tuple["MILModel", dict]:
-    """A CLAM-SB trained on pseudo-bags of `features` (all cohort patches) for the density task.
+                lr: float = 5e-4, model_type: str = "clam_sb") -> tuple["MILModel", dict]:
+    """A CLAM-SB (or another model type) trained on pseudo-bags of `features` (all cohort patches)
+    for the density task.
 
     Bag-level cross-entropy with soft targets only (CLAM's instance clustering loss adds nothing
     to this task). Deterministic for a seed. Returns the model (eval mode) and a summary with the
@@ -256,7 +265,7 @@ def train_model(features: np.ndarray, *, steps: int = 800, seed: int = 0,
     if not (density > DENSE_THRESHOLD).any() or not (density <= DENSE_THRESHOLD).any():
         raise ValueError("the cohort needs both nuclei-dense and sparse patches to train the demo model")
     x_all = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
-    model = build_model("clam_sb", in_dim=features.shape[1], n_classes=len(CLASS_NAMES))
+    model = build_model(model_type, in_dim=features.shape[1], n_classes=len(CLASS_NAMES))
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-5)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny matrices: one thread is fastest, and immune to busy cores
@@ -279,7 +288,7 @@ def train_model(features: np.ndarray, *, steps: int = 800, seed: int = 0,
                 correct += int(pred == int(p > 0.5))
     finally:
         torch.set_num_threads(threads)
-    summary = {"steps": steps, "seed": seed, "train_seconds": round(time.perf_counter() - t0, 2),
+    summary = {"model_type": model_type, "steps": steps, "seed": seed, "train_seconds": round(time.perf_counter() - t0, 2),
                "held_out_bag_accuracy": correct / len(held_out)}
     return model, summary
 
@@ -334,13 +343,14 @@ def _process_list_text(slides: Sequence[BuiltSlide]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def demo_config(out: Path, *, process_list: Path, checkpoint: Path, in_dim: int = FEATURE_DIM) -> dict:
+def demo_config(out: Path, *, process_list: Path, checkpoint: Path, in_dim: int = FEATURE_DIM,
+                model_type: str = "clam_sb", exp_code: str = "DEMO") -> dict:
     """The heatmap config of the demo, in the guide's schema (plus CLAM's label_dict and the
     viewer's annotations_dir)."""
     return {
         "exp_arguments": {
             "n_classes": len(CLASS_NAMES),
-            "save_exp_code": "DEMO",
+            "save_exp_code": exp_code,
             "raw_save_dir": "heatmaps/heatmap_raw_results",
             "production_save_dir": "heatmaps/heatmap_production_results",
             "batch_size": 256,
@@ -355,7 +365,7 @@ def demo_config(out: Path, *, process_list: Path, checkpoint: Path, in_dim: int 
         },
         "model_arguments": {
             "ckpt_path": _rel(checkpoint),
-            "model_type": "clam_sb",
+            "model_type": model_type,
             "n_classes": len(CLASS_NAMES),
             "in_dim": in_dim,
         },
@@ -414,11 +424,28 @@ def build_cohort(out: str | os.PathLike = REPO_ROOT / "data" / "demo", *,
         log.info("model: %s", summary)
     cohort.summary = json.loads(summary_path.read_text())
 
+    # the second experiment: an ABMIL trained on the same patches (another seed), for comparison
+    second = out / "checkpoints" / f"{SECOND_MODEL}_s_1_checkpoint.pt"
+    second_summary = out / "checkpoints" / f"training_summary_{SECOND_MODEL}.json"
+    if stale or not second.exists() or not second_summary.exists():
+        pooled = np.concatenate([s.features for s in cohort.slides])
+        model, summary = train_model(pooled, steps=steps, seed=seed + 1, model_type=SECOND_MODEL)
+        summary["spearman_attention_vs_nuclei"] = {
+            s.spec.slide_id: round(attention_density_spearman(model, s.features), 4) for s in cohort.slides}
+        _save_checkpoint(model, second)
+        _write_text(second_summary, json.dumps(summary, indent=2) + "\n")
+        log.info("second model: %s", summary)
+    cohort.second_summary = json.loads(second_summary.read_text())
+
     cohort.config = out / "demo_config.yaml"
-    config = demo_config(out, process_list=cohort.process_list, checkpoint=cohort.checkpoint)
-    header = "# Demo heatmap config written by `python -m demo.build`; run from the repo root:\n" \
-             "#   python create_heatmaps.py --config " + _rel(cohort.config) + "\n"
-    _write_text(cohort.config, header + yaml.safe_dump(config, sort_keys=False))
+    cohort.second_config = out / f"demo_config_{SECOND_MODEL}.yaml"
+    for path, checkpoint, model_type, code in ((cohort.config, cohort.checkpoint, "clam_sb", "DEMO"),
+                                               (cohort.second_config, second, SECOND_MODEL, SECOND_EXP)):
+        config = demo_config(out, process_list=cohort.process_list, checkpoint=checkpoint,
+                             model_type=model_type, exp_code=code)
+        header = "# Demo heatmap config written by `python -m demo.build`; run from the repo root:\n" \
+                 "#   python create_heatmaps.py --config " + _rel(path) + "\n"
+        _write_text(path, header + yaml.safe_dump(config, sort_keys=False))
     return cohort
 
 
@@ -443,7 +470,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"model: {_rel(cohort.checkpoint)} held-out bag accuracy "
           f"{cohort.summary.get('held_out_bag_accuracy')}, attention~nuclei Spearman "
           f"{cohort.summary.get('spearman_attention_vs_nuclei')}")
-    print(f"config: {_rel(cohort.config)}  ({time.perf_counter() - t0:.1f}s)")
+    print(f"second model ({SECOND_EXP}): held-out bag accuracy {cohort.second_summary.get('held_out_bag_accuracy')}, "
+          f"attention~nuclei Spearman {cohort.second_summary.get('spearman_attention_vs_nuclei')}")
+    print(f"configs: {_rel(cohort.config)}, {_rel(cohort.second_config)}  ({time.perf_counter() - t0:.1f}s)")
     return 0
 
 

@@ -99,3 +99,20 @@ def compared_cohort(tmp_path_factory, cmu_slide):
     from tests.compare_fixtures import build_compared
 
     return build_compared(tmp_path_factory.mktemp("compared"), cmu_slide)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium (Debian's, driven by Playwright): one per test process, since Playwright's
+    sync API runs one event loop per thread."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, require_browser
+
+    require_browser()
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()

@@ -83,18 +83,6 @@ def server(viewer_cohort) -> str:
         proc.stdout.close()
 
 
-@pytest.fixture(scope="session")
-def browser(server):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
 class Recorder:
     """Requests the page makes, and its JavaScript errors."""
 

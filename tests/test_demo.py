@@ -293,6 +293,13 @@ def test_build_small_cohort(tmp_path):
         assert attention_density_spearman(model, s.features) > 0.5, s.spec.slide_id
     assert cohort.summary["held_out_bag_accuracy"] > 0.8
 
+    # the second experiment: an ABMIL on the same patches, its own config and exp code
+    second = load_config(cohort.second_config)
+    assert (second.model_type, second.save_exp_code) == ("abmil", "DEMO_ABMIL")
+    abmil = load_model("abmil", second.ckpt_path, n_classes=2, in_dim=FEATURE_DIM)
+    for s in cohort.slides:
+        assert attention_density_spearman(abmil, s.features) > 0.5, s.spec.slide_id
+
     # ground truth of the nuclei-dense tissue, measured from pixels: a file for the slides that have
     # such tissue (QuPath GeoJSON, ASAP XML), none for the stroma slide; inside it are the patches
     # whose own nuclei fraction (demo.features) says dense, outside the sparse ones

@@ -5,10 +5,11 @@ handed to the frontend in `data-` attributes so no URL is hard-coded in JavaScri
 """
 from __future__ import annotations
 
-from flask import Blueprint, render_template, url_for
+from flask import Blueprint, render_template, request, url_for
 
+from viewer.errors import BadRequest
 from viewer.serialize import cohort_entry
-from viewer.state import viewer_state
+from viewer.state import ViewerState, viewer_state
 
 bp = Blueprint("pages", __name__)
 
@@ -28,11 +29,32 @@ def cohort_page() -> str:
                            if state.annotations_dir is not None else None)
 
 
+#: Experiments one comparison page shows: with the slide, 2-4 panes (and the difference pane).
+MAX_COMPARED = 3
+
+
 @bp.get("/slides/<slide_id>")
 def viewer_page(slide_id: str) -> str:
     state = viewer_state()
-    record = state.record(slide_id)
+    chosen = [n for n in (request.args.get("exp") or "").split(",") if n]
+    if len(chosen) > 1:
+        return compare_page(state, slide_id, chosen)
+    record = state.record(slide_id, chosen[0] if chosen else None)
     state.prefetch(record)  # while the browser loads the page's scripts
     return render_template("viewer.html", slide=cohort_entry(record),
+                           api_url=url_for("api.slide_metadata", slide_id=slide_id,
+                                           **({"exp": record.experiment} if state.compared else {})),
+                           cohort_url=url_for("pages.cohort_page"))
+
+
+def compare_page(state: ViewerState, slide_id: str, chosen: list[str]) -> str:
+    """`/slides/<id>?exp=A,B[,C]`: the slide and one heatmap pane per experiment, locked."""
+    if len(set(chosen)) != len(chosen) or len(chosen) > MAX_COMPARED:
+        raise BadRequest(f"exp must name 2 to {MAX_COMPARED} different experiments, got {','.join(chosen)[:200]!r}")
+    records = [state.record(slide_id, name) for name in chosen]  # 404 for an experiment without the slide
+    for record in records:
+        state.prefetch(record)
+    return render_template("compare.html", slide=cohort_entry(records[0]), experiments=chosen,
                            api_url=url_for("api.slide_metadata", slide_id=slide_id),
+                           agreement_url=url_for("compare.agreement_route", slide_id=slide_id),
                            cohort_url=url_for("pages.cohort_page"))

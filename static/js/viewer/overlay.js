@@ -27,6 +27,11 @@ export function overlayQuery(state) {
   return q.toString();
 }
 
+/** The .dzi URL with the heatmap's query (the URL may carry a query of its own: ?exp=). */
+function heatmapUrl(dziUrl, state) {
+  return `${dziUrl}${dziUrl.includes("?") ? "&" : "?"}${overlayQuery(state)}`;
+}
+
 export class OverlayLayer {
   /** @param dziUrl  the overlay .dzi URL without query */
   constructor(dziUrl) {
@@ -55,7 +60,7 @@ export class OverlayLayer {
 
   /** The tile source specifier for `Viewer({tileSources: [slide, overlay.initialSource(state)]})`. */
   initialSource(state) {
-    this.url = `${this.dziUrl}?${overlayQuery(state)}`;
+    this.url = heatmapUrl(this.dziUrl, state);
     this.alpha = state.alpha;
     return {
       tileSource: this.url, opacity: state.alpha, x: 0, y: 0, width: 1, loadTilesWithAjax: AJAX_TILES,
@@ -79,7 +84,7 @@ export class OverlayLayer {
 
   /** Show the heatmap for `state`; returns a Promise that settles when it is on screen. */
   update(state) {
-    const url = `${this.dziUrl}?${overlayQuery(state)}`;
+    const url = heatmapUrl(this.dziUrl, state);
     if (url === this.url) return Promise.resolve(this.item);
     this.url = url;
     const generation = ++this._generation;

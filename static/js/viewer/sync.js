@@ -26,16 +26,21 @@ export function isAnimating(viewer) {
 }
 
 export class ViewportLock {
-  constructor(viewers) {
-    this.viewers = viewers;
-    this.leader = viewers[0];
+  constructor(viewers = []) {
+    this.viewers = [];
+    this.leader = viewers[0] ?? null;
     this.ready = new Set();
     this.paused = false;
     this._copying = false;
-    for (const viewer of viewers) {
-      viewer.addHandler("viewport-change", () => this._changed(viewer));
-      for (const name of LEAD_EVENTS) viewer.addHandler(name, () => { this.leader = viewer; });
-    }
+    for (const viewer of viewers) this.add(viewer);
+  }
+
+  /** Lock one more viewer (a pane opened later, e.g. the comparison's difference pane). */
+  add(viewer) {
+    this.viewers.push(viewer);
+    this.leader ??= viewer;
+    viewer.addHandler("viewport-change", () => this._changed(viewer));
+    for (const name of LEAD_EVENTS) viewer.addHandler(name, () => { this.leader = viewer; });
   }
 
   /** A viewer has opened and shows its initial view: bring it to the others' view, if any. */

@@ -1,0 +1,390 @@
+// The comparison page: the slide and one heatmap pane per experiment (and, on demand, the
+// difference of two), all locked both ways by the slide page's ViewportLock; per-pane or shared
+// heatmap settings; the agreement figures and each experiment's top 10, shared patches marked.
+//
+// Everything comes from the API: /api/slides/<id>?exp=<name> per experiment (its defaults,
+// choices and URLs, each carrying ?exp=), /api/slides/<id>/agreement for the figures.
+// Test hooks live on `window.milCompare`.
+
+import { fillUrl, getJSON, withQuery } from "../viewer/api.js";
+import { OverlayLayer } from "../viewer/overlay.js";
+import { ScaleBar } from "../viewer/scalebar.js";
+import { availableClasses } from "../viewer/state.js";
+import { ViewportLock, isAnimating } from "../viewer/sync.js";
+import { compareQuery, initialCompareState } from "./state.js";
+
+const root = document.getElementById("compare");
+const panesEl = document.getElementById("panes");
+const statusEl = document.getElementById("pane-status");
+const $ = (id) => document.getElementById(id);
+const hooks = { ready: false, error: null };
+window.milCompare = hooks;
+
+function showStatus(message, isError = false) {
+  statusEl.hidden = !message;
+  statusEl.textContent = message || "";
+  statusEl.classList.toggle("error", isError);
+  if (isError) hooks.error = message;
+}
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (key === "dataset") Object.assign(node.dataset, value);
+    else if (key in node) node[key] = value;
+    else node.setAttribute(key, value);
+  }
+  node.append(...children);
+  return node;
+}
+
+function viewerOptions(element, tileSources) {
+  return {
+    element, tileSources, prefixUrl: root.dataset.osdImages, drawer: "canvas", crossOriginPolicy: false,
+    showNavigator: false, showRotationControl: false, showFullPageControl: false, showZoomControl: false,
+    showHomeControl: false,
+    gestureSettingsMouse: { clickToZoom: false, dblClickToZoom: true, flickEnabled: false },
+    preserveImageSizeOnResize: true, animationTime: 0.5, blendTime: 0.1, zoomPerScroll: 1.4,
+    maxZoomPixelRatio: 2, minZoomImageRatio: 0.5, visibilityRatio: 0.3, imageLoaderLimit: 8, timeout: 60000,
+  };
+}
+
+function format(value, digits = 2) {
+  return value === null || value === undefined ? "–" : value.toFixed(digits);
+}
+
+/** The pane's title: experiment, model type, prediction. */
+function paneTitle(meta) {
+  const p = meta.probabilities[meta.prediction.index];
+  return `${meta.experiment} · ${meta.model_type} · predicted ${meta.prediction.name}`
+    + (p === null || p === undefined ? "" : ` ${p.toFixed(2)}`);
+}
+
+class Pane {
+  constructor({ id, title, kind }) {
+    this.kind = kind; // "slide" | "heatmap" | "difference"
+    this.wrap = el("div", { className: `pane-wrap compare-pane ${kind}-pane`, dataset: { kind } });
+    this.element = el("div", { id, className: "pane" });
+    this.label = el("div", { className: "pane-label" }, title);
+    this.bar = el("div", { className: "scalebar" }, el("div", { className: "scalebar-bar" }),
+      el("span", { className: "scalebar-label" }, "\u00a0"));
+    this.wrap.append(this.element, this.label, this.bar);
+    panesEl.insertBefore(this.wrap, statusEl);
+    this.viewer = null;
+  }
+}
+
+async function main() {
+  if (root.dataset.readable !== "true") {
+    showStatus(`This slide cannot be shown: ${root.dataset.error || "unreadable"}`, true);
+    return;
+  }
+  if (!window.OpenSeadragon) {
+    showStatus("OpenSeadragon is not installed: run `make install` (it runs `npm ci`) and restart the viewer.", true);
+    return;
+  }
+  const names = root.dataset.experiments.split(",");
+  let metas;
+  try {
+    metas = await Promise.all(names.map((name) => getJSON(withQuery(root.dataset.api, { exp: name }))));
+  } catch (err) {
+    showStatus(`Cannot load the slide: ${err.message}`, true);
+    return;
+  }
+  const byName = Object.fromEntries(metas.map((m) => [m.experiment, m]));
+  const first = metas[0];
+  const [offX, offY] = first.deepzoom.l0_offset;
+  const state = initialCompareState(metas, window.location.search);
+  let urlTimer = null;
+  const flushUrl = () => {
+    clearTimeout(urlTimer);
+    urlTimer = null;
+    const search = "?" + compareQuery(state);
+    if (search !== window.location.search) window.history.replaceState(null, "", window.location.pathname + search);
+  };
+  const scheduleUrl = () => { if (urlTimer === null) urlTimer = setTimeout(flushUrl, 250); };
+
+  // ---- panes ----
+  const slidePane = new Pane({ id: "pane-slide", title: "Slide", kind: "slide" });
+  const heatmapPanes = metas.map((meta, i) => {
+    const pane = new Pane({ id: `pane-${i}`, title: paneTitle(meta), kind: "heatmap" });
+    pane.wrap.dataset.experiment = meta.experiment;
+    pane.overlay = new OverlayLayer(meta.dzi.overlay);
+    pane.meta = meta;
+    return pane;
+  });
+  const diffPane = new Pane({ id: "pane-difference", title: "", kind: "difference" });
+  const panes = [slidePane, ...heatmapPanes, diffPane];
+  const shown = () => panes.filter((p) => p.kind !== "difference" || state.diff);
+
+  function layout() {
+    diffPane.wrap.hidden = !state.diff;
+    const n = shown().length;
+    const cols = n <= 3 ? n : n === 4 ? 2 : 3;
+    panesEl.style.gridTemplateColumns = `repeat(${cols}, minmax(0, 1fr))`;
+    panesEl.style.gridTemplateRows = `repeat(${Math.ceil(n / cols)}, minmax(0, 1fr))`;
+  }
+  layout();
+
+  const opened = new Set();
+  let lock = null;
+  function applyInitialView(viewer) {
+    const vp = viewer.viewport;
+    if (state.rotation) vp.setRotation(state.rotation, true);
+    if (state.x === null) return;
+    const item = viewer.world.getItemAt(0);
+    vp.zoomTo(item.imageToViewportZoom(state.zoom), null, true);
+    vp.panTo(item.imageToViewportCoordinates(state.x - offX, state.y - offY), true);
+  }
+  function readView(viewer) {
+    const item = viewer.world.getItemAt(0);
+    if (!item || !opened.has(viewer)) return;
+    const vp = viewer.viewport;
+    const center = item.viewportToImageCoordinates(vp.getCenter(true));
+    state.x = center.x + offX;
+    state.y = center.y + offY;
+    state.zoom = item.viewportToImageZoom(vp.getZoom(true));
+    state.rotation = ((vp.getRotation(true) % 360) + 360) % 360;
+    scheduleUrl();
+  }
+  function open(pane, tileSources) {
+    const viewer = OpenSeadragon(viewerOptions(pane.element, tileSources));
+    pane.viewer = viewer;
+    pane.scale = new ScaleBar(pane.bar, viewer, first.mpp);
+    viewer.addHandler("open", () => {
+      const ready = lock.viewers.find((v) => opened.has(v));
+      if (!ready) applyInitialView(viewer);
+      opened.add(viewer);
+      lock.setReady(viewer);
+      pane.scale.update();
+      if (heatmapPanes.every((p) => opened.has(p.viewer)) && opened.has(slidePane.viewer) && !hooks.ready) {
+        showStatus(null);
+        hooks.ready = true;
+        readView(heatmapPanes[0].viewer);
+      }
+    });
+    viewer.addHandler("open-failed", (e) => showStatus(`Cannot open the slide: ${e.message || "tile source failed"}`, true));
+    viewer.addHandler("viewport-change", () => { if (lock.leader === viewer || !isAnimating(lock.leader)) readView(viewer); });
+    viewer.addHandler("animation-finish", flushUrl);
+    return viewer;
+  }
+
+  lock = new ViewportLock();
+  const addToLock = (viewer) => lock.add(viewer);
+  for (const pane of heatmapPanes) {
+    addToLock(open(pane, [first.dzi.slide, pane.overlay.initialSource({ ...state.panes[pane.meta.experiment], alpha: state.alpha })]));
+    pane.overlay.attach(pane.viewer);
+  }
+  addToLock(open(slidePane, first.dzi.slide));
+  lock.leader = heatmapPanes[0].viewer;
+
+  // ---- the difference pane ----
+  let diffItem = null;
+  const diffUrl = () => withQuery(byName[state.diffA].dzi.overlay, { minus: state.diffB, cmap: first.defaults.difference_cmap });
+  function showDifference() {
+    diffPane.label.textContent = `Difference · percentile ${state.diffA} − ${state.diffB}`;
+    $("difference-legend").hidden = !state.diff;
+    $("difference-note").textContent = `${state.diffA} higher (red) · ${state.diffB} higher (blue), percentile points`;
+    if (!state.diff) return;
+    const url = diffUrl();
+    if (diffPane.shownUrl === url) return;
+    diffPane.shownUrl = url;
+    if (!diffPane.viewer) {
+      addToLock(open(diffPane, [first.dzi.slide, { tileSource: url, opacity: state.alpha, x: 0, y: 0, width: 1,
+        success: (e) => { diffItem = e.item; } }]));
+      return;
+    }
+    diffPane.viewer.addTiledImage({ tileSource: url, opacity: state.alpha, x: 0, y: 0, width: 1, success: (e) => {
+      if (diffItem) diffPane.viewer.world.removeItem(diffItem);
+      diffItem = e.item;
+    } });
+  }
+  async function relayout() {
+    lock.pause();
+    layout();
+    await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+    lock.resume(heatmapPanes[0].viewer);
+    for (const pane of shown()) pane.scale?.update();
+  }
+  $("difference-colorbar").src = withQuery(first.urls.colorbar, { cmap: first.defaults.difference_cmap, width: 296, height: 14 });
+  for (const [id, value] of [["difference-a", state.diffA], ["difference-b", state.diffB]]) {
+    const select = $(id);
+    select.replaceChildren(...names.map((n) => el("option", { value: n, textContent: n })));
+    select.value = value;
+    select.addEventListener("change", () => {
+      const a = $("difference-a").value;
+      const b = $("difference-b").value;
+      if (a === b) { select.value = id === "difference-a" ? state.diffA : state.diffB; return; }
+      state.diffA = a;
+      state.diffB = b;
+      showDifference();
+      scheduleUrl();
+    });
+  }
+  $("show-difference").checked = state.diff;
+  $("show-difference").addEventListener("change", async () => {
+    state.diff = $("show-difference").checked;
+    await relayout();
+    showDifference();
+    scheduleUrl();
+  });
+  showDifference();
+
+  // ---- controls ----
+  const alpha = $("alpha");
+  Object.assign(alpha, { min: 0, max: 1, step: first.choices.alpha.step, value: state.alpha });
+  const alphaValue = $("alpha-value");
+  alphaValue.textContent = state.alpha.toFixed(2);
+  alpha.addEventListener("input", () => {
+    state.alpha = Number(alpha.value);
+    alphaValue.textContent = state.alpha.toFixed(2);
+    for (const pane of heatmapPanes) pane.overlay.setAlpha(state.alpha);
+    diffItem?.setOpacity(state.alpha);
+    scheduleUrl();
+  });
+  const lockBox = $("lock-settings");
+  lockBox.checked = state.locked;
+
+  const cards = {};
+  function refresh(name) {
+    const pane = heatmapPanes.find((p) => p.meta.experiment === name);
+    pane.overlay.update({ ...state.panes[name], alpha: state.alpha }).catch((err) => { cards[name].error.textContent = err.message; });
+    cards[name].render();
+    loadTopk(name);
+  }
+  /** Apply one setting: to its pane, or to every pane that can take it when settings are shared. */
+  function set(name, key, value) {
+    const targets = state.locked ? names : [name];
+    for (const target of targets) {
+      if (key === "class" && !availableClasses(byName[target]).includes(value)) continue;
+      state.panes[target][key] = value;
+      refresh(target);
+    }
+    scheduleUrl();
+  }
+  lockBox.addEventListener("change", () => {
+    state.locked = lockBox.checked;
+    if (state.locked) { // every pane takes the first pane's settings
+      const { cmap, norm, threshold, class: cls } = state.panes[names[0]];
+      for (const [key, value] of Object.entries({ cmap, norm, threshold, class: cls })) set(names[0], key, value);
+    }
+    scheduleUrl();
+  });
+
+  const container = $("experiment-controls");
+  container.append(el("h2", { textContent: "Heatmap of each experiment" }));
+  for (const meta of metas) {
+    const name = meta.experiment;
+    const cmap = el("select", { "aria-label": `${name} colormap` });
+    const cmaps = [...new Set([...meta.choices.colormaps, state.panes[name].cmap])];
+    cmap.append(...cmaps.map((c) => el("option", { value: c, textContent: c })));
+    const cls = el("select", { "aria-label": `${name} class` });
+    cls.append(...meta.classes.filter((c) => c.available).map((c) => el("option", { value: String(c.index),
+      textContent: c.index === meta.prediction.index ? `${c.name} ★` : c.name, title: c.index === meta.prediction.index ? "the predicted class" : "" })));
+    const norm = el("select", { "aria-label": `${name} scale` });
+    norm.append(...meta.choices.norms.map((n) => el("option", { value: n.name, textContent: n.label })));
+    const t = meta.choices.threshold;
+    const threshold = el("input", { type: "range", min: t.min, max: t.max, step: t.step, "aria-label": `${name} threshold` });
+    const thresholdValue = el("span", { className: "value num" });
+    const colorbar = el("img", { className: "card-colorbar", alt: `${name} colormap`, width: 296, height: 10 });
+    const error = el("div", { className: "annotation-error" });
+    const card = el("div", { className: "experiment-card", dataset: { experiment: name } },
+      el("div", { className: "card-title", textContent: paneTitle(meta) }),
+      el("div", { className: "card-row" }, cmap, cls, norm),
+      el("div", { className: "card-row" }, el("span", { className: "muted", textContent: "threshold" }), threshold, thresholdValue),
+      colorbar, error);
+    container.append(card);
+    cmap.addEventListener("change", () => set(name, "cmap", cmap.value));
+    cls.addEventListener("change", () => set(name, "class", Number(cls.value)));
+    norm.addEventListener("change", () => set(name, "norm", norm.value));
+    threshold.addEventListener("change", () => set(name, "threshold", Number(threshold.value)));
+    threshold.addEventListener("input", () => { thresholdValue.textContent = Number(threshold.value).toFixed(2); });
+    cards[name] = {
+      error,
+      render() {
+        const s = state.panes[name];
+        cmap.value = s.cmap;
+        cls.value = String(s.class);
+        norm.value = s.norm;
+        threshold.value = String(s.threshold);
+        thresholdValue.textContent = s.threshold.toFixed(2);
+        colorbar.src = withQuery(meta.urls.colorbar, { cmap: s.cmap, width: 296, height: 10 });
+        error.textContent = "";
+      },
+    };
+    cards[name].render();
+  }
+
+  // ---- agreement ----
+  async function loadAgreement() {
+    const pairs = [];
+    for (let i = 0; i < names.length; i++) for (let j = i + 1; j < names.length; j++) pairs.push([names[i], names[j]]);
+    const bodies = await Promise.all(pairs.map(([a, b]) => getJSON(withQuery(root.dataset.agreement, { a, b }))));
+    hooks.agreement = bodies;
+    $("agreement-figures").replaceChildren(...bodies.map((body) => el("div", { className: "agreement-row" },
+      el("b", { textContent: `${body.a.experiment} vs ${body.b.experiment}` }),
+      el("div", { textContent: `Spearman ρ ${format(body.spearman)} · top-10 Jaccard ${format(body.jaccard["10"])} · `
+        + `top-50 ${format(body.jaccard["50"])}` }),
+      el("div", { className: "muted small", textContent: body.unit === "patches"
+        ? `over the ${body.n} patches both scored`
+        : `over ${body.n} cells of ${body.l0_cell} px (the grids differ)` }),
+      el("div", { className: body.same_prediction ? "muted small" : "mismatch small",
+        textContent: body.same_prediction ? `both predict ${body.a.prediction.name}`
+          : `predictions differ: ${body.a.prediction.name} vs ${body.b.prediction.name}` }))));
+    $("agreement-figures").dataset.loaded = "true";
+  }
+  loadAgreement().catch((err) => { $("agreement-figures").textContent = err.message; });
+
+  // ---- top-k lists, shared patches marked ----
+  const topk = {};
+  const lists = $("topk-lists");
+  const listEls = Object.fromEntries(names.map((name) => {
+    const list = el("ol", { className: "patch-list compact", dataset: { experiment: name } });
+    lists.append(el("div", { className: "topk-block" }, el("h3", { textContent: name }), list));
+    return [name, list];
+  }));
+  const overlaps = (p, q) => p.x < q.x + q.size && q.x < p.x + p.size && p.y < q.y + q.size && q.y < p.y + p.size;
+  function renderLists() {
+    for (const name of names) {
+      if (!topk[name]) continue;
+      listEls[name].replaceChildren(...topk[name].map((p) => {
+        const shared = names.some((other) => other !== name && (topk[other] || []).some((q) => overlaps(p, q)));
+        const item = el("li", { className: `patch-item${shared ? " shared" : ""}`, dataset: { index: p.index, shared } },
+          el("img", { src: fillUrl(byName[name].urls.patch_image, { index: p.index }), alt: "", width: 40, height: 40, loading: "lazy" }),
+          el("span", { textContent: `#${p.rank} · ${p.percentile.toFixed(1)} %${shared ? " ★" : ""}` }));
+        item.addEventListener("click", () => flyTo(p));
+        return item;
+      }));
+    }
+    hooks.topk = topk;
+  }
+  async function loadTopk(name) {
+    const body = await getJSON(withQuery(byName[name].urls.topk, { k: 10, class: state.panes[name].class }));
+    topk[name] = body.patches;
+    renderLists();
+  }
+  function flyTo(p) {
+    const viewer = heatmapPanes[0].viewer;
+    const item = viewer.world.getItemAt(0);
+    lock.lead(viewer);
+    const side = Math.max(p.size * 4, 512);
+    viewer.viewport.fitBounds(item.imageToViewportRectangle(p.x - offX + p.size / 2 - side / 2,
+      p.y - offY + p.size / 2 - side / 2, side, side));
+  }
+  Promise.all(names.map(loadTopk)).catch(() => {});
+
+  Object.assign(hooks, { state, metas, panes, lock, heatmapPanes, slidePane, diffPane, flushUrl,
+    viewers: () => shown().map((p) => p.viewer).filter(Boolean),
+    settled: () => shown().every((p) => p.viewer && opened.has(p.viewer) && !isAnimating(p.viewer)),
+    fullyLoaded: () => shown().every((p) => {
+      const v = p.viewer;
+      if (!v || !opened.has(v) || !v.world.getItemCount()) return false;
+      for (let i = 0; i < v.world.getItemCount(); i++) if (!v.world.getItemAt(i).getFullyLoaded()) return false;
+      return true;
+    }) });
+}
+
+main().catch((err) => {
+  console.error(err);
+  showStatus(`The comparison failed to start: ${err.message}`, true);
+});

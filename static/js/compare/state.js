@@ -1,0 +1,93 @@
+// The comparison page's state, mirrored to the URL so that a copied link reopens the comparison:
+//
+//   exp             the experiments compared, in pane order (the page's own parameter)
+//   x, y, zoom, rot the view, as on the slide page (level-0 centre, screen px per level-0 px)
+//   alpha           the heatmaps' opacity (every pane)
+//   lock            1: one set of heatmap settings for every pane, 0: each pane its own
+//   diff, da, db    the difference pane (1/0) and its experiments: percentile(da) - percentile(db)
+//   <EXP>.cmap, <EXP>.class, <EXP>.norm, <EXP>.threshold   each experiment's heatmap
+//
+// Values are checked against each experiment's metadata (its defaults, classes and ranges).
+
+import { availableClasses } from "../viewer/state.js";
+
+const CMAP_NAME = /^[A-Za-z0-9_.\-]{1,64}$/;
+const NUMBER = /^-?(\d+(\.\d*)?|\.\d+)(e[-+]?\d+)?$/i;
+
+function readNumber(q, name, lo, hi) {
+  const text = q.get(name);
+  if (text === null || !NUMBER.test(text.trim())) return null;
+  const value = Number(text);
+  return Number.isFinite(value) && value >= lo && value <= hi ? value : null;
+}
+
+function round(value, digits) {
+  return String(Number(value.toFixed(digits)));
+}
+
+/** One experiment's heatmap settings from the URL, else its defaults. */
+function paneState(meta, q) {
+  const d = meta.defaults;
+  const name = meta.experiment;
+  const pane = { cmap: d.cmap, class: d.class, norm: d.norm, threshold: d.threshold ?? 0, blur: false, lo: 0, hi: 1 };
+  const cmap = q.get(`${name}.cmap`);
+  if (cmap && CMAP_NAME.test(cmap)) pane.cmap = cmap;
+  const cls = readNumber(q, `${name}.class`, 0, 10000);
+  if (cls !== null && availableClasses(meta).includes(cls)) pane.class = cls;
+  if (meta.choices.norms.some((n) => n.name === q.get(`${name}.norm`))) pane.norm = q.get(`${name}.norm`);
+  const range = meta.choices.threshold;
+  const threshold = readNumber(q, `${name}.threshold`, range.min, range.max);
+  if (threshold !== null) pane.threshold = threshold;
+  return pane;
+}
+
+export function initialCompareState(metas, search) {
+  const q = new URLSearchParams(search);
+  const names = metas.map((m) => m.experiment);
+  const first = metas[0];
+  const state = {
+    experiments: names,
+    x: null, y: null, zoom: null, rotation: 0,
+    alpha: first.defaults.alpha,
+    locked: q.get("lock") === "1",
+    diff: q.get("diff") === "1",
+    diffA: names.includes(q.get("da")) ? q.get("da") : names[0],
+    diffB: names.includes(q.get("db")) ? q.get("db") : names[1],
+    panes: Object.fromEntries(metas.map((m) => [m.experiment, paneState(m, q)])),
+  };
+  if (state.diffA === state.diffB) [state.diffA, state.diffB] = [names[0], names[1]];
+  const [w, h] = first.dimensions;
+  const x = readNumber(q, "x", -w, 2 * w);
+  const y = readNumber(q, "y", -h, 2 * h);
+  const zoom = readNumber(q, "zoom", 1e-6, 1e3);
+  if (x !== null && y !== null && zoom !== null) Object.assign(state, { x, y, zoom });
+  const rot = readNumber(q, "rot", -3600, 3600);
+  if (rot !== null) state.rotation = ((rot % 360) + 360) % 360;
+  const alpha = readNumber(q, "alpha", 0, 1);
+  if (alpha !== null) state.alpha = alpha;
+  return state;
+}
+
+export function compareQuery(state) {
+  const q = new URLSearchParams();
+  q.set("exp", state.experiments.join(","));
+  if (state.x !== null && state.zoom !== null) {
+    q.set("x", round(state.x, 1));
+    q.set("y", round(state.y, 1));
+    q.set("zoom", String(Number(state.zoom.toPrecision(7))));
+  }
+  if (state.rotation) q.set("rot", round(state.rotation, 2));
+  q.set("alpha", round(state.alpha, 2));
+  q.set("lock", state.locked ? "1" : "0");
+  q.set("diff", state.diff ? "1" : "0");
+  q.set("da", state.diffA);
+  q.set("db", state.diffB);
+  for (const name of state.experiments) {
+    const pane = state.panes[name];
+    q.set(`${name}.cmap`, pane.cmap);
+    q.set(`${name}.class`, String(pane.class));
+    q.set(`${name}.norm`, pane.norm);
+    q.set(`${name}.threshold`, round(pane.threshold, 2));
+  }
+  return q.toString();
+}

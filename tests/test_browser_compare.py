@@ -1,0 +1,199 @@
+"""The comparison page and the compared cohort table in headless Chromium, on three experiments
+scored by the real pipeline (tests/compare_fixtures.py): panes locked both ways, the difference
+pane's pixels against the two maps, the URL round trip, the table's column groups and filter."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import urllib.request
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from scoremap.colormap import palette
+from tests.test_browser import VIEWPORT, require_browser, shot
+from viewer.background import start_viewer, stop_viewer
+
+EXPS = ("ABMIL_A", "CLAM_B", "ABMIL_C")
+
+
+@pytest.fixture(scope="module")
+def compare_server(compared_cohort):
+    require_browser()
+    args = [a for name in EXPS for a in ("--config", str(compared_cohort.configs[name]))]
+    proc, base = start_viewer(args + ["--workers", "1"], quiet=True)
+    try:
+        yield base
+    finally:
+        stop_viewer(proc)
+
+
+@pytest.fixture()
+def cpage(browser, compare_server):
+    context = browser.new_context(viewport=VIEWPORT, device_scale_factor=1, bypass_csp=True)
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.base = compare_server
+    yield page
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def get_json(url: str):
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return json.loads(r.read())
+
+
+SETTLE = """(frames) => new Promise((resolve, reject) => {
+  const t0 = performance.now(); let calm = 0;
+  const tick = () => {
+    calm = window.milCompare.settled() && window.milCompare.fullyLoaded() ? calm + 1 : 0;
+    if (calm >= frames) resolve(true);
+    else if (performance.now() - t0 > 15000) reject(new Error('the panes never came to rest'));
+    else requestAnimationFrame(tick);
+  };
+  requestAnimationFrame(tick);
+})"""
+
+BOUNDS = """() => window.milCompare.viewers().map((v) => {
+  const b = v.viewport.getBounds(true); return [b.x, b.y, b.width, b.height, v.viewport.getRotation(true)]; })"""
+
+
+def open_compare(page, query: str) -> None:
+    page.goto(f"{page.base}/slides/alpha{query}")
+    page.wait_for_function("window.milCompare && window.milCompare.ready", timeout=20_000)
+    page.evaluate(SETTLE, 4)
+
+
+def assert_locked(page) -> list:
+    bounds = page.evaluate(BOUNDS)
+    for other in bounds[1:]:
+        assert other == pytest.approx(bounds[0], rel=1e-9, abs=1e-9)
+    return bounds
+
+
+def pane_box(page, selector: str) -> dict:
+    return page.locator(selector).bounding_box()
+
+
+def test_every_pane_moves_with_a_drag_and_a_zoom_in_any_of_them(cpage):
+    open_compare(cpage, "?exp=ABMIL_A,CLAM_B,ABMIL_C")
+    titles = cpage.eval_on_selector_all(".compare-pane:not([hidden]) .pane-label", "ls => ls.map(l => l.textContent)")
+    assert titles[0] == "Slide" and len(titles) == 4
+    assert titles[1].startswith("ABMIL_A · abmil · predicted ") and titles[2].startswith("CLAM_B · clam_sb")
+    start = assert_locked(cpage)
+    # drag in the third experiment's pane, zoom with the wheel in the slide pane
+    box = pane_box(cpage, ".heatmap-pane[data-experiment='ABMIL_C']")
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    cpage.mouse.move(cx, cy)
+    cpage.mouse.down()
+    cpage.mouse.move(cx - 60, cy - 40, steps=8)
+    cpage.mouse.up()
+    cpage.evaluate(SETTLE, 4)
+    dragged = assert_locked(cpage)
+    assert dragged[0][0] != pytest.approx(start[0][0])
+    box = pane_box(cpage, ".slide-pane")
+    cpage.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    cpage.mouse.wheel(0, -300)
+    cpage.evaluate(SETTLE, 4)
+    zoomed = assert_locked(cpage)
+    assert zoomed[0][2] < dragged[0][2] * 0.9
+    shot(cpage, "compare-three.png")
+
+
+def test_the_difference_pane_shows_percentile_a_minus_b(cpage, compare_server):
+    open_compare(cpage, "?exp=ABMIL_A,ABMIL_C&diff=1&da=ABMIL_A&db=ABMIL_C&alpha=1")
+    assert len(assert_locked(cpage)) == 4  # slide, two experiments, the difference
+    # the same grid: at each patch centre the difference pane shows RdBu_r at (pA - pC + 1) / 2
+    pa = {(p["x"], p["y"]): p["percentile"] / 100
+          for p in get_json(f"{compare_server}/api/slides/alpha/topk?exp=ABMIL_A&k=1000")["patches"]}
+    pc = {(p["x"], p["y"]): p["percentile"] / 100
+          for p in get_json(f"{compare_server}/api/slides/alpha/topk?exp=ABMIL_C&k=1000")["patches"]}
+    colours = palette("RdBu_r")
+    points = cpage.evaluate("""(pts) => { const v = window.milCompare.diffPane.viewer, item = v.world.getItemAt(0);
+        return pts.map(([x, y]) => { const p = v.viewport.pixelFromPoint(item.imageToViewportCoordinates(x, y), true);
+          return [p.x, p.y]; }); }""", [[x + 128, y + 128] for x, y in pa])
+    canvas = cpage.evaluate("""() => { const c = window.milCompare.diffPane.viewer.drawer.canvas;
+        return {w: c.width, h: c.height, data: c.toDataURL('image/png')}; }""")
+    image = np.asarray(Image.open(io.BytesIO(base64.b64decode(canvas["data"].split(",", 1)[1]))).convert("RGB"))
+    checked = 0
+    for (key, (sx, sy)) in zip(pa, points):
+        xi, yi = int(round(sx)), int(round(sy))
+        if not (3 <= xi < canvas["w"] - 3 and 3 <= yi < canvas["h"] - 3):
+            continue
+        expected = colours[int(round(254 * (pa[key] - pc[key] + 1) / 2))].astype(int)
+        seen = image[yi - 1:yi + 2, xi - 1:xi + 2].reshape(-1, 3).astype(int)
+        assert np.abs(seen - expected).max(axis=1).min() <= 12, (key, seen[4], expected)
+        checked += 1
+    assert checked >= 20
+    shot(cpage, "compare-difference.png")
+
+
+def test_the_url_round_trips_the_comparison(cpage):
+    open_compare(cpage, "?exp=ABMIL_A,CLAM_B")
+    cpage.select_option("select[aria-label='CLAM_B colormap']", "viridis")
+    cpage.check("#show-difference")
+    cpage.locator("#lock-settings").check()  # every pane takes ABMIL_A's settings: jet again
+    cpage.select_option("select[aria-label='ABMIL_A scale']", "raw")
+    box = pane_box(cpage, ".heatmap-pane[data-experiment='CLAM_B']")
+    cpage.mouse.move(box["x"] + box["width"] / 3, box["y"] + box["height"] / 3)
+    cpage.mouse.wheel(0, -250)
+    cpage.evaluate(SETTLE, 4)
+    cpage.evaluate("window.milCompare.flushUrl()")
+    url = cpage.url
+    assert "lock=1" in url and "diff=1" in url and "CLAM_B.norm=raw" in url and "CLAM_B.cmap=jet" in url
+    before = assert_locked(cpage)
+    state = cpage.evaluate("JSON.stringify(window.milCompare.state)")
+    cpage.goto(url)
+    cpage.wait_for_function("window.milCompare && window.milCompare.ready", timeout=20_000)
+    cpage.evaluate(SETTLE, 4)
+    after = assert_locked(cpage)
+    assert len(after) == len(before) == 4
+    assert after[0] == pytest.approx(before[0], rel=1e-4, abs=1e-6)
+    reopened = json.loads(cpage.evaluate("JSON.stringify(window.milCompare.state)"))
+    old = json.loads(state)
+    for key in ("experiments", "locked", "diff", "diffA", "diffB", "panes", "alpha"):
+        assert reopened[key] == old[key], key
+    assert reopened["zoom"] == pytest.approx(old["zoom"], rel=1e-5)
+    assert "viridis" not in cpage.evaluate("window.milCompare.heatmapPanes[1].overlay.url")
+
+
+def test_top_lists_mark_the_patches_both_experiments_attend(cpage, compare_server):
+    open_compare(cpage, "?exp=ABMIL_A,ABMIL_C")
+    cpage.wait_for_function("document.querySelectorAll('#topk-lists li').length === 20")
+    tops = {e: {(p["x"], p["y"]) for p in get_json(f"{compare_server}/api/slides/alpha/topk?exp={e}&k=10")["patches"]}
+            for e in ("ABMIL_A", "ABMIL_C")}
+    marked = cpage.eval_on_selector_all("#topk-lists ol[data-experiment='ABMIL_A'] li",
+                                        "lis => lis.map(l => l.dataset.shared === 'true')")
+    patches = get_json(f"{compare_server}/api/slides/alpha/topk?exp=ABMIL_A&k=10")["patches"]
+    assert marked == [(p["x"], p["y"]) in tops["ABMIL_C"] for p in patches]  # same grid: shared = same patch
+    cpage.wait_for_function("document.getElementById('agreement-figures').dataset.loaded === 'true'")
+    body = get_json(f"{compare_server}/api/slides/alpha/agreement?a=ABMIL_A&b=ABMIL_C")
+    assert f"Spearman ρ {body['spearman']:.2f}" in cpage.inner_text("#agreement-figures")
+
+
+def test_cohort_table_groups_experiments_and_filters_disagreement(cpage, compare_server):
+    cpage.goto(compare_server + "/")
+    heads = cpage.eval_on_selector_all("#cohort thead th.exp-head", "ths => ths.map(t => t.dataset.experiment)")
+    assert heads == [e for e in EXPS for _ in range(2)]
+    cpage.wait_for_function("document.getElementById('cohort').dataset.agreementLoaded === 'true'")
+    api = get_json(compare_server + "/api/agreement")
+    for s in api["slides"]:
+        value = cpage.get_attribute(f"#cohort tr[data-slide-id='{s['slide_id']}'] td.agreement-cell", "data-value")
+        assert float(value) == pytest.approx(s["spearman"])
+    assert float(cpage.get_attribute("#cohort tfoot td.agreement-cell", "data-value")) == pytest.approx(
+        api["mean_spearman"])
+    slides = get_json(compare_server + "/api/slides")["slides"]
+    disagreeing = sorted(s["id"] for s in slides if s["disagree"])
+    assert disagreeing  # ABMIL_C calls every slide tumour
+    cpage.check("#cohort-disagree")
+    shown = cpage.eval_on_selector_all("#cohort tbody tr[data-slide-id]",
+                                       "rows => rows.filter(r => !r.hidden).map(r => r.dataset.slideId)")
+    assert sorted(shown) == disagreeing
+    link = cpage.get_attribute("#cohort tr[data-slide-id='alpha'] a.slide-id", "href")
+    assert link.endswith("?exp=ABMIL_A,CLAM_B,ABMIL_C")
+    shot(cpage, "cohort-experiments.png")
