@@ -197,3 +197,13 @@ def test_cohort_table_groups_experiments_and_filters_disagreement(cpage, compare
     link = cpage.get_attribute("#cohort tr[data-slide-id='alpha'] a.slide-id", "href")
     assert link.endswith("?exp=ABMIL_A,CLAM_B,ABMIL_C")
     shot(cpage, "cohort-experiments.png")
+
+
+def test_one_experiment_of_several_opens_the_slide_page(cpage):
+    from tests.test_browser import open_viewer
+
+    open_viewer(cpage, "alpha", "?exp=CLAM_B")
+    assert cpage.evaluate("window.milViewer.meta.experiment") == "CLAM_B"
+    assert "exp=CLAM_B&cmap=" in cpage.evaluate("window.milViewer.overlay.shownUrl")
+    cpage.wait_for_function("document.querySelectorAll('#patch-list li img').length === 10")
+    assert all("exp=CLAM_B" in src for src in cpage.eval_on_selector_all("#patch-list li img", "i => i.map(x => x.src)"))
