@@ -10,6 +10,7 @@ Screenshots are kept under test-artifacts/browser/ (git-ignored).
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -704,18 +705,30 @@ def test_the_mirrored_cursor_marks_the_same_level0_point_in_the_other_pane(viewe
     viewer.wait_for_function("Array.from(document.querySelectorAll('.mirror-cursor')).every((m) => m.hidden)")
 
 
-def test_annotation_outlines_sit_on_their_vertices_at_two_zooms(browser, viewer_cohort, tmp_path):
-    from tests.test_annotations import TUMOR, qupath
-
-    folder = tmp_path / "annotations"
+@contextlib.contextmanager
+def annotated_viewer(browser, viewer_cohort, folder: Path, writers: dict):
+    """A viewer of the test cohort with --annotations `folder` (files written by `writers`: name ->
+    function(path)), and a page on it; yields (page, base URL)."""
     folder.mkdir()
-    qupath(folder / "CMU-1-Small-Region.geojson")
+    for name, write in writers.items():
+        write(folder / name)
     proc, base = start_viewer(["--config", str(viewer_cohort.config), "--annotations", str(folder), "--workers", "1"],
                               quiet=True)
     context = browser.new_context(viewport=VIEWPORT, device_scale_factor=1, bypass_csp=True)
     try:
         page = context.new_page()
         page.base = base
+        yield page, base
+    finally:
+        context.close()
+        stop_viewer(proc)
+
+
+def test_annotation_outlines_sit_on_their_vertices_at_two_zooms(browser, viewer_cohort, tmp_path):
+    from tests.test_annotations import TUMOR, qupath
+
+    with annotated_viewer(browser, viewer_cohort, tmp_path / "annotations",
+                          {"CMU-1-Small-Region.geojson": qupath}) as (page, base):
         open_viewer(page, "CMU-1-Small-Region")
         page.wait_for_function("document.getElementById('localization').dataset.loaded === 'true'")
         assert "Tumor: AUROC" in page.inner_text("#localization")
@@ -750,23 +763,13 @@ def test_annotation_outlines_sit_on_their_vertices_at_two_zooms(browser, viewer_
         assert (np.asarray(Image.open(io.BytesIO(base64.b64decode(blank.split(",", 1)[1]))))[..., 3] == 0).all()
         page.evaluate("document.getElementById('annotations-toggle').click()")
         shot(page, "viewer-annotations.png")
-    finally:
-        context.close()
-        stop_viewer(proc)
 
 
 def test_cohort_table_shows_localization_columns_with_the_cohort_mean(browser, viewer_cohort, tmp_path):
     from tests.test_annotations import asap, qupath
 
-    folder = tmp_path / "annotations"
-    folder.mkdir()
-    qupath(folder / "CMU-1-Small-Region.geojson")
-    asap(folder / "pyramid.xml")
-    proc, base = start_viewer(["--config", str(viewer_cohort.config), "--annotations", str(folder), "--workers", "1"],
-                              quiet=True)
-    context = browser.new_context(viewport=VIEWPORT, device_scale_factor=1, bypass_csp=True)
-    try:
-        page = context.new_page()
+    with annotated_viewer(browser, viewer_cohort, tmp_path / "annotations",
+                          {"CMU-1-Small-Region.geojson": qupath, "pyramid.xml": asap}) as (page, base):
         page.goto(base + "/")
         page.wait_for_function("document.getElementById('cohort').dataset.localizationLoaded === 'true'")
         api = json.loads(http_get(base + "/api/localization", timeout=30)[1])
@@ -794,6 +797,3 @@ def test_cohort_table_shows_localization_columns_with_the_cohort_mean(browser, v
         known = [float(v) for v in order if v]
         assert len(known) == 2 and known == sorted(known) and all(v == "" for v in order[2:])
         shot(page, "cohort-localization.png")
-    finally:
-        context.close()
-        stop_viewer(proc)

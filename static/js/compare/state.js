@@ -9,21 +9,7 @@
 //
 // Values are checked against each experiment's metadata (its defaults, classes and ranges).
 
-import { availableClasses } from "../viewer/state.js";
-
-const CMAP_NAME = /^[A-Za-z0-9_.\-]{1,64}$/;
-const NUMBER = /^-?(\d+(\.\d*)?|\.\d+)(e[-+]?\d+)?$/i;
-
-function readNumber(q, name, lo, hi) {
-  const text = q.get(name);
-  if (text === null || !NUMBER.test(text.trim())) return null;
-  const value = Number(text);
-  return Number.isFinite(value) && value >= lo && value <= hi ? value : null;
-}
-
-function round(value, digits) {
-  return String(Number(value.toFixed(digits)));
-}
+import { CMAP_NAME, availableClasses, readNumber, round } from "../viewer/state.js";
 
 /** One experiment's heatmap settings from the URL, else its defaults. */
 function paneState(meta, q) {

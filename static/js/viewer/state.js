@@ -12,10 +12,11 @@
 // Everything read from the URL is checked here; anything malformed falls back to the default. The
 // defaults and the ranges are the server's (meta.defaults, meta.choices of /api/slides/<id>).
 
-const CMAP_NAME = /^[A-Za-z0-9_.\-]{1,64}$/;
+export const CMAP_NAME = /^[A-Za-z0-9_.\-]{1,64}$/;
 const NUMBER = /^-?(\d+(\.\d*)?|\.\d+)(e[-+]?\d+)?$/i;
 
-function readNumber(query, name, lo, hi) {
+/** A finite number in [lo, hi] from the query, or null. */
+export function readNumber(query, name, lo, hi) {
   const text = query.get(name);
   if (text === null || !NUMBER.test(text.trim())) return null;
   const value = Number(text);
@@ -74,7 +75,7 @@ export function initialState(meta, search) {
   return state;
 }
 
-function round(value, digits) {
+export function round(value, digits) {
   return String(Number(value.toFixed(digits)));
 }
 
