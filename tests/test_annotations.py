@@ -165,3 +165,16 @@ def test_dice_is_of_the_range_asked(annotated):
     polygon = Polygon(TUMOR)
     assert body["range"] == {"lo": 0.25, "hi": 0.75}
     assert tumor["dice"] == pytest.approx(2 * region.intersection(polygon).area / (region.area + polygon.area))
+
+
+def test_annotations_are_clipped_to_the_slide(viewer_cohort, tmp_path):
+    """A polygon run past the slide's edge counts only its part on the slide (areas, Dice)."""
+    folder = tmp_path / "annotations"
+    folder.mkdir()
+    w, h = 2220, 2967  # the CMU scan
+    ring = [[w - 500, 100], [w + 900, 100], [w + 900, 900], [w - 500, 900], [w - 500, 100]]
+    (folder / f"{SLIDE}.geojson").write_text(json.dumps({"type": "Feature", "geometry": {
+        "type": "Polygon", "coordinates": [ring]}, "properties": {"classification": {"name": "Tumor"}}}))
+    client = create_app({"SCORING_CONFIG": str(viewer_cohort.config), "ANNOTATIONS_DIR": str(folder)}).test_client()
+    (cls,) = client.get(f"/api/slides/{SLIDE}/annotations").get_json()["classes"]
+    assert cls["area_px"] == pytest.approx(500 * 800)

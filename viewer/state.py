@@ -230,12 +230,17 @@ class ViewerState:
         def load():
             try:
                 classes = read_annotations(path)
+                if record.info is not None:  # the slide's pixels only: a polygon run past the edge counts its inside
+                    w, h = record.info.dimensions
+                    frame = shapely.box(0, 0, w, h)
+                    classes = [dataclasses.replace(c, geometry=c.geometry.intersection(frame)) for c in classes]
+                    classes = [c for c in classes if not c.geometry.is_empty]
                 size = 16 * sum(int(shapely.get_num_coordinates(c.geometry)) for c in classes)
                 return (classes, path.name, None), size
             except AnnotationError as exc:
                 log.warning("%s", exc)
                 return ([], path.name, str(exc).replace(str(path.parent) + os.sep, "")), 0
-        return self.cache.get(("annotations", file_identity(path)), load)
+        return self.cache.get(("annotations", file_identity(path), record.slide_stamp), load)
 
     def slide_scores(self, record: SlideRecord) -> SlideScores:
         key = ("scores", file_identity(record.blockmap_path))
