@@ -8,13 +8,14 @@ the units both scored:
   each with its own score in each experiment;
 - **cells** otherwise (CLAM vs TRIDENT coordinates, other patch sizes, other tissue masks): the
   cells of one level-0 raster at the coarser patch size S, anchored at level-0 (0, 0), each with
-  the score that experiment's heatmap paints there (scoremap.raster's registration rule: the mean
-  of the patches covering the cell, NaN where none does). Cells painted by both are compared.
+  the score that experiment's heatmap paints there (scoremap.grid's registration rule: the mean
+  of the scores of the patches touching the cell, NaN where none does). Cells painted by both are
+  compared. The viewer passes percentile scores, as its heatmaps paint them.
 
 Over those units: Spearman's rank correlation (scipy.stats.spearmanr, ties averaged) and, for each
 k, the Jaccard index |A ∩ B| / |A ∪ B| of the two top-k sets (ordered by score, the most attended
-first; ties broken by position so the sets are deterministic). Ranks make the figures the same on
-raw and percentile scores.
+first; ties broken by position so the sets are deterministic). On shared patches ranks make the
+figures the same on raw and percentile scores; on cells they depend on which is averaged.
 """
 from __future__ import annotations
 

@@ -207,3 +207,10 @@ def test_one_experiment_of_several_opens_the_slide_page(cpage):
     assert "exp=CLAM_B&cmap=" in cpage.evaluate("window.milViewer.overlay.shownUrl")
     cpage.wait_for_function("document.querySelectorAll('#patch-list li img').length === 10")
     assert all("exp=CLAM_B" in src for src in cpage.eval_on_selector_all("#patch-list li img", "i => i.map(x => x.src)"))
+
+
+def test_an_unknown_colormap_in_the_link_is_named_and_replaced(cpage):
+    open_compare(cpage, "?exp=ABMIL_A,CLAM_B&ABMIL_A.cmap=NOPE")
+    card = cpage.locator(".experiment-card[data-experiment='ABMIL_A'] .annotation-error")
+    assert card.inner_text() == "unknown colormap NOPE in the link, showing jet"
+    assert "cmap=jet" in cpage.evaluate("window.milCompare.heatmapPanes[0].overlay.url")

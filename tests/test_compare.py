@@ -8,6 +8,7 @@ from scipy.stats import spearmanr
 from shapely.geometry import box
 
 from scoremap.blockmap import read_blockmap
+from scoremap.normalize import normalize_scores
 from viewer.app import create_app
 from viewer.errors import ViewerConfigError
 
@@ -86,13 +87,14 @@ def test_agreement_across_grids_uses_the_cells_of_a_common_raster(compare_client
 
     def painted(bm, size):
         squares = [box(x, y, x + size, y + size) for x, y in bm.l0_coords]
+        percentile = normalize_scores(bm.attention.astype(np.float64), "percentile")
         out = []
         for cell in cells:
-            hits = [s for s, squ in zip(bm.attention, squares) if cell.intersection(squ).area > 0]
+            hits = [s for s, squ in zip(percentile, squares) if cell.intersection(squ).area > 0]
             out.append(np.mean(hits) if hits else np.nan)
         return np.array(out)
 
-    va, vb = painted(a, 256), painted(b, 512)
+    va, vb = painted(a, 256), painted(b, 512)  # of percentiles: what the heatmaps paint
     both = np.isfinite(va) & np.isfinite(vb)
     assert body["n"] == int(both.sum()) > 10
     assert body["spearman"] == pytest.approx(spearmanr(va[both], vb[both]).statistic)
@@ -165,3 +167,36 @@ def test_difference_tiles_are_the_percentile_difference_of_the_two_maps(compare_
         checked += 1
     assert checked >= 5
     assert compare_client.get(f"/overlay/alpha_files/{level}/0_0.png?exp=ABMIL_A&minus=NOPE").status_code == 404
+
+
+def test_bad_difference_and_missing_slide_requests_say_what_is_wrong(compare_client, compared_cohort):
+    level = compare_client.get("/api/slides/alpha").get_json()["deepzoom"]["level_count"] - 1
+    tile = f"/overlay/alpha_files/{level}/0_0.png"
+    same = compare_client.get(tile + "?exp=ABMIL_A&minus=ABMIL_A")
+    assert same.status_code == 400 and "another experiment" in same.get_json()["error"]
+    assert compare_client.get(tile + "?exp=ABMIL_A&minus=CLAM_B&norm=bogus").status_code == 400
+    assert compare_client.get(tile + "?exp=ABMIL_A&minus=CLAM_B&threshold=abc").status_code == 400
+    from viewer.cohort import cohort_from_results
+
+    raw, slides = compared_cohort.root / "raw", compared_cohort.root / "slides"
+    a, b = cohort_from_results(raw / "ABMIL_A", slides), cohort_from_results(raw / "CLAM_B", slides)
+    del b.records["beta"]
+    client = create_app({"COHORT": [a, b]}).test_client()
+    missing = client.get("/api/slides/beta?exp=CLAM_B")
+    assert missing.status_code == 404
+    assert missing.get_json()["error"] == "experiment 'CLAM_B' did not score slide 'beta' (scored by ABMIL_A)"
+    rows = {s["id"]: s for s in client.get("/api/slides").get_json()["slides"]}
+    assert [e["experiment"] for e in rows["beta"]["experiments"]] == ["ABMIL_A"]
+
+
+def test_cohort_links_open_at_most_three_experiments(compared_cohort):
+    from viewer.cohort import cohort_from_results
+
+    raw, slides = compared_cohort.root / "raw", compared_cohort.root / "slides"
+    cohorts = [cohort_from_results(raw / n, slides) for n in ("ABMIL_A", "CLAM_B", "ABMIL_C")]
+    extra = cohort_from_results(raw / "ABMIL_A", slides)
+    extra.experiment = "ABMIL_A_AGAIN"
+    client = create_app({"COHORT": cohorts + [extra]}).test_client()
+    url = client.get("/api/slides").get_json()["slides"][0]["viewer_url"]
+    assert url.endswith("?exp=ABMIL_A,CLAM_B,ABMIL_C")
+    assert client.get(url).status_code == 200

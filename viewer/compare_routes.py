@@ -4,7 +4,7 @@
 overlap of their top-k (k = 10, 50 and the asked k), on the patches both scored or on the cells of
 a common raster (scoremap.agreement), with both predictions. `/api/agreement?a=&b=`: the same
 for every slide both scored, and the cohort mean of rho. `a` and `b` default to the first two
-experiments; each experiment's attention is that of its predicted class.
+experiments; each experiment's attention is that of its predicted class, as percentiles.
 """
 from __future__ import annotations
 
@@ -41,7 +41,9 @@ def _side(state: ViewerState, record) -> tuple[dict, Bag]:
                "prediction": {"index": p.pred, "name": p.class_names[p.pred]},
                "probabilities": [number(v) for v in p.probs], "attention_class": class_ref(record, index),
                "bag_size": scores.bag_size, "l0_patch": scores.l0_patch}
-    return summary, Bag(scores.l0_coords, scores.l0_patch, scores.raw(index))
+    # percentiles: the ranks of the raw scores (so the same figures on shared patches), and what
+    # the heatmap paints and averages where patches overlap (so the cells of a common raster too)
+    return summary, Bag(scores.l0_coords, scores.l0_patch, scores.normalized(index, "percentile"))
 
 
 def slide_agreement(state: ViewerState, slide_id: str, a: str, b: str, ks: tuple[int, ...]) -> dict:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from flask import Blueprint, render_template, request, url_for
 
 from viewer.errors import BadRequest
-from viewer.serialize import cohort_entry
+from viewer.serialize import MAX_COMPARED, cohort_entry
 from viewer.state import ViewerState, viewer_state
 
 bp = Blueprint("pages", __name__)
@@ -27,10 +27,6 @@ def cohort_page() -> str:
                            agreement_url=url_for("compare.cohort_agreement") if state.compared else None,
                            localization_url=url_for("cohort_analysis.cohort_localization")
                            if state.annotations_dir is not None else None)
-
-
-#: Experiments one comparison page shows: with the slide, 2-4 panes (and the difference pane).
-MAX_COMPARED = 3
 
 
 @bp.get("/slides/<slide_id>")

@@ -19,6 +19,10 @@ from viewer.state import ViewerState, viewer_state
 
 
 
+#: Experiments one comparison page shows: with the slide, 2-4 panes (and the difference pane).
+MAX_COMPARED = 3
+
+
 def number(value: Any) -> float | None:
     v = float(value)
     return v if math.isfinite(v) else None
@@ -64,7 +68,8 @@ def cohort_entry(record: SlideRecord, state: ViewerState | None = None) -> dict:
         records = state.records(record.slide_id)
         entry["experiments"] = [experiment_entry(r) for r in records.values()]
         entry["disagree"] = len({r.prediction.class_names[r.prediction.pred] for r in records.values()}) > 1
-        entry["viewer_url"] = url_for("pages.viewer_page", slide_id=record.slide_id, exp=",".join(records))
+        shown = list(records)[:MAX_COMPARED]  # the comparison page's limit: the first experiments that scored it
+        entry["viewer_url"] = url_for("pages.viewer_page", slide_id=record.slide_id, exp=",".join(shown))
     return entry
 
 

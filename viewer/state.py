@@ -113,7 +113,13 @@ class ViewerState:
         if exp is None and has_request_context():
             exp = request.args.get("exp") or None
         if exp is not None:
-            return self.experiment(exp).get(slide_id)
+            cohort = self.experiment(exp)
+            if slide_id not in cohort:
+                others = [name for name, c in self.experiments.items() if slide_id in c]
+                if others:
+                    raise NotFound(f"experiment {exp!r} did not score slide {slide_id[:200]!r} "
+                                   f"(scored by {', '.join(others)})")
+            return cohort.get(slide_id)
         for cohort in self.experiments.values():
             if slide_id in cohort:
                 return cohort.get(slide_id)

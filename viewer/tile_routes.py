@@ -9,6 +9,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, request
 
 from scoremap.defaults import OVERLAY
+from viewer.errors import BadRequest
 from viewer.http_cache import cached_body, file_stamp, make_etag, not_modified
 from viewer.overlay import render_difference_tile, render_overlay_tile
 from viewer.params import OverlayParams, parse_blur, parse_cmap, parse_tile_address
@@ -61,8 +62,11 @@ def overlay_tile(slide_id: str, level: str, col: str, row: str) -> Response:
     box = geometry.tile_box(dz_level, t_col, t_row)
     s = state.settings
     minus = request.args.get("minus")
-    if minus:  # the difference pane: percentile(exp) - percentile(minus)
-        return _difference_tile(state, record, state.record(slide_id, minus), geometry, box, dz_level, t_col, t_row)
+    if minus is not None:  # the difference pane: percentile(exp) - percentile(minus)
+        other = state.record(slide_id, minus)
+        if other.blockmap_path == record.blockmap_path:
+            raise BadRequest(f"minus must name another experiment than {record.experiment!r}")
+        return _difference_tile(state, record, other, geometry, box, dz_level, t_col, t_row)
     params = OverlayParams.from_query(request.args, s.default_cmap, s.default_norm)
     scores = state.slide_scores(record)
     class_index = scores.resolve_class(params.class_index)
@@ -77,6 +81,7 @@ def overlay_tile(slide_id: str, level: str, col: str, row: str) -> Response:
 
 def _difference_tile(state, record, other, geometry, box, dz_level: int, t_col: int, t_row: int) -> Response:
     s = state.settings
+    OverlayParams.from_query(request.args, s.default_cmap, s.default_norm)  # the same checks as any overlay
     cmap = parse_cmap(request.args.get("cmap"), OVERLAY["difference_cmap"])
     blur = parse_blur(request.args.get("blur"))
     etag = make_etag("difference", file_stamp(record.blockmap_path), file_stamp(other.blockmap_path), dz_level,

@@ -53,6 +53,11 @@ function format(value, digits = 2) {
   return value === null || value === undefined ? "–" : value.toFixed(digits);
 }
 
+/** A top-k Jaccard, or a note that k takes every unit (the figure is then 1 by construction). */
+function jaccard(body, k) {
+  return k >= body.n ? `– (k ≥ all ${body.n})` : format(body.jaccard[String(k)]);
+}
+
 /** The pane's title: experiment, model type, prediction. */
 function paneTitle(meta) {
   const p = meta.probabilities[meta.prediction.index];
@@ -65,7 +70,7 @@ class Pane {
     this.kind = kind; // "slide" | "heatmap" | "difference"
     this.wrap = el("div", { className: `pane-wrap compare-pane ${kind}-pane`, dataset: { kind } });
     this.element = el("div", { id, className: "pane" });
-    this.label = el("div", { className: "pane-label" }, title);
+    this.label = el("div", { className: "pane-label", title }, title);
     this.bar = el("div", { className: "scalebar" }, el("div", { className: "scalebar-bar" }),
       el("span", { className: "scalebar-label" }, "\u00a0"));
     this.wrap.append(this.element, this.label, this.bar);
@@ -95,6 +100,19 @@ async function main() {
   const first = metas[0];
   const [offX, offY] = first.deepzoom.l0_offset;
   const state = initialCompareState(metas, window.location.search);
+  // a colormap name from the link that matplotlib does not know: the pane's default, and say so
+  const problems = {};
+  const unknown = metas.filter((m) => !m.choices.colormaps.includes(state.panes[m.experiment].cmap));
+  if (unknown.length) {
+    const known = new Set((await getJSON(first.choices.colormaps_url)).all);
+    for (const m of unknown) {
+      const pane = state.panes[m.experiment];
+      if (!known.has(pane.cmap)) {
+        problems[m.experiment] = `unknown colormap ${pane.cmap} in the link, showing ${m.defaults.cmap}`;
+        pane.cmap = m.defaults.cmap;
+      }
+    }
+  }
   let urlTimer = null;
   const flushUrl = () => {
     clearTimeout(urlTimer);
@@ -183,6 +201,7 @@ async function main() {
   const diffUrl = () => withQuery(byName[state.diffA].dzi.overlay, { minus: state.diffB, cmap: first.defaults.difference_cmap });
   function showDifference() {
     diffPane.label.textContent = `Difference · percentile ${state.diffA} − ${state.diffB}`;
+    diffPane.label.title = diffPane.label.textContent;
     $("difference-legend").hidden = !state.diff;
     $("difference-note").textContent = `${state.diffA} higher (red) · ${state.diffB} higher (blue), percentile points`;
     if (!state.diff) return;
@@ -313,6 +332,7 @@ async function main() {
       },
     };
     cards[name].render();
+    if (problems[name]) error.textContent = problems[name];
   }
 
   // ---- agreement ----
@@ -323,8 +343,8 @@ async function main() {
     hooks.agreement = bodies;
     $("agreement-figures").replaceChildren(...bodies.map((body) => el("div", { className: "agreement-row" },
       el("b", { textContent: `${body.a.experiment} vs ${body.b.experiment}` }),
-      el("div", { textContent: `Spearman ρ ${format(body.spearman)} · top-10 Jaccard ${format(body.jaccard["10"])} · `
-        + `top-50 ${format(body.jaccard["50"])}` }),
+      el("div", { textContent: `Spearman ρ ${format(body.spearman)} · top-10 Jaccard ${jaccard(body, 10)} · `
+        + `top-50 ${jaccard(body, 50)}` }),
       el("div", { className: "muted small", textContent: body.unit === "patches"
         ? `over the ${body.n} patches both scored`
         : `over ${body.n} cells of ${body.l0_cell} px (the grids differ)` }),
