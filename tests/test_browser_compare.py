@@ -214,3 +214,42 @@ def test_an_unknown_colormap_in_the_link_is_named_and_replaced(cpage):
     card = cpage.locator(".experiment-card[data-experiment='ABMIL_A'] .annotation-error")
     assert card.inner_text() == "unknown colormap NOPE in the link, showing jet"
     assert "cmap=jet" in cpage.evaluate("window.milCompare.heatmapPanes[0].overlay.url")
+
+
+def test_ground_truth_outlines_every_pane_with_each_experiments_figures(browser, compared_cohort, tmp_path):
+    from tests.test_annotations import TUMOR, qupath
+
+    folder = tmp_path / "annotations"
+    folder.mkdir()
+    qupath(folder / "alpha.geojson")
+    args = [a for name in EXPS[:2] for a in ("--config", str(compared_cohort.configs[name]))]
+    proc, base = start_viewer(args + ["--annotations", str(folder), "--workers", "1"], quiet=True)
+    context = browser.new_context(viewport=VIEWPORT, device_scale_factor=1, bypass_csp=True)
+    try:
+        page = context.new_page()
+        page.base = base
+        open_compare(page, "?exp=ABMIL_A,CLAM_B&diff=1")
+        page.wait_for_function("document.getElementById('localization').dataset.loaded === 'true'")
+        for exp in EXPS[:2]:
+            body = get_json(f"{base}/api/slides/alpha/localization?exp={exp}")
+            tumor = {c["class"]: c for c in body["classes"]}["Tumor"]
+            row = page.inner_text(f".localization-row[data-experiment='{exp}'][data-class='Tumor']")
+            assert f"AUROC {tumor['auroc']:.2f}" in row and f"Dice ≥ 0.50 {tumor['dice']:.2f}" in row
+        # every pane (slide, both experiments, the difference) draws the outline through TUMOR's vertices
+        found = page.evaluate("""(pts) => window.milCompare.annotations.viewers.map((v, i) => {
+            const item = v.world.getItemAt(0), c = window.milCompare.annotations.canvases[i];
+            const ctx = c.getContext('2d');
+            return pts.map(([x, y]) => { const p = v.viewport.pixelFromPoint(item.imageToViewportCoordinates(x, y), true);
+              const xi = Math.round(p.x), yi = Math.round(p.y);
+              if (xi < 2 || yi < 2 || xi > c.width - 3 || yi > c.height - 3) return null;
+              const d = ctx.getImageData(xi - 2, yi - 2, 5, 5).data;
+              for (let k = 0; k < d.length; k += 4) if (d[k + 3] > 0 && d[k] > 150 && d[k + 1] < 60) return true;
+              return false; }); })""", [list(p) for p in TUMOR])
+        assert len(found) == 4
+        for pane in found:
+            seen = [hit for hit in pane if hit is not None]
+            assert len(seen) >= 2 and all(seen), found
+        shot(page, "compare-annotations.png")
+    finally:
+        context.close()
+        stop_viewer(proc)

@@ -6,6 +6,7 @@
 // choices and URLs, each carrying ?exp=), /api/slides/<id>/agreement for the figures.
 // Test hooks live on `window.milCompare`.
 
+import { AnnotationLayer } from "../viewer/annotations.js";
 import { fillUrl, getJSON, withQuery } from "../viewer/api.js";
 import { OverlayLayer } from "../viewer/overlay.js";
 import { ScaleBar } from "../viewer/scalebar.js";
@@ -196,6 +197,24 @@ async function main() {
   addToLock(open(slidePane, first.dzi.slide));
   lock.leader = heatmapPanes[0].viewer;
 
+  // ---- ground truth: outlines on every pane, each experiment's localisation figures ----
+  const annotations = new AnnotationLayer({ meta: first, state: null, offset: [offX, offY],
+    viewers: [slidePane.viewer, ...heatmapPanes.map((p) => p.viewer)] });
+  async function loadGroundTruth() {
+    await annotations.load();
+    await loadFigures();
+  }
+  async function loadFigures() {
+    if (!annotations.features.length) return;
+    const bodies = await Promise.all(metas.map((m) => getJSON(withQuery(m.urls.localization, { class: state.panes[m.experiment].class }))));
+    $("localization").replaceChildren(...bodies.flatMap((body, i) => body.classes.map((c) => el("div", {
+      className: "localization-row", dataset: { experiment: names[i], class: c.class },
+      textContent: `${names[i]} · ${c.class}: AUROC ${format(c.auroc)} · top-10 inside ${format(c.top_inside["10"])} · `
+        + `top-5 % inside ${format(c.top_inside["5%"])} · Dice ≥ 0.50 ${format(c.dice)}` }))));
+    $("localization").dataset.loaded = "true";
+  }
+  loadGroundTruth().catch((err) => console.warn("annotations:", err.message));
+
   // ---- the difference pane ----
   let diffItem = null;
   const diffUrl = () => withQuery(byName[state.diffA].dzi.overlay, { minus: state.diffB, cmap: first.defaults.difference_cmap });
@@ -211,6 +230,7 @@ async function main() {
     if (!diffPane.viewer) {
       addToLock(open(diffPane, [first.dzi.slide, { tileSource: url, opacity: state.alpha, x: 0, y: 0, width: 1,
         success: (e) => { diffItem = e.item; } }]));
+      annotations?.addViewer(diffPane.viewer);
       return;
     }
     diffPane.viewer.addTiledImage({ tileSource: url, opacity: state.alpha, x: 0, y: 0, width: 1, success: (e) => {
@@ -270,6 +290,7 @@ async function main() {
     pane.overlay.update({ ...state.panes[name], alpha: state.alpha }).catch((err) => { cards[name].error.textContent = err.message; });
     cards[name].render();
     loadTopk(name);
+    loadFigures().catch(() => {}); // of the class now shown
   }
   /** Apply one setting: to its pane, or to every pane that can take it when settings are shared. */
   function set(name, key, value) {
@@ -393,7 +414,7 @@ async function main() {
   }
   Promise.all(names.map(loadTopk)).catch(() => {});
 
-  Object.assign(hooks, { state, metas, panes, lock, heatmapPanes, slidePane, diffPane, flushUrl,
+  Object.assign(hooks, { state, metas, panes, lock, heatmapPanes, slidePane, diffPane, flushUrl, annotations,
     viewers: () => shown().map((p) => p.viewer).filter(Boolean),
     settled: () => shown().every((p) => p.viewer && opened.has(p.viewer) && !isAnimating(p.viewer)),
     fullyLoaded: () => shown().every((p) => {

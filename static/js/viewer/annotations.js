@@ -1,4 +1,4 @@
-// Ground-truth outlines on both panes (from /api/slides/<id>/annotations, level-0 pixels), drawn
+// Ground-truth outlines on every pane (from /api/slides/<id>/annotations, level-0 pixels), drawn
 // on a canvas above each viewer at every viewport update, a legend by class with a toggle, and
 // the localisation figures of the attention against them (/localization).
 
@@ -19,25 +19,31 @@ function format(value, digits = 2) {
 export class AnnotationLayer {
   constructor({ meta, state, viewers, offset }) {
     this.meta = meta;
-    this.state = state;
-    this.viewers = viewers;
+    this.state = state; // null: outlines and legend only (the comparison page writes the figures)
     this.offset = offset;
     this.features = [];
     this.visible = true;
     this.el = { panel: $("annotations-panel"), toggle: $("annotations-toggle"), legend: $("annotations-legend"),
                 figures: $("localization") };
-    this.canvases = viewers.map((v) => {
-      const c = document.createElement("canvas");
-      c.className = "annotation-canvas";
-      v.container.parentElement.append(c);
-      v.addHandler("update-viewport", () => this.draw(v, c));
-      return c;
-    });
+    this.viewers = [];
+    this.canvases = [];
+    for (const v of viewers) this.addViewer(v);
     this.el.toggle.addEventListener("change", () => {
       this.visible = this.el.toggle.checked;
       this.redraw();
     });
     this.hooks = { screenPoints: (i) => this.screenPoints(i) };
+  }
+
+  /** Draw on one more viewer (a pane opened later: the comparison's difference pane). */
+  addViewer(v) {
+    const c = document.createElement("canvas");
+    c.className = "annotation-canvas";
+    v.container.parentElement.append(c);
+    v.addHandler("update-viewport", () => this.draw(v, c));
+    this.viewers.push(v);
+    this.canvases.push(c);
+    this.draw(v, c);
   }
 
   async load() {
@@ -62,7 +68,7 @@ export class AnnotationLayer {
       return item;
     }));
     this.redraw();
-    await this.loadFigures();
+    if (this.state) await this.loadFigures(); // the comparison page shows its own, per experiment
   }
 
   /** The region the Dice is of: what the overlay shows (threshold and range), else >= 0.5. */
