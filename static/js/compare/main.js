@@ -7,12 +7,17 @@
 // Test hooks live on `window.milCompare`.
 
 import { AnnotationLayer } from "../viewer/annotations.js";
-import { fillUrl, getJSON, withQuery } from "../viewer/api.js";
+import { getJSON, withQuery } from "../viewer/api.js";
 import { OverlayLayer } from "../viewer/overlay.js";
 import { ScaleBar } from "../viewer/scalebar.js";
 import { availableClasses } from "../viewer/state.js";
 import { ViewportLock, isAnimating } from "../viewer/sync.js";
+import { agreementRow, localizationRow } from "./figures.js";
+import { el } from "./dom.js";
+import { ExperimentCard } from "./cards.js";
+import { Pane, grid, paneTitle, viewerOptions } from "./panes.js";
 import { compareQuery, initialCompareState } from "./state.js";
+import { TopLists } from "./topk.js";
 
 const root = document.getElementById("compare");
 const panesEl = document.getElementById("panes");
@@ -26,58 +31,6 @@ function showStatus(message, isError = false) {
   statusEl.textContent = message || "";
   statusEl.classList.toggle("error", isError);
   if (isError) hooks.error = message;
-}
-
-function el(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(props)) {
-    if (key === "dataset") Object.assign(node.dataset, value);
-    else if (key in node) node[key] = value;
-    else node.setAttribute(key, value);
-  }
-  node.append(...children);
-  return node;
-}
-
-function viewerOptions(element, tileSources) {
-  return {
-    element, tileSources, prefixUrl: root.dataset.osdImages, drawer: "canvas", crossOriginPolicy: false,
-    showNavigator: false, showRotationControl: false, showFullPageControl: false, showZoomControl: false,
-    showHomeControl: false,
-    gestureSettingsMouse: { clickToZoom: false, dblClickToZoom: true, flickEnabled: false },
-    preserveImageSizeOnResize: true, animationTime: 0.5, blendTime: 0.1, zoomPerScroll: 1.4,
-    maxZoomPixelRatio: 2, minZoomImageRatio: 0.5, visibilityRatio: 0.3, imageLoaderLimit: 8, timeout: 60000,
-  };
-}
-
-function format(value, digits = 2) {
-  return value === null || value === undefined ? "–" : value.toFixed(digits);
-}
-
-/** A top-k Jaccard, or a note that k takes every unit (the figure is then 1 by construction). */
-function jaccard(body, k) {
-  return k >= body.n ? `– (k ≥ all ${body.n})` : format(body.jaccard[String(k)]);
-}
-
-/** The pane's title: experiment, model type, prediction. */
-function paneTitle(meta) {
-  const p = meta.probabilities[meta.prediction.index];
-  return `${meta.experiment} · ${meta.model_type} · predicted ${meta.prediction.name}`
-    + (p === null || p === undefined ? "" : ` ${p.toFixed(2)}`);
-}
-
-class Pane {
-  constructor({ id, title, kind }) {
-    this.kind = kind; // "slide" | "heatmap" | "difference"
-    this.wrap = el("div", { className: `pane-wrap compare-pane ${kind}-pane`, dataset: { kind } });
-    this.element = el("div", { id, className: "pane" });
-    this.label = el("div", { className: "pane-label", title }, title);
-    this.bar = el("div", { className: "scalebar" }, el("div", { className: "scalebar-bar" }),
-      el("span", { className: "scalebar-label" }, "\u00a0"));
-    this.wrap.append(this.element, this.label, this.bar);
-    panesEl.insertBefore(this.wrap, statusEl);
-    this.viewer = null;
-  }
 }
 
 async function main() {
@@ -124,24 +77,24 @@ async function main() {
   const scheduleUrl = () => { if (urlTimer === null) urlTimer = setTimeout(flushUrl, 250); };
 
   // ---- panes ----
-  const slidePane = new Pane({ id: "pane-slide", title: "Slide", kind: "slide" });
+  const where = { container: panesEl, before: statusEl };
+  const slidePane = new Pane({ id: "pane-slide", title: "Slide", kind: "slide", ...where });
   const heatmapPanes = metas.map((meta, i) => {
-    const pane = new Pane({ id: `pane-${i}`, title: paneTitle(meta), kind: "heatmap" });
+    const pane = new Pane({ id: `pane-${i}`, title: paneTitle(meta), kind: "heatmap", ...where });
     pane.wrap.dataset.experiment = meta.experiment;
     pane.overlay = new OverlayLayer(meta.dzi.overlay);
     pane.meta = meta;
     return pane;
   });
-  const diffPane = new Pane({ id: "pane-difference", title: "", kind: "difference" });
+  const diffPane = new Pane({ id: "pane-difference", title: "", kind: "difference", ...where });
   const panes = [slidePane, ...heatmapPanes, diffPane];
   const shown = () => panes.filter((p) => p.kind !== "difference" || state.diff);
 
   function layout() {
     diffPane.wrap.hidden = !state.diff;
-    const n = shown().length;
-    const cols = n <= 3 ? n : n === 4 ? 2 : 3;
+    const { cols, rows } = grid(shown().length);
     panesEl.style.gridTemplateColumns = `repeat(${cols}, minmax(0, 1fr))`;
-    panesEl.style.gridTemplateRows = `repeat(${Math.ceil(n / cols)}, minmax(0, 1fr))`;
+    panesEl.style.gridTemplateRows = `repeat(${rows}, minmax(0, 1fr))`;
   }
   layout();
 
@@ -167,7 +120,7 @@ async function main() {
     scheduleUrl();
   }
   function open(pane, tileSources) {
-    const viewer = OpenSeadragon(viewerOptions(pane.element, tileSources));
+    const viewer = OpenSeadragon(viewerOptions(pane.element, tileSources, root.dataset.osdImages));
     pane.viewer = viewer;
     pane.scale = new ScaleBar(pane.bar, viewer, first.mpp);
     viewer.addHandler("open", () => {
@@ -207,10 +160,7 @@ async function main() {
   async function loadFigures() {
     if (!annotations.features.length) return;
     const bodies = await Promise.all(metas.map((m) => getJSON(withQuery(m.urls.localization, { class: state.panes[m.experiment].class }))));
-    $("localization").replaceChildren(...bodies.flatMap((body, i) => body.classes.map((c) => el("div", {
-      className: "localization-row", dataset: { experiment: names[i], class: c.class },
-      textContent: `${names[i]} · ${c.class}: AUROC ${format(c.auroc)} · top-10 inside ${format(c.top_inside["10"])} · `
-        + `top-5 % inside ${format(c.top_inside["5%"])} · Dice ≥ 0.50 ${format(c.dice)}` }))));
+    $("localization").replaceChildren(...bodies.flatMap((body, i) => body.classes.map((c) => localizationRow(names[i], c))));
     $("localization").dataset.loaded = "true";
   }
   loadGroundTruth().catch((err) => console.warn("annotations:", err.message));
@@ -285,11 +235,12 @@ async function main() {
   lockBox.checked = state.locked;
 
   const cards = {};
+  let topLists = null;
   function refresh(name) {
     const pane = heatmapPanes.find((p) => p.meta.experiment === name);
     pane.overlay.update({ ...state.panes[name], alpha: state.alpha }).catch((err) => { cards[name].error.textContent = err.message; });
     cards[name].render();
-    loadTopk(name);
+    topLists?.load(name, state.panes[name].class).catch(() => {});
     loadFigures().catch(() => {}); // of the class now shown
   }
   /** Apply one setting: to its pane, or to every pane that can take it when settings are shared. */
@@ -315,45 +266,10 @@ async function main() {
   container.append(el("h2", { textContent: "Heatmap of each experiment" }));
   for (const meta of metas) {
     const name = meta.experiment;
-    const cmap = el("select", { "aria-label": `${name} colormap` });
-    const cmaps = [...new Set([...meta.choices.colormaps, state.panes[name].cmap])];
-    cmap.append(...cmaps.map((c) => el("option", { value: c, textContent: c })));
-    const cls = el("select", { "aria-label": `${name} class` });
-    cls.append(...meta.classes.filter((c) => c.available).map((c) => el("option", { value: String(c.index),
-      textContent: c.index === meta.prediction.index ? `${c.name} ★` : c.name, title: c.index === meta.prediction.index ? "the predicted class" : "" })));
-    const norm = el("select", { "aria-label": `${name} scale` });
-    norm.append(...meta.choices.norms.map((n) => el("option", { value: n.name, textContent: n.label })));
-    const t = meta.choices.threshold;
-    const threshold = el("input", { type: "range", min: t.min, max: t.max, step: t.step, "aria-label": `${name} threshold` });
-    const thresholdValue = el("span", { className: "value num" });
-    const colorbar = el("img", { className: "card-colorbar", alt: `${name} colormap`, width: 296, height: 10 });
-    const error = el("div", { className: "annotation-error" });
-    const card = el("div", { className: "experiment-card", dataset: { experiment: name } },
-      el("div", { className: "card-title", textContent: paneTitle(meta) }),
-      el("div", { className: "card-row" }, cmap, cls, norm),
-      el("div", { className: "card-row" }, el("span", { className: "muted", textContent: "threshold" }), threshold, thresholdValue),
-      colorbar, error);
-    container.append(card);
-    cmap.addEventListener("change", () => set(name, "cmap", cmap.value));
-    cls.addEventListener("change", () => set(name, "class", Number(cls.value)));
-    norm.addEventListener("change", () => set(name, "norm", norm.value));
-    threshold.addEventListener("change", () => set(name, "threshold", Number(threshold.value)));
-    threshold.addEventListener("input", () => { thresholdValue.textContent = Number(threshold.value).toFixed(2); });
-    cards[name] = {
-      error,
-      render() {
-        const s = state.panes[name];
-        cmap.value = s.cmap;
-        cls.value = String(s.class);
-        norm.value = s.norm;
-        threshold.value = String(s.threshold);
-        thresholdValue.textContent = s.threshold.toFixed(2);
-        colorbar.src = withQuery(meta.urls.colorbar, { cmap: s.cmap, width: 296, height: 10 });
-        error.textContent = "";
-      },
-    };
+    cards[name] = new ExperimentCard({ meta, pane: state.panes[name], onSet: (key, value) => set(name, key, value) });
+    container.append(cards[name].element);
     cards[name].render();
-    if (problems[name]) error.textContent = problems[name];
+    if (problems[name]) cards[name].error.textContent = problems[name];
   }
 
   // ---- agreement ----
@@ -362,48 +278,12 @@ async function main() {
     for (let i = 0; i < names.length; i++) for (let j = i + 1; j < names.length; j++) pairs.push([names[i], names[j]]);
     const bodies = await Promise.all(pairs.map(([a, b]) => getJSON(withQuery(root.dataset.agreement, { a, b }))));
     hooks.agreement = bodies;
-    $("agreement-figures").replaceChildren(...bodies.map((body) => el("div", { className: "agreement-row" },
-      el("b", { textContent: `${body.a.experiment} vs ${body.b.experiment}` }),
-      el("div", { textContent: `Spearman ρ ${format(body.spearman)} · top-10 Jaccard ${jaccard(body, 10)} · `
-        + `top-50 ${jaccard(body, 50)}` }),
-      el("div", { className: "muted small", textContent: body.unit === "patches"
-        ? `over the ${body.n} patches both scored`
-        : `over ${body.n} cells of ${body.l0_cell} px (the grids differ)` }),
-      el("div", { className: body.same_prediction ? "muted small" : "mismatch small",
-        textContent: body.same_prediction ? `both predict ${body.a.prediction.name}`
-          : `predictions differ: ${body.a.prediction.name} vs ${body.b.prediction.name}` }))));
+    $("agreement-figures").replaceChildren(...bodies.map(agreementRow));
     $("agreement-figures").dataset.loaded = "true";
   }
   loadAgreement().catch((err) => { $("agreement-figures").textContent = err.message; });
 
   // ---- top-k lists, shared patches marked ----
-  const topk = {};
-  const lists = $("topk-lists");
-  const listEls = Object.fromEntries(names.map((name) => {
-    const list = el("ol", { className: "patch-list compact", dataset: { experiment: name } });
-    lists.append(el("div", { className: "topk-block" }, el("h3", { textContent: name }), list));
-    return [name, list];
-  }));
-  const overlaps = (p, q) => p.x < q.x + q.size && q.x < p.x + p.size && p.y < q.y + q.size && q.y < p.y + p.size;
-  function renderLists() {
-    for (const name of names) {
-      if (!topk[name]) continue;
-      listEls[name].replaceChildren(...topk[name].map((p) => {
-        const shared = names.some((other) => other !== name && (topk[other] || []).some((q) => overlaps(p, q)));
-        const item = el("li", { className: `patch-item${shared ? " shared" : ""}`, dataset: { index: p.index, shared } },
-          el("img", { src: fillUrl(byName[name].urls.patch_image, { index: p.index }), alt: "", width: 40, height: 40, loading: "lazy" }),
-          el("span", { textContent: `#${p.rank} · ${p.percentile.toFixed(1)} %${shared ? " ★" : ""}` }));
-        item.addEventListener("click", () => flyTo(p));
-        return item;
-      }));
-    }
-    hooks.topk = topk;
-  }
-  async function loadTopk(name) {
-    const body = await getJSON(withQuery(byName[name].urls.topk, { k: 10, class: state.panes[name].class }));
-    topk[name] = body.patches;
-    renderLists();
-  }
   function flyTo(p) {
     const viewer = heatmapPanes[0].viewer;
     const item = viewer.world.getItemAt(0);
@@ -412,9 +292,10 @@ async function main() {
     viewer.viewport.fitBounds(item.imageToViewportRectangle(p.x - offX + p.size / 2 - side / 2,
       p.y - offY + p.size / 2 - side / 2, side, side));
   }
-  Promise.all(names.map(loadTopk)).catch(() => {});
+  topLists = new TopLists({ metas, element: $("topk-lists"), onPick: flyTo });
+  for (const name of names) topLists.load(name, state.panes[name].class).catch(() => {});
 
-  Object.assign(hooks, { state, metas, panes, lock, heatmapPanes, slidePane, diffPane, flushUrl, annotations,
+  Object.assign(hooks, { state, metas, panes, lock, heatmapPanes, slidePane, diffPane, flushUrl, annotations, topLists,
     viewers: () => shown().map((p) => p.viewer).filter(Boolean),
     settled: () => shown().every((p) => p.viewer && opened.has(p.viewer) && !isAnimating(p.viewer)),
     fullyLoaded: () => shown().every((p) => {
