@@ -67,6 +67,7 @@ bench: install demo-data
 	$(BIN)/python -m bench.bench_tiles
 	$(BIN)/python -m bench.bench_first_tile
 	$(BIN)/python -m bench.bench_scale
+	$(BIN)/python -m bench.bench_compare
 
 clean:
 	rm -rf $(VENV) data heatmaps/heatmap_raw_results heatmaps/heatmap_production_results
