@@ -9,7 +9,7 @@
 //
 // Values are checked against each experiment's metadata (its defaults, classes and ranges).
 
-import { CMAP_NAME, availableClasses, readNumber, round } from "../viewer/state.js";
+import { CMAP_NAME, availableClasses, readNumber, readView, round, writeView } from "../viewer/state.js";
 
 /** One experiment's heatmap settings from the URL, else its defaults. */
 function paneState(meta, q) {
@@ -42,13 +42,7 @@ export function initialCompareState(metas, search) {
     panes: Object.fromEntries(metas.map((m) => [m.experiment, paneState(m, q)])),
   };
   if (state.diffA === state.diffB) [state.diffA, state.diffB] = [names[0], names[1]];
-  const [w, h] = first.dimensions;
-  const x = readNumber(q, "x", -w, 2 * w);
-  const y = readNumber(q, "y", -h, 2 * h);
-  const zoom = readNumber(q, "zoom", 1e-6, 1e3);
-  if (x !== null && y !== null && zoom !== null) Object.assign(state, { x, y, zoom });
-  const rot = readNumber(q, "rot", -3600, 3600);
-  if (rot !== null) state.rotation = ((rot % 360) + 360) % 360;
+  Object.assign(state, readView(q, first.dimensions));
   const alpha = readNumber(q, "alpha", 0, 1);
   if (alpha !== null) state.alpha = alpha;
   return state;
@@ -57,12 +51,7 @@ export function initialCompareState(metas, search) {
 export function compareQuery(state) {
   const q = new URLSearchParams();
   q.set("exp", state.experiments.join(","));
-  if (state.x !== null && state.zoom !== null) {
-    q.set("x", round(state.x, 1));
-    q.set("y", round(state.y, 1));
-    q.set("zoom", String(Number(state.zoom.toPrecision(7))));
-  }
-  if (state.rotation) q.set("rot", round(state.rotation, 2));
+  writeView(q, state);
   q.set("alpha", round(state.alpha, 2));
   q.set("lock", state.locked ? "1" : "0");
   q.set("diff", state.diff ? "1" : "0");

@@ -29,6 +29,28 @@ export function availableClasses(meta) {
 }
 
 /** The state a page opens with: the URL's values where valid, else the slide's defaults. */
+/** The view of a link (x, y, zoom, rot) where valid: the fields to set on a state. */
+export function readView(q, [w, h]) {
+  const view = {};
+  const x = readNumber(q, "x", -w, 2 * w);
+  const y = readNumber(q, "y", -h, 2 * h);
+  const zoom = readNumber(q, "zoom", 1e-6, 1e3);
+  if (x !== null && y !== null && zoom !== null) Object.assign(view, { x, y, zoom });
+  const rot = readNumber(q, "rot", -3600, 3600);
+  if (rot !== null) view.rotation = ((rot % 360) + 360) % 360;
+  return view;
+}
+
+/** Write a state's view (x, y, zoom, rot) to a query. */
+export function writeView(q, state) {
+  if (state.x !== null && state.zoom !== null) {
+    q.set("x", round(state.x, 1));
+    q.set("y", round(state.y, 1));
+    q.set("zoom", String(Number(state.zoom.toPrecision(7))));
+  }
+  if (state.rotation) q.set("rot", round(state.rotation, 2));
+}
+
 export function initialState(meta, search) {
   const q = new URLSearchParams(search);
   const d = meta.defaults;
@@ -48,13 +70,7 @@ export function initialState(meta, search) {
     blur: Boolean(d.blur),
     mode: "dual",
   };
-  const [w, h] = meta.dimensions;
-  const x = readNumber(q, "x", -w, 2 * w);
-  const y = readNumber(q, "y", -h, 2 * h);
-  const zoom = readNumber(q, "zoom", 1e-6, 1e3);
-  if (x !== null && y !== null && zoom !== null) Object.assign(state, { x, y, zoom });
-  const rot = readNumber(q, "rot", -3600, 3600);
-  if (rot !== null) state.rotation = ((rot % 360) + 360) % 360;
+  Object.assign(state, readView(q, meta.dimensions));
   const cmap = q.get("cmap");
   if (cmap && CMAP_NAME.test(cmap)) state.cmap = cmap; // the server has the last word (see main.js)
   const alpha = readNumber(q, "alpha", 0, 1);
@@ -82,12 +98,7 @@ export function round(value, digits) {
 /** The query string of a state (fixed order, compact numbers). */
 export function stateQuery(state) {
   const q = new URLSearchParams();
-  if (state.x !== null && state.zoom !== null) {
-    q.set("x", round(state.x, 1));
-    q.set("y", round(state.y, 1));
-    q.set("zoom", String(Number(state.zoom.toPrecision(7))));
-  }
-  if (state.rotation) q.set("rot", round(state.rotation, 2));
+  writeView(q, state);
   q.set("cmap", state.cmap);
   q.set("alpha", round(state.alpha, 2));
   q.set("class", String(state.class));
