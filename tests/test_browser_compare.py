@@ -207,6 +207,7 @@ def test_one_experiment_of_several_opens_the_slide_page(cpage):
     assert "exp=CLAM_B&cmap=" in cpage.evaluate("window.milViewer.overlay.shownUrl")
     cpage.wait_for_function("document.querySelectorAll('#patch-list li img').length === 10")
     assert all("exp=CLAM_B" in src for src in cpage.eval_on_selector_all("#patch-list li img", "i => i.map(x => x.src)"))
+    assert cpage.get_attribute("#compare-link", "href").endswith("?exp=ABMIL_A,CLAM_B,ABMIL_C")
 
 
 def test_an_unknown_colormap_in_the_link_is_named_and_replaced(cpage):

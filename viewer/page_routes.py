@@ -37,7 +37,11 @@ def viewer_page(slide_id: str) -> str:
         return compare_page(state, slide_id, chosen)
     record = state.record(slide_id, chosen[0] if chosen else None)
     state.prefetch(record)  # while the browser loads the page's scripts
-    return render_template("viewer.html", slide=cohort_entry(record),
+    scored_by = list(state.records(slide_id)) if state.compared else []
+    compare_url = (url_for("pages.viewer_page", slide_id=slide_id, exp=",".join(scored_by[:MAX_COMPARED]))
+                   if len(scored_by) > 1 else None)
+    return render_template("viewer.html", slide=cohort_entry(record), compare_url=compare_url,
+                           experiment=record.experiment if state.compared else None,
                            api_url=url_for("api.slide_metadata", slide_id=slide_id,
                                            **({"exp": record.experiment} if state.compared else {})),
                            cohort_url=url_for("pages.cohort_page"))
