@@ -103,7 +103,8 @@ def write_asap(path: Path, geometry) -> None:
     items = []
     for p in _polygons(geometry):
         items.append(annotation(len(items), p.exterior, CLASS_NAME, hexed))
-        items.extend(annotation(len(items) + k, r, "_2", "#64FE2E") for k, r in enumerate(p.interiors))
+        for ring in p.interiors:
+            items.append(annotation(len(items), ring, "_2", "#64FE2E"))
     text = ('<?xml version="1.0"?>\n<ASAP_Annotations>\n<Annotations>\n' + "\n".join(items)
             + f'\n</Annotations>\n<AnnotationGroups><Group Name={quoteattr(CLASS_NAME)} PartOfGroup="None" '
               f'Color="{hexed}"><Attributes /></Group><Group Name="_2" PartOfGroup="None" Color="#64FE2E">'

@@ -203,6 +203,9 @@ def _make_annotation(spec: SlideSpec, slide_path: Path, folder: Path, force: boo
     from demo.annotations import dense_outline, write_asap, write_qupath
 
     path = folder / f"{spec.slide_id}.{spec.annotation}"
+    for other in ("geojson", "json", "xml"):  # a file of another format would be found first
+        if other != spec.annotation:
+            (folder / f"{spec.slide_id}.{other}").unlink(missing_ok=True)
     if path.exists() and not force:
         return path
     geometry = dense_outline(slide_path, spec.patch_size_level0, DENSE_THRESHOLD)

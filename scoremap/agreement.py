@@ -3,8 +3,9 @@
 Two models scored on one slide give two bags of (coordinates, attention). They are compared on
 the units both scored:
 
-- **patches**, when both bags have the same patch size and share most of their coordinates (the
-  same patching, e.g. two models on one feature set): the patches at coordinates both scored,
+- **patches**, when both bags have the same patch size and share at least half of the smaller
+  bag's coordinates (the same patching, e.g. two models on one feature set): the patches at
+  coordinates both scored,
   each with its own score in each experiment;
 - **cells** otherwise (CLAM vs TRIDENT coordinates, other patch sizes, other tissue masks): the
   cells of one level-0 raster at the coarser patch size S, anchored at level-0 (0, 0), each with
@@ -27,7 +28,7 @@ from scipy import stats
 
 from scoremap.grid import cell_grid
 
-#: Same patching when at least this share of the smaller bag's coordinates lie in the other bag.
+#: Same patching when at least this share (half) of the smaller bag's coordinates lie in the other bag.
 SHARED_COORDS = 0.5
 DEFAULT_KS = (10, 50)
 
@@ -84,6 +85,10 @@ def jaccard(a: set, b: set) -> float | None:
 
 def agreement(a: Bag, b: Bag, ks: tuple[int, ...] = DEFAULT_KS) -> dict:
     """Spearman's rho and top-k Jaccard of two bags on the units both scored (see the module)."""
+    keys = sorted(set(int(k) for k in ks))
+    if not len(a.l0_coords) or not len(b.l0_coords):  # an empty bag: nothing to compare
+        return {"unit": "patches", "l0_cell": int(a.l0_patch), "n": 0, "spearman": None, "p_value": None,
+                "jaccard": {str(k): None for k in keys}}
     shared = _shared_patches(a, b)
     if shared is not None:
         va, vb = a.scores[shared[0]].astype(np.float64), b.scores[shared[1]].astype(np.float64)
@@ -94,13 +99,14 @@ def agreement(a: Bag, b: Bag, ks: tuple[int, ...] = DEFAULT_KS) -> dict:
     both = np.isfinite(va) & np.isfinite(vb)
     va, vb = va[both], vb[both]
     rho = p_value = None
-    if len(va) >= 3 and np.ptp(va) > 0 and np.ptp(vb) > 0:
+    varied = len(va) >= 3 and np.ptp(va) > 0 and np.ptp(vb) > 0  # a constant map ranks nothing
+    if varied:
         result = stats.spearmanr(va, vb)
         rho, p_value = float(result.statistic), float(result.pvalue)
         if not math.isfinite(rho):
             rho = p_value = None
-    keys = sorted(set(int(k) for k in ks))
+    # None where the figure says nothing: k takes every unit (1 by construction), or a map is flat
     return {
         "unit": unit, "l0_cell": cell, "n": int(len(va)), "spearman": rho, "p_value": p_value,
-        "jaccard": {str(k): jaccard(top_k(va, k), top_k(vb, k)) if len(va) else None for k in keys},
+        "jaccard": {str(k): jaccard(top_k(va, k), top_k(vb, k)) if varied and k < len(va) else None for k in keys},
     }

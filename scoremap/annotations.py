@@ -18,11 +18,13 @@ each. A file that cannot be read is an AnnotationError naming it and what is wro
 from __future__ import annotations
 
 import json
+import math
 import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import shapely
 from shapely.geometry import Polygon, shape
 
@@ -83,14 +85,20 @@ def _qupath_class(props: dict) -> tuple[str, tuple[int, int, int] | None]:
     else:
         name, rgb = cls, props.get("color") or props.get("colorRGB")
     if isinstance(rgb, (list, tuple)) and len(rgb) >= 3:
-        colour = tuple(int(v) for v in rgb[:3])
-    elif isinstance(rgb, int):  # QuPath 0.2: packed (A)RGB
+        try:  # a colour that is not three numbers 0..255 is ignored: the class gets a default one
+            colour = tuple(int(v) for v in rgb[:3])
+        except (TypeError, ValueError, OverflowError):
+            colour = None
+        if colour is not None and not all(0 <= v <= 255 for v in colour):
+            colour = None
+    elif isinstance(rgb, int) and not isinstance(rgb, bool):  # QuPath 0.2: packed (A)RGB
         colour = ((rgb >> 16) & 255, (rgb >> 8) & 255, rgb & 255)
     name = name or props.get("name") or "annotation"
     return str(name), colour  # type: ignore[return-value]
 
 
-def _read_geojson(path: Path) -> list[tuple[str, tuple | None, object]]:
+def _read_geojson(path: Path) -> tuple[list[tuple[str, tuple | None, object]], int]:
+    """(polygons as (class, colour, geometry), how many features have a geometry)."""
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -103,7 +111,8 @@ def _read_geojson(path: Path) -> list[tuple[str, tuple | None, object]]:
         features = doc
     if not isinstance(features, list):
         raise AnnotationError(f"{path}: expected a GeoJSON FeatureCollection or a list of Features")
-    out = []
+    out: list = []
+    located = 0  # features with a geometry (a negative slide's export has none: no classes, no error)
     for i, feature in enumerate(features):
         if not isinstance(feature, dict) or "geometry" not in feature:
             raise AnnotationError(f"{path}: feature {i} has no geometry")
@@ -111,25 +120,32 @@ def _read_geojson(path: Path) -> list[tuple[str, tuple | None, object]]:
             continue
         if not isinstance(feature["geometry"], dict):
             raise AnnotationError(f"{path}: feature {i}: geometry must be an object")
+        located += 1
         if feature["geometry"].get("type") not in ("Polygon", "MultiPolygon"):
             continue
         try:
             geometry = shape(feature["geometry"])
         except (ValueError, TypeError, AttributeError, IndexError, shapely.errors.GEOSException) as exc:
             raise AnnotationError(f"{path}: feature {i}: malformed geometry ({exc})") from None
-        name, colour = _qupath_class(feature.get("properties") or {})
+        if not np.isfinite(shapely.get_coordinates(geometry)).all():
+            raise AnnotationError(f"{path}: feature {i}: coordinates must be finite numbers")
+        props = feature.get("properties")
+        name, colour = _qupath_class(props if isinstance(props, dict) else {})
         out.append((name, colour, geometry))
-    return out
+    return out, located
 
 
-def _read_asap(path: Path) -> list[tuple[str, tuple | None, object]]:
+def _read_asap(path: Path) -> tuple[list[tuple[str, tuple | None, object]], int]:
+    """(polygons as (class, colour, Polygon), how many annotations the file holds)."""
     try:
         root = ET.parse(path).getroot()
     except (OSError, ET.ParseError) as exc:
         raise AnnotationError(f"{path}: not a readable ASAP XML file ({exc})") from None
     groups = {g.get("Name"): _hex(g.get("Color")) for g in root.iter("Group")}
     out = []
+    located = 0
     for i, ann in enumerate(root.iter("Annotation")):
+        located += 1
         if (ann.get("Type") or "Polygon").lower() not in ("polygon", "spline", "rectangle"):
             continue
         points = []
@@ -145,14 +161,27 @@ def _read_asap(path: Path) -> list[tuple[str, tuple | None, object]]:
         group = ann.get("PartOfGroup")
         name = group if group and group != "None" else (ann.get("Name") or "annotation")
         colour = _hex(ann.get("Color")) or groups.get(group)
+        if not all(math.isfinite(v) for _, x, y in points for v in (x, y)):
+            raise AnnotationError(f"{path}: annotation {ann.get('Name') or i}: coordinates must be finite numbers")
         out.append((name, colour, Polygon([(x, y) for _, x, y in points])))
-    return out
+    return out, located
 
 
 def read_annotations(path: os.PathLike | str) -> list[AnnotatedClass]:
     """The classes of one annotation file, each a valid (Multi)Polygon, exclusions subtracted."""
     path = Path(path)
-    parts = _read_asap(path) if path.suffix.lower() == ".xml" else _read_geojson(path)
+    parts, located = _read_asap(path) if path.suffix.lower() == ".xml" else _read_geojson(path)
+    try:
+        classes = _classes(parts)
+    except (ValueError, TypeError, shapely.errors.GEOSException) as exc:
+        raise AnnotationError(f"{path}: polygons that cannot be combined ({exc})") from None
+    if not classes and located:
+        raise AnnotationError(f"{path}: holds no polygon annotations (points and lines have no area; "
+                              "expected Polygon/MultiPolygon features or ASAP Polygon annotations)")
+    return classes  # none at all: an empty export (a slide without the tissue outlined)
+
+
+def _classes(parts: list) -> list[AnnotatedClass]:
     by_class: dict[str, list] = {}
     colours: dict[str, tuple | None] = {}
     for name, colour, geometry in parts:
@@ -165,19 +194,17 @@ def read_annotations(path: os.PathLike | str) -> list[AnnotatedClass]:
         union = shapely.union_all(geometries)
         if hole is not None:
             union = union.difference(hole)
-        union = _polygons_only(union)
-        if union.is_empty:
+        union = polygons_only(union)
+        if union.is_empty or union.area == 0:
             continue
         colour = colours.get(name) or DEFAULT_COLOURS[i % len(DEFAULT_COLOURS)]
         classes.append(AnnotatedClass(name, tuple(int(v) for v in colour), union))
-    if not classes:
-        raise AnnotationError(f"{path}: holds no polygon annotations (points and lines have no area; "
-                              "expected Polygon/MultiPolygon features or ASAP Polygon annotations)")
     return classes
 
 
-def _polygons_only(geometry):
-    """The areal part of a geometry (make_valid may return lines and points beside polygons)."""
+def polygons_only(geometry):
+    """The areal part of a geometry (make_valid and clipping may leave lines and points beside
+    polygons)."""
     if geometry.geom_type in ("Polygon", "MultiPolygon"):
         return geometry
     polygons = [g for g in getattr(geometry, "geoms", []) if g.geom_type in ("Polygon", "MultiPolygon")]

@@ -178,3 +178,49 @@ def test_annotations_are_clipped_to_the_slide(viewer_cohort, tmp_path):
     client = create_app({"SCORING_CONFIG": str(viewer_cohort.config), "ANNOTATIONS_DIR": str(folder)}).test_client()
     (cls,) = client.get(f"/api/slides/{SLIDE}/annotations").get_json()["classes"]
     assert cls["area_px"] == pytest.approx(500 * 800)
+
+
+@pytest.mark.parametrize("feature,message", [
+    ({"type": "Feature", "properties": [1], "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [9, 0], [9, 9], [0, 0]]]}},
+     None),
+    ({"type": "Feature", "properties": {"classification": {"name": "T", "color": ["r", "g", "b"]}},
+      "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [9, 0], [9, 9], [0, 0]]]}}, None),
+    ({"type": "Feature", "properties": {"classification": {"name": "T", "color": [1e400, 0, 0]}},
+      "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [9, 0], [9, 9], [0, 0]]]}}, None),
+    ({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [float("nan"), 0], [9, 9], [0, 0]]]}},
+     "coordinates must be finite"),
+])
+def test_odd_properties_and_coordinates_never_escape_as_other_errors(tmp_path, feature, message):
+    path = tmp_path / "a.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [feature]}))
+    if message is None:
+        (cls,) = read_annotations(path)  # a bad colour or properties: a default colour, the polygon kept
+        assert cls.area == pytest.approx(40.5) and all(0 <= v <= 255 for v in cls.colour)
+    else:
+        with pytest.raises(AnnotationError, match=message):
+            read_annotations(path)
+
+
+def test_an_empty_export_is_no_ground_truth_not_an_error(tmp_path):
+    path = tmp_path / "a.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": []}))
+    assert read_annotations(path) == []
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [{"type": "Feature", "geometry": None}]}))
+    assert read_annotations(path) == []
+
+
+def test_polygons_touching_the_slide_edge_stay_polygons(viewer_cohort, tmp_path):
+    """Clipped to the slide, a polygon that shares the slide's edge must not turn into a
+    GeometryCollection (an empty region's Dice with it raised in GEOS)."""
+    folder = tmp_path / "annotations"
+    folder.mkdir()
+    inside = [[0, 0], [400, 0], [400, 400], [0, 400], [0, 0]]
+    outside = [[-100, 500], [0, 500], [0, 900], [-100, 900], [-100, 500]]
+    (folder / f"{SLIDE}.geojson").write_text(json.dumps({"type": "Feature", "geometry": {
+        "type": "MultiPolygon", "coordinates": [[inside], [outside]]}, "properties": {"classification": {"name": "T"}}}))
+    client = create_app({"SCORING_CONFIG": str(viewer_cohort.config), "ANNOTATIONS_DIR": str(folder)}).test_client()
+    (cls,) = client.get(f"/api/slides/{SLIDE}/annotations").get_json()["classes"]
+    assert cls["area_px"] == pytest.approx(160000)
+    empty = client.get(f"/api/slides/{SLIDE}/localization?lo=0.9991&hi=0.9992")
+    assert empty.status_code == 200 and empty.get_json()["classes"][0]["dice"] == 0
+    assert client.get("/api/localization").status_code == 200

@@ -208,6 +208,14 @@ def test_one_experiment_of_several_opens_the_slide_page(cpage):
     cpage.wait_for_function("document.querySelectorAll('#patch-list li img').length === 10")
     assert all("exp=CLAM_B" in src for src in cpage.eval_on_selector_all("#patch-list li img", "i => i.map(x => x.src)"))
     assert cpage.get_attribute("#compare-link", "href").endswith("?exp=ABMIL_A,CLAM_B,ABMIL_C")
+    cpage.mouse.move(900, 400)
+    cpage.mouse.wheel(0, -200)
+    cpage.wait_for_timeout(800)
+    cpage.evaluate("window.milViewer.flushUrl()")
+    assert "exp=CLAM_B" in cpage.url  # a copied link reopens this experiment, not the first
+    cpage.goto(cpage.url)
+    cpage.wait_for_function("window.milViewer && window.milViewer.ready")
+    assert cpage.evaluate("window.milViewer.meta.experiment") == "CLAM_B"
 
 
 def test_an_unknown_colormap_in_the_link_is_named_and_replaced(cpage):
@@ -254,3 +262,29 @@ def test_ground_truth_outlines_every_pane_with_each_experiments_figures(browser,
     finally:
         context.close()
         stop_viewer(proc)
+
+
+def test_a_hidden_difference_pane_neither_moves_nor_records_the_view(cpage):
+    open_compare(cpage, "?exp=ABMIL_A,CLAM_B")
+    cpage.check("#show-difference")
+    cpage.wait_for_function("window.milCompare.diffPane.viewer && window.milCompare.fullyLoaded()")
+    cpage.evaluate(SETTLE, 4)
+    cpage.uncheck("#show-difference")
+    cpage.evaluate(SETTLE, 4)
+    box = pane_box(cpage, ".heatmap-pane[data-experiment='CLAM_B']")
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    cpage.mouse.move(cx, cy)
+    cpage.mouse.down()
+    cpage.mouse.move(cx - 50, cy - 30, steps=6)
+    cpage.mouse.up()
+    cpage.mouse.wheel(0, -300)
+    cpage.evaluate(SETTLE, 4)
+    cpage.wait_for_timeout(500)
+    bounds = assert_locked(cpage)
+    assert len(bounds) == 3
+    view = cpage.evaluate("""() => { const v = window.milCompare.heatmapPanes[0].viewer, item = v.world.getItemAt(0);
+        return {zoom: item.viewportToImageZoom(v.viewport.getZoom(true)), state: window.milCompare.state.zoom}; }""")
+    assert view["state"] == pytest.approx(view["zoom"], rel=1e-6)
+    cpage.check("#show-difference")
+    cpage.evaluate(SETTLE, 4)
+    assert len(assert_locked(cpage)) == 4  # shown again, it takes the others' view

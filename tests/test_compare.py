@@ -200,3 +200,27 @@ def test_cohort_links_open_at_most_three_experiments(compared_cohort):
     url = client.get("/api/slides").get_json()["slides"][0]["viewer_url"]
     assert url.endswith("?exp=ABMIL_A,CLAM_B,ABMIL_C")
     assert client.get(url).status_code == 200
+
+
+def test_empty_bags_flat_maps_and_large_k_give_no_figures():
+    from scoremap.agreement import Bag, agreement
+
+    empty = Bag(np.zeros((0, 2), np.int64), 256, np.zeros(0))
+    coords = np.array([[0, 0], [256, 0], [512, 0], [768, 0]])
+    varied = Bag(coords, 256, np.array([0.1, 0.4, 0.2, 0.9]))
+    flat = Bag(coords, 256, np.full(4, 0.5))
+    assert agreement(empty, varied) == {"unit": "patches", "l0_cell": 256, "n": 0, "spearman": None,
+                                        "p_value": None, "jaccard": {"10": None, "50": None}}
+    assert agreement(flat, varied, ks=(2,))["jaccard"]["2"] is None and agreement(flat, varied)["spearman"] is None
+    figures = agreement(varied, Bag(coords, 256, np.array([0.5, 0.3, 0.1, 0.8])), ks=(2, 4))  # {3, 1} vs {3, 0}
+    assert figures["jaccard"]["2"] == pytest.approx(1 / 3) and figures["jaccard"]["4"] is None
+
+
+def test_experiment_names_with_commas_are_refused(compared_cohort, tmp_path):
+    import shutil
+
+    raw = tmp_path / "lr=1e-4,bs=32"
+    shutil.copytree(compared_cohort.root / "raw" / "ABMIL_A", raw)
+    with pytest.raises(ViewerConfigError, match="holds a comma"):
+        create_app({"RESULTS_DIR": [str(raw), str(compared_cohort.root / "raw" / "CLAM_B")],
+                    "SLIDES_DIR": str(compared_cohort.root / "slides")})

@@ -112,7 +112,8 @@ def annotations(slide_id: str) -> Response:
 def slide_localization(state, record, class_index: int | None, norm: str, lo: float, hi: float = 1.0) -> dict:
     classes, name, problem = state.annotations(record)
     if not classes:
-        return {"slide_id": record.slide_id, "file": name, "error": problem, "classes": []}
+        return {"slide_id": record.slide_id, "file": name, "error": problem, "range": {"lo": lo, "hi": hi},
+                "classes": []}
     scores = state.slide_scores(record)
     index = scores.resolve_class(class_index)
     raw = scores.raw(index)
@@ -153,7 +154,7 @@ def cohort_localization() -> Response:
     lo, hi = _dice_range()
     slides, sums = [], {}
     exp = request.args.get("exp")
-    records = list(state.experiment(exp)) if exp else state.primary_records()
+    records = list(state.experiment(exp) if exp else state.cohort)  # one experiment's attention: the first by default
     for record in records:
         if state.annotations_dir is None:
             break
@@ -172,4 +173,5 @@ def cohort_localization() -> Response:
                     acc[key].append(value)
     means = {name: {k: (float(np.mean(v)) if v else None) for k, v in acc.items()} | {"slides": len(acc["dice"])}
              for name, acc in sums.items()}
-    return jsonify({"threshold": lo, "range": {"lo": lo, "hi": hi}, "slides": slides, "mean": means})
+    return jsonify({"experiment": (exp or state.cohort.experiment), "threshold": lo, "range": {"lo": lo, "hi": hi},
+                    "slides": slides, "mean": means})

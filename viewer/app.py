@@ -50,6 +50,9 @@ def distinct_experiments(cohorts: Sequence[Cohort]) -> list[Cohort]:
     """The experiments in order, or ViewerConfigError naming a name given twice and its sources."""
     seen: dict[str, Cohort] = {}
     for cohort in cohorts:
+        if "," in cohort.experiment:  # links name experiments as exp=A,B
+            raise ViewerConfigError(f"experiment name {cohort.experiment!r} ({cohort.source}) holds a comma; "
+                                    "rename its save_exp_code (or results folder) without one")
         if cohort.experiment in seen:
             raise ViewerConfigError(
                 f"two experiments are named {cohort.experiment!r} ({seen[cohort.experiment].source} and "

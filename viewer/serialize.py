@@ -19,7 +19,7 @@ from viewer.state import ViewerState, viewer_state
 
 
 
-#: Experiments one comparison page shows: with the slide, 2-4 panes (and the difference pane).
+#: Experiments one comparison page shows: with the slide, 3-4 panes (and the difference pane).
 MAX_COMPARED = 3
 
 
@@ -121,7 +121,7 @@ def slide_metadata(state: ViewerState, record: SlideRecord) -> dict:
             "l0_dimensions": list(geometry.l0_dimensions),
             "level_dimensions": [list(d) for d in geometry.z_dimensions],
         },
-        "dzi": {"slide": url_for("tiles.slide_dzi", slide_id=sid),
+        "dzi": {"slide": url_for("tiles.slide_dzi", slide_id=sid, **q),
                 "overlay": url_for("tiles.overlay_dzi", slide_id=sid, **q)},
         "classes": class_info(record, scores),
         "prediction": _prediction(record),
@@ -136,7 +136,7 @@ def slide_metadata(state: ViewerState, record: SlideRecord) -> dict:
         "urls": {
             "topk": url_for("api.topk", slide_id=sid, **q),
             "patch": url_for("api.patch_at", slide_id=sid, **q),
-            "thumbnail": url_for("images.thumbnail", slide_id=sid),
+            "thumbnail": url_for("images.thumbnail", slide_id=sid, **q),
             "colorbar": url_for("api.colorbar"),
             "patch_image": url_for("images.patch_image", slide_id=sid, index=0, **q).replace("/0.jpeg", "/{index}.jpeg"),
             "viewer": url_for("pages.viewer_page", slide_id=sid),

@@ -23,7 +23,7 @@ import openslide
 import shapely
 from flask import current_app, has_request_context, request
 
-from scoremap.annotations import AnnotatedClass, AnnotationError, annotation_file, read_annotations
+from scoremap.annotations import AnnotatedClass, AnnotationError, annotation_file, polygons_only, read_annotations
 from scoremap.blockmap import BlockmapError, read_blockmap
 from scoremap.cache import ByteLRU, file_identity
 from scoremap.defaults import VIEWER_SETTINGS
@@ -239,8 +239,9 @@ class ViewerState:
                 if record.info is not None:  # the slide's pixels only: a polygon run past the edge counts its inside
                     w, h = record.info.dimensions
                     frame = shapely.box(0, 0, w, h)
-                    classes = [dataclasses.replace(c, geometry=c.geometry.intersection(frame)) for c in classes]
-                    classes = [c for c in classes if not c.geometry.is_empty]
+                    classes = [dataclasses.replace(c, geometry=polygons_only(c.geometry.intersection(frame)))
+                               for c in classes]
+                    classes = [c for c in classes if c.area > 0]
                 size = 16 * sum(int(shapely.get_num_coordinates(c.geometry)) for c in classes)
                 return (classes, path.name, None), size
             except AnnotationError as exc:

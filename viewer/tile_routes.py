@@ -63,6 +63,8 @@ def overlay_tile(slide_id: str, level: str, col: str, row: str) -> Response:
     s = state.settings
     minus = request.args.get("minus")
     if minus is not None:  # the difference pane: percentile(exp) - percentile(minus)
+        if not minus:
+            raise BadRequest("minus must name an experiment")
         other = state.record(slide_id, minus)
         if other.blockmap_path == record.blockmap_path:
             raise BadRequest(f"minus must name another experiment than {record.experiment!r}")

@@ -18,7 +18,8 @@ export function agreementRow(body) {
 
 /** One experiment's localisation figures for one annotated class (/localization). */
 export function localizationRow(experiment, c) {
+  const region = c.hi < 1 ? `[${c.threshold.toFixed(2)}, ${c.hi.toFixed(2)}]` : `≥ ${c.threshold.toFixed(2)}`;
   return el("div", { className: "localization-row", dataset: { experiment, class: c.class },
     textContent: `${experiment} · ${c.class}: AUROC ${format(c.auroc)} · top-10 inside ${format(c.top_inside["10"])} · `
-      + `top-5 % inside ${format(c.top_inside["5%"])} · Dice ≥ 0.50 ${format(c.dice)}` });
+      + `top-5 % inside ${format(c.top_inside["5%"])} · Dice ${region} ${format(c.dice)}` });
 }

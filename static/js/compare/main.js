@@ -136,7 +136,11 @@ async function main() {
       }
     });
     viewer.addHandler("open-failed", (e) => showStatus(`Cannot open the slide: ${e.message || "tile source failed"}`, true));
-    viewer.addHandler("viewport-change", () => { if (lock.leader === viewer || !isAnimating(lock.leader)) readView(viewer); });
+    viewer.addHandler("viewport-change", () => {
+      // the view is read from panes on show only: a hidden difference pane is 1 px wide
+      if (!shown().includes(pane)) return;
+      if (lock.leader === viewer || !isAnimating(lock.leader)) readView(viewer);
+    });
     viewer.addHandler("animation-finish", flushUrl);
     return viewer;
   }
@@ -157,9 +161,18 @@ async function main() {
     await annotations.load();
     await loadFigures();
   }
+  let figuresAsked = 0;
   async function loadFigures() {
     if (!annotations.features.length) return;
-    const bodies = await Promise.all(metas.map((m) => getJSON(withQuery(m.urls.localization, { class: state.panes[m.experiment].class }))));
+    const asked = ++figuresAsked;
+    // each experiment's figures of what its pane shows: its class and scale, the Dice of its region
+    // at or above its threshold (0.5 where none is set, as on the slide page)
+    const bodies = await Promise.all(metas.map((m) => {
+      const pane = state.panes[m.experiment];
+      return getJSON(withQuery(m.urls.localization, { class: pane.class, norm: pane.norm,
+        lo: (pane.threshold > 0 ? pane.threshold : 0.5).toFixed(4), hi: "1" }));
+    }));
+    if (asked !== figuresAsked) return; // a newer request is on its way
     $("localization").replaceChildren(...bodies.flatMap((body, i) => body.classes.map((c) => localizationRow(names[i], c))));
     $("localization").dataset.loaded = "true";
   }
@@ -167,6 +180,7 @@ async function main() {
 
   // ---- the difference pane ----
   let diffItem = null;
+  let diffGeneration = 0;
   const diffUrl = () => withQuery(byName[state.diffA].dzi.overlay, { minus: state.diffB, cmap: first.defaults.difference_cmap });
   function showDifference() {
     diffPane.label.textContent = `Difference · percentile ${state.diffA} − ${state.diffB}`;
@@ -183,16 +197,23 @@ async function main() {
       annotations?.addViewer(diffPane.viewer);
       return;
     }
+    const generation = ++diffGeneration;
     diffPane.viewer.addTiledImage({ tileSource: url, opacity: state.alpha, x: 0, y: 0, width: 1, success: (e) => {
+      if (generation !== diffGeneration) { // superseded while its .dzi loaded
+        diffPane.viewer.world.removeItem(e.item);
+        return;
+      }
       if (diffItem) diffPane.viewer.world.removeItem(diffItem);
       diffItem = e.item;
     } });
   }
   async function relayout() {
     lock.pause();
+    if (!state.diff && diffPane.viewer) lock.park(diffPane.viewer);
     layout();
     await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
     lock.resume(heatmapPanes[0].viewer);
+    if (state.diff && diffPane.viewer && opened.has(diffPane.viewer)) lock.setReady(diffPane.viewer);
     for (const pane of shown()) pane.scale?.update();
   }
   $("difference-colorbar").src = withQuery(first.urls.colorbar, { cmap: first.defaults.difference_cmap, width: 296, height: 14 });
@@ -241,7 +262,7 @@ async function main() {
     pane.overlay.update({ ...state.panes[name], alpha: state.alpha }).catch((err) => { cards[name].error.textContent = err.message; });
     cards[name].render();
     topLists?.load(name, state.panes[name].class).catch(() => {});
-    loadFigures().catch(() => {}); // of the class now shown
+    loadFigures().catch(() => {}); // of the class, scale and threshold now shown
   }
   /** Apply one setting: to its pane, or to every pane that can take it when settings are shared. */
   function set(name, key, value) {

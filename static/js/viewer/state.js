@@ -8,6 +8,7 @@
 //   cmap alpha class norm threshold blur   the heatmap (class = class index)
 //   lo hi     the score range of the histogram: patches outside it are not shown
 //   mode      dual (slide | heatmap side by side) or single (heatmap over the slide, one pane)
+//   exp       the experiment shown, where several scored the slide (the server reads it)
 //
 // Everything read from the URL is checked here; anything malformed falls back to the default. The
 // defaults and the ranges are the server's (meta.defaults, meta.choices of /api/slides/<id>).
@@ -69,6 +70,8 @@ export function initialState(meta, search) {
     hi: 1,
     blur: Boolean(d.blur),
     mode: "dual",
+    // where several experiments scored the slide, the one on show is part of the link
+    experiment: (meta.experiments?.length ?? 0) > 1 ? meta.experiment : null,
   };
   Object.assign(state, readView(q, meta.dimensions));
   const cmap = q.get("cmap");
@@ -98,6 +101,7 @@ export function round(value, digits) {
 /** The query string of a state (fixed order, compact numbers). */
 export function stateQuery(state) {
   const q = new URLSearchParams();
+  if (state.experiment) q.set("exp", state.experiment);
   writeView(q, state);
   q.set("cmap", state.cmap);
   q.set("alpha", round(state.alpha, 2));

@@ -50,6 +50,11 @@ export class ViewportLock {
     if (other && !this.paused) this.copy(other, viewer);
   }
 
+  /** A viewer that is hidden neither leads nor follows until `setReady` brings it back. */
+  park(viewer) {
+    this.ready.delete(viewer);
+  }
+
   /** Make `viewer` the source of the next moves (programmatic flights, layout changes). */
   lead(viewer) {
     this.leader = viewer;
