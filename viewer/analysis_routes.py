@@ -171,7 +171,8 @@ def cohort_localization() -> Response:
                                ("top5pct", c["top_inside"]["5%"]), ("dice", c["dice"])):
                 if value is not None:
                     acc[key].append(value)
-    means = {name: {k: (float(np.mean(v)) if v else None) for k, v in acc.items()} | {"slides": len(acc["dice"])}
-             for name, acc in sums.items()}
+    means = {name: {k: (float(np.mean(v)) if v else None) for k, v in acc.items()}
+             | {"slides": max(len(v) for v in acc.values()), "counts": {k: len(v) for k, v in acc.items()}}
+             for name, acc in sums.items()}  # AUROC is undefined on a slide wholly inside (or outside)
     return jsonify({"experiment": (exp or state.cohort.experiment), "threshold": lo, "range": {"lo": lo, "hi": hi},
                     "slides": slides, "mean": means})

@@ -184,8 +184,8 @@ async function addLocalization(url) {
   foot.cells[0].dataset.annotated = String(counted);
   foot.cells[0].textContent = `Cohort mean (${counted} annotated slide${counted === 1 ? "" : "s"})`;
   for (const name of classes) {
-    const n = body.mean[name].slides;
     for (const [key] of FIGURES) {
+      const n = body.mean[name].counts?.[key] ?? body.mean[name].slides;
       const cell = numberCell("td", body.mean[name][key]);
       cell.title = `${name}: mean over ${n} slide${n === 1 ? "" : "s"}`;
       foot.append(cell);

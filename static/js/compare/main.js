@@ -183,7 +183,7 @@ async function main() {
   let diffGeneration = 0;
   const diffUrl = () => withQuery(byName[state.diffA].dzi.overlay, { minus: state.diffB, cmap: first.defaults.difference_cmap });
   function showDifference() {
-    diffPane.label.textContent = `Difference · percentile ${state.diffA} − ${state.diffB}`;
+    diffPane.label.textContent = `Difference · percentile ${state.diffA} − ${state.diffB} (predicted classes)`;
     diffPane.label.title = diffPane.label.textContent;
     $("difference-legend").hidden = !state.diff;
     $("difference-note").textContent = `${state.diffA} higher (red) · ${state.diffB} higher (blue), percentile points`;
