@@ -224,3 +224,20 @@ def test_polygons_touching_the_slide_edge_stay_polygons(viewer_cohort, tmp_path)
     empty = client.get(f"/api/slides/{SLIDE}/localization?lo=0.9991&hi=0.9992")
     assert empty.status_code == 200 and empty.get_json()["classes"][0]["dice"] == 0
     assert client.get("/api/localization").status_code == 200
+
+
+def test_rewritten_ground_truth_is_read_again(viewer_cohort, tmp_path):
+    import os
+
+    folder = tmp_path / "annotations"
+    folder.mkdir()
+    path = qupath(folder / f"{SLIDE}.geojson")
+    client = create_app({"SCORING_CONFIG": str(viewer_cohort.config), "ANNOTATIONS_DIR": str(folder)}).test_client()
+    before = {c["class"]: c for c in client.get(f"/api/slides/{SLIDE}/localization").get_json()["classes"]}
+    square = [[0, 0], [300, 0], [300, 300], [0, 300], [0, 0]]
+    path.write_text(json.dumps({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [square]},
+                                "properties": {"classification": {"name": "Tumor"}}}))
+    os.utime(path, ns=(1, 1))  # another mtime whatever the clock's resolution
+    after = {c["class"]: c for c in client.get(f"/api/slides/{SLIDE}/localization").get_json()["classes"]}
+    assert set(before) == {"Stroma", "Tumor"} and set(after) == {"Tumor"}
+    assert after["Tumor"]["annotated_area_px"] == pytest.approx(90000)

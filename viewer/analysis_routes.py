@@ -18,6 +18,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from exports.options import ExportScores
 from exports.qupath import region_feature
+from scoremap.cache import file_identity
 from scoremap.normalize import in_range
 from scoremap.localization import localization
 from scoremap.regions import union_area
@@ -118,7 +119,12 @@ def slide_localization(state, record, class_index: int | None, norm: str, lo: fl
     index = scores.resolve_class(class_index)
     raw = scores.raw(index)
     values = scores.normalized(index, norm)
-    figures = [localization(scores.l0_coords, scores.l0_patch, raw, values, c, lo, hi) for c in classes]
+    # kept while the blockmap and the ground-truth file are unchanged: the cohort table asks for
+    # every slide's figures at each load, and a million-patch slide's take about a second
+    key = ("localization", file_identity(record.blockmap_path), file_identity(state.annotation_path(record)),
+           record.slide_stamp, index, norm, lo, hi)
+    figures = state.cache.get(key, lambda: (
+        [localization(scores.l0_coords, scores.l0_patch, raw, values, c, lo, hi) for c in classes], 4096))
     return {"slide_id": record.slide_id, "file": name, "error": problem, "attention_class": class_ref(record, index),
             "norm": norm, "range": {"lo": lo, "hi": hi}, "classes": figures}
 

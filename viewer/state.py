@@ -223,13 +223,17 @@ class ViewerState:
                 log.debug("prefetch of %s failed", record.slide_id, exc_info=True)
         threading.Thread(target=work, name=f"prefetch-{record.slide_id}", daemon=True).start()
 
+    def annotation_path(self, record: SlideRecord) -> Path | None:
+        """The slide's ground-truth file, if the viewer has a folder and it holds one."""
+        folder = self.annotations_dir
+        name = Path(record.recorded_slide_path).name if record.recorded_slide_path else None
+        return annotation_file(folder, record.slide_id, name) if folder is not None else None
+
     def annotations(self, record: SlideRecord) -> tuple[list[AnnotatedClass], str | None, str | None]:
         """(classes, file name, problem) of the slide's ground truth: no folder or no file gives
         ([], None, None); a file that cannot be read gives ([], its name, why), and the slide
         shows without it."""
-        folder = self.annotations_dir
-        name = Path(record.recorded_slide_path).name if record.recorded_slide_path else None
-        path = annotation_file(folder, record.slide_id, name) if folder is not None else None
+        path = self.annotation_path(record)
         if path is None:
             return [], None, None
 
