@@ -267,9 +267,14 @@ async function main() {
   /** Apply one setting: to its pane, or to every pane that can take it when settings are shared. */
   function set(name, key, value) {
     const targets = state.locked ? names : [name];
+    const className = key === "class" ? byName[name].class_names[value] : null;
     for (const target of targets) {
-      if (key === "class" && !availableClasses(byName[target]).includes(value)) continue;
-      state.panes[target][key] = value;
+      let v = value;
+      if (key === "class") { // the same class by name: experiments may order their classes differently
+        v = target === name ? value : byName[target].class_names.indexOf(className);
+        if (!availableClasses(byName[target]).includes(v)) continue;
+      }
+      state.panes[target][key] = v;
       refresh(target);
     }
     scheduleUrl();
