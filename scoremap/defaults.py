@@ -56,4 +56,5 @@ VIEWER_SETTINGS = MappingProxyType({
     "TOPK_MAX": 1000,
     "CACHE_BYTES": 384 * 1024 * 1024,  # scores, score pyramids, open slides, images: per process
     "OPENSLIDE_CACHE_BYTES": 128 * 1024 * 1024,  # decoded slide tiles, shared by all slides
+    "COHORT_BUDGET_S": 10.0,  # seconds a cohort-wide answer computes before listing the rest as pending
 })

@@ -241,3 +241,16 @@ def test_rewritten_ground_truth_is_read_again(viewer_cohort, tmp_path):
     after = {c["class"]: c for c in client.get(f"/api/slides/{SLIDE}/localization").get_json()["classes"]}
     assert set(before) == {"Stroma", "Tumor"} and set(after) == {"Tumor"}
     assert after["Tumor"]["annotated_area_px"] == pytest.approx(90000)
+
+
+def test_cohort_localization_within_a_time_budget_lists_the_rest_as_pending(viewer_cohort, tmp_path):
+    folder = tmp_path / "annotations"
+    folder.mkdir()
+    qupath(folder / f"{SLIDE}.geojson")
+    qupath(folder / "pyramid.geojson")
+    client = create_app({"SCORING_CONFIG": str(viewer_cohort.config), "ANNOTATIONS_DIR": str(folder),
+                         "COHORT_BUDGET_S": 0.0}).test_client()
+    first = client.get("/api/localization").get_json()
+    assert len(first["slides"]) == 1 and len(first["pending"]) == 1 and not first["complete"]
+    second = client.get("/api/localization").get_json()
+    assert len(second["slides"]) == 2 and second["complete"] and second["pending"] == []

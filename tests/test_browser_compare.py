@@ -176,6 +176,26 @@ def test_top_lists_mark_the_patches_both_experiments_attend(cpage, compare_serve
     assert f"Spearman ρ {body['spearman']:.2f}" in cpage.inner_text("#agreement-figures")
 
 
+def test_the_table_asks_again_until_every_slide_is_computed(browser, compared_cohort, monkeypatch):
+    """With no time budget, /api/agreement computes one slide a request: the page asks until none is pending."""
+    monkeypatch.setenv("MIL_VIEWER_COHORT_BUDGET_S", "0")
+    args = [a for name in ("ABMIL_A", "ABMIL_C") for a in ("--config", str(compared_cohort.configs[name]))]
+    proc, base = start_viewer(args + ["--workers", "1"], quiet=True)
+    context = browser.new_context(viewport=VIEWPORT, device_scale_factor=1, bypass_csp=True)
+    try:
+        page = context.new_page()
+        asked = []
+        page.on("request", lambda r: asked.append(r.url) if "/api/agreement" in r.url else None)
+        page.goto(base + "/")
+        page.wait_for_function("document.getElementById('cohort').dataset.agreementLoaded === 'true'")
+        assert len(asked) >= 2
+        values = page.eval_on_selector_all("#cohort tbody td.agreement-cell", "tds => tds.map(td => td.dataset.value)")
+        assert len(values) == 2 and all(values)
+    finally:
+        context.close()
+        stop_viewer(proc)
+
+
 def test_cohort_table_groups_experiments_and_filters_disagreement(cpage, compare_server):
     cpage.goto(compare_server + "/")
     heads = cpage.eval_on_selector_all("#cohort thead th.exp-head", "ths => ths.map(t => t.dataset.experiment)")

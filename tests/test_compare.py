@@ -224,3 +224,13 @@ def test_experiment_names_with_commas_are_refused(compared_cohort, tmp_path):
     with pytest.raises(ViewerConfigError, match="holds a comma"):
         create_app({"RESULTS_DIR": [str(raw), str(compared_cohort.root / "raw" / "CLAM_B")],
                     "SLIDES_DIR": str(compared_cohort.root / "slides")})
+
+
+def test_cohort_agreement_within_a_time_budget_lists_the_rest_as_pending(compared_cohort):
+    configs = [str(compared_cohort.configs[n]) for n in ("ABMIL_A", "ABMIL_C")]
+    client = create_app({"SCORING_CONFIG": configs, "COHORT_BUDGET_S": 0.0}).test_client()
+    first = client.get("/api/agreement").get_json()
+    assert len(first["slides"]) == 1 and first["pending"] == ["beta"] and not first["complete"]
+    second = client.get("/api/agreement").get_json()  # the first slide is cached, the second computed now
+    assert [s["slide_id"] for s in second["slides"]] == ["alpha", "beta"] and second["complete"]
+    assert second["mean_spearman"] == pytest.approx(np.mean([s["spearman"] for s in second["slides"]]))

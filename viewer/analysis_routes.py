@@ -26,6 +26,7 @@ from viewer.errors import ViewerError
 from viewer.params import OverlayParams, query_float, query_int, score_range
 from viewer.serialize import class_ref, number
 from viewer.state import viewer_state
+from viewer.work_budget import WorkBudget
 
 bp = Blueprint("analysis", __name__, url_prefix="/api/slides/<slide_id>")
 MAX_BINS = 1000
@@ -110,21 +111,25 @@ def annotations(slide_id: str) -> Response:
     return jsonify(_annotation_body(record, classes, name, problem, mpp))
 
 
+def _localization_key(state, record, index: int, norm: str, lo: float, hi: float) -> tuple:
+    """Figures are kept while the blockmap, the ground-truth file and the slide are unchanged: the
+    cohort table asks for every slide's at each load, and a million-patch slide's take a second."""
+    return ("localization", file_identity(record.blockmap_path), file_identity(state.annotation_path(record)),
+            record.slide_stamp, index, norm, lo, hi)
+
+
 def slide_localization(state, record, class_index: int | None, norm: str, lo: float, hi: float = 1.0) -> dict:
     classes, name, problem = state.annotations(record)
     if not classes:
         return {"slide_id": record.slide_id, "file": name, "error": problem, "range": {"lo": lo, "hi": hi},
                 "classes": []}
-    scores = state.slide_scores(record)
-    index = scores.resolve_class(class_index)
-    raw = scores.raw(index)
-    values = scores.normalized(index, norm)
-    # kept while the blockmap and the ground-truth file are unchanged: the cohort table asks for
-    # every slide's figures at each load, and a million-patch slide's take about a second
-    key = ("localization", file_identity(record.blockmap_path), file_identity(state.annotation_path(record)),
-           record.slide_stamp, index, norm, lo, hi)
-    figures = state.cache.get(key, lambda: (
-        [localization(scores.l0_coords, scores.l0_patch, raw, values, c, lo, hi) for c in classes], 4096))
+    index = record.prediction.pred if class_index is None else state.slide_scores(record).resolve_class(class_index)
+
+    def compute():
+        scores = state.slide_scores(record)  # read only when the figures are not cached
+        raw, values = scores.raw(index), scores.normalized(index, norm)
+        return [localization(scores.l0_coords, scores.l0_patch, raw, values, c, lo, hi) for c in classes], 4096
+    figures = state.cache.get(_localization_key(state, record, index, norm, lo, hi), compute)
     return {"slide_id": record.slide_id, "file": name, "error": problem, "attention_class": class_ref(record, index),
             "norm": norm, "range": {"lo": lo, "hi": hi}, "classes": figures}
 
@@ -155,15 +160,22 @@ cohort_bp = Blueprint("cohort_analysis", __name__, url_prefix="/api")
 @cohort_bp.get("/localization")
 def cohort_localization() -> Response:
     """Every annotated slide's localisation figures (predicted class, percentile, threshold) and the
-    cohort mean of each figure per annotated class: the table's columns."""
+    cohort mean of each figure per annotated class: the table's columns. Within a time budget
+    (viewer.work_budget): slides not computed yet are listed in `pending`."""
     state = viewer_state()
     lo, hi = _dice_range()
-    slides, sums = [], {}
+    slides, sums, budget = [], {}, WorkBudget(state.settings.cohort_budget_s)
     exp = request.args.get("exp")
     records = list(state.experiment(exp) if exp else state.cohort)  # one experiment's attention: the first by default
     for record in records:
         if state.annotations_dir is None:
             break
+        classes, _, problem = state.annotations(record)
+        if not classes and not problem:
+            continue  # no ground truth for this slide
+        key = _localization_key(state, record, record.prediction.pred, "percentile", lo, hi) if classes else None
+        if key is not None and key not in state.cache and not budget.allows(record.slide_id):
+            continue  # in `pending`: the next request computes it
         try:
             body = slide_localization(state, record, None, "percentile", lo, hi)
         except ViewerError:
@@ -181,4 +193,4 @@ def cohort_localization() -> Response:
              | {"slides": max(len(v) for v in acc.values()), "counts": {k: len(v) for k, v in acc.items()}}
              for name, acc in sums.items()}  # AUROC is undefined on a slide wholly inside (or outside)
     return jsonify({"experiment": (exp or state.cohort.experiment), "threshold": lo, "range": {"lo": lo, "hi": hi},
-                    "slides": slides, "mean": means})
+                    "slides": slides, "mean": means, "pending": budget.pending, "complete": not budget.pending})

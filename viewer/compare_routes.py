@@ -3,7 +3,9 @@
 `/api/slides/<id>/agreement?a=A&b=B&k=`: Spearman's rho of the two attention maps and the Jaccard
 overlap of their top-k (k = 10, 50 and the asked k), on the patches both scored or on the cells of
 a common raster (scoremap.agreement), with both predictions. `/api/agreement?a=&b=`: the same
-for every slide both scored, and the cohort mean of rho. `a` and `b` default to the first two
+for every slide both scored, and the cohort mean of rho; slides whose figures are not cached yet
+are computed until the request's time budget is spent (viewer.work_budget), the rest listed in
+`pending` for the next request. `a` and `b` default to the first two
 experiments; each experiment's attention is that of its predicted class, as percentiles.
 """
 from __future__ import annotations
@@ -12,10 +14,12 @@ import numpy as np
 from flask import Blueprint, Response, jsonify, request
 
 from scoremap.agreement import DEFAULT_KS, Bag, agreement
+from scoremap.cache import file_identity
 from viewer.errors import BadRequest, NotFound, ViewerError
 from viewer.params import query_int
 from viewer.serialize import class_ref, number
 from viewer.state import ViewerState, viewer_state
+from viewer.work_budget import WorkBudget
 
 bp = Blueprint("compare", __name__, url_prefix="/api")
 MAX_K = 100_000
@@ -33,24 +37,32 @@ def _pair(state: ViewerState) -> tuple[str, str]:
     return a, b
 
 
-def _side(state: ViewerState, record) -> tuple[dict, Bag]:
-    scores = state.slide_scores(record)
-    index = scores.resolve_class(None)
+def _summary(record) -> dict:
     p = record.prediction
-    summary = {"experiment": record.experiment, "model_type": p.model_type,
-               "prediction": {"index": p.pred, "name": p.class_names[p.pred]},
-               "probabilities": [number(v) for v in p.probs], "attention_class": class_ref(record, index),
-               "bag_size": scores.bag_size, "l0_patch": scores.l0_patch}
+    return {"experiment": record.experiment, "model_type": p.model_type,
+            "prediction": {"index": p.pred, "name": p.class_names[p.pred]},
+            "probabilities": [number(v) for v in p.probs], "attention_class": class_ref(record, p.pred),
+            "bag_size": p.bag_size, "l0_patch": p.l0_patch}
+
+
+def _bag(state: ViewerState, record) -> Bag:
     # percentiles: the ranks of the raw scores (so the same figures on shared patches), and what
     # the heatmap paints and averages where patches overlap (so the cells of a common raster too)
-    return summary, Bag(scores.l0_coords, scores.l0_patch, scores.normalized(index, "percentile"))
+    scores = state.slide_scores(record)
+    index = scores.resolve_class(None)
+    return Bag(scores.l0_coords, scores.l0_patch, scores.normalized(index, "percentile"))
+
+
+def _key(ra, rb, ks: tuple[int, ...]) -> tuple:
+    return ("agreement", file_identity(ra.blockmap_path), file_identity(rb.blockmap_path), ks)
 
 
 def slide_agreement(state: ViewerState, slide_id: str, a: str, b: str, ks: tuple[int, ...]) -> dict:
+    """The figures of one slide (cached per pair of blockmap files; the blockmaps are read only
+    when the figures are computed)."""
     ra, rb = state.record(slide_id, a), state.record(slide_id, b)
-    (sa, bag_a), (sb, bag_b) = _side(state, ra), _side(state, rb)
-    key = ("agreement", ra.blockmap_stamp, rb.blockmap_stamp, ks)
-    figures = state.cache.get(key, lambda: (agreement(bag_a, bag_b, ks), 512))
+    figures = state.cache.get(_key(ra, rb, ks), lambda: (agreement(_bag(state, ra), _bag(state, rb), ks), 512))
+    sa, sb = _summary(ra), _summary(rb)
     return {"slide_id": slide_id, "a": sa, "b": sb,
             "same_prediction": sa["prediction"]["name"] == sb["prediction"]["name"], **figures}
 
@@ -70,10 +82,13 @@ def cohort_agreement() -> Response:
     the mean rho over the slides that have one."""
     state = viewer_state()
     a, b = _pair(state)
-    slides = []
+    slides, budget = [], WorkBudget(state.settings.cohort_budget_s)
     for slide_id in state.slide_ids():
         if slide_id not in state.experiments[a] or slide_id not in state.experiments[b]:
             continue
+        if _key(state.record(slide_id, a), state.record(slide_id, b), DEFAULT_KS) not in state.cache \
+                and not budget.allows(slide_id):
+            continue  # in `pending`: the next request computes it
         try:
             entry = slide_agreement(state, slide_id, a, b, DEFAULT_KS)
         except ViewerError:
@@ -84,4 +99,5 @@ def cohort_agreement() -> Response:
     rhos = [s["spearman"] for s in slides if s["spearman"] is not None]
     return jsonify({"a": a, "b": b, "slides": slides,
                     "mean_spearman": float(np.mean(rhos)) if rhos else None, "slides_with_rho": len(rhos),
-                    "disagreeing": sum(not s["same_prediction"] for s in slides)})
+                    "disagreeing": sum(not s["same_prediction"] for s in slides),
+                    "pending": budget.pending, "complete": not budget.pending})

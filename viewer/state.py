@@ -53,6 +53,7 @@ class Settings:
     topk_max: int
     cache_bytes: int
     openslide_cache_bytes: int
+    cohort_budget_s: float
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> Settings:
@@ -71,7 +72,7 @@ class Settings:
                     converted = kind(value)
             except (KeyError, TypeError, ValueError):
                 raise ViewerConfigError(f"{key} must be {kind.__name__}, got {value!r}") from None
-            if kind is int and converted < 0:
+            if kind in (int, float) and not converted >= 0:
                 raise ViewerConfigError(f"{key} must be >= 0, got {converted}")
             values[key.lower()] = converted
         return cls(**values)

@@ -69,6 +69,23 @@ function makeSortable(th, column) {
 
 headers().forEach(makeSortable);
 
+const progress = document.getElementById("cohort-progress");
+
+/** A cohort route's whole answer: it computes within a time budget and lists the slides left as
+ *  `pending`, so ask again (their figures are cached by then) until none is. */
+async function fetchComplete(url, what) {
+  for (;;) {
+    const response = await fetch(url, { headers: { Accept: "application/json" } });
+    if (!response.ok) return null;
+    const body = await response.json();
+    if (!body.pending || !body.pending.length) {
+      progress.textContent = "";
+      return body;
+    }
+    progress.textContent = `${what}: ${body.slides.length} slides done, ${body.pending.length} to go…`;
+  }
+}
+
 /** The footer row of cohort means (made once; its label spans the columns that have no mean). */
 function footerRow(span) {
   let foot = table.tFoot.rows[0];
@@ -101,9 +118,8 @@ function sortableHead(text, help) {
 
 /** Spearman's rho of the first two experiments' attention per slide, its mean in the footer. */
 async function addAgreement(url) {
-  const response = await fetch(url, { headers: { Accept: "application/json" } });
-  if (!response.ok) return;
-  const body = await response.json();
+  const body = await fetchComplete(url, "agreement");
+  if (!body) return;
   const first = headers().length;
   const th = sortableHead(`ρ ${body.a} · ${body.b}`, `Spearman's rho of ${body.a}'s and ${body.b}'s attention `
     + "(shared patches, or the cells of a common raster at the coarser patch size)");
@@ -145,9 +161,8 @@ function numberCell(tag, value) {
 
 /** Add one column per annotated class and figure, and the cohort means as the footer. */
 async function addLocalization(url) {
-  const response = await fetch(url, { headers: { Accept: "application/json" } });
-  if (!response.ok) return;
-  const body = await response.json();
+  const body = await fetchComplete(url, "localisation");
+  if (!body) return;
   const classes = Object.keys(body.mean).sort(collator.compare);
   if (!classes.length) return;
   const bySlide = new Map(body.slides.map((s) => [s.slide_id, new Map(s.classes.map((c) => [c.class, c]))]));
