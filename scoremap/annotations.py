@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,7 +125,9 @@ def _read_geojson(path: Path) -> tuple[list[tuple[str, tuple | None, object]], i
         if feature["geometry"].get("type") not in ("Polygon", "MultiPolygon"):
             continue
         try:
-            geometry = shape(feature["geometry"])
+            with warnings.catch_warnings():  # NaN coordinates: refused below, with the file named
+                warnings.simplefilter("ignore", RuntimeWarning)
+                geometry = shape(feature["geometry"])
         except (ValueError, TypeError, AttributeError, IndexError, shapely.errors.GEOSException) as exc:
             raise AnnotationError(f"{path}: feature {i}: malformed geometry ({exc})") from None
         if not np.isfinite(shapely.get_coordinates(geometry)).all():
