@@ -17,7 +17,7 @@ from scoremap.agreement import DEFAULT_KS, Bag, agreement
 from scoremap.cache import file_identity
 from viewer.errors import BadRequest, NotFound, ViewerError
 from viewer.params import query_int
-from viewer.serialize import class_ref, number
+from viewer.serialize import class_ref, experiment_entry
 from viewer.state import ViewerState, viewer_state
 from viewer.work_budget import WorkBudget
 
@@ -38,11 +38,8 @@ def _pair(state: ViewerState) -> tuple[str, str]:
 
 
 def _summary(record) -> dict:
-    p = record.prediction
-    return {"experiment": record.experiment, "model_type": p.model_type,
-            "prediction": {"index": p.pred, "name": p.class_names[p.pred]},
-            "probabilities": [number(v) for v in p.probs], "attention_class": class_ref(record, p.pred),
-            "bag_size": p.bag_size, "l0_patch": p.l0_patch}
+    """The experiment's entry of the cohort table, and whose attention was compared."""
+    return experiment_entry(record) | {"attention_class": class_ref(record, record.prediction.pred)}
 
 
 def _bag(state: ViewerState, record) -> Bag:
