@@ -1,5 +1,7 @@
 // Small DOM and number helpers of the comparison page.
 
+import { format } from "../viewer/figures.js";
+
 /** An element with properties (or attributes, or `dataset`) and children. */
 export function el(tag, props = {}, ...children) {
   const node = document.createElement(tag);
@@ -10,11 +12,6 @@ export function el(tag, props = {}, ...children) {
   }
   node.append(...children);
   return node;
-}
-
-/** A figure to two decimals, or a dash for none. */
-export function format(value, digits = 2) {
-  return value === null || value === undefined ? "–" : value.toFixed(digits);
 }
 
 /** A top-k Jaccard, or a note that k takes every unit (the figure is then 1 by construction). */

@@ -1,6 +1,7 @@
 // The comparison page's figures as rows: agreement of two experiments, localisation of one.
 
-import { el, format, jaccard } from "./dom.js";
+import { format, localizationText } from "../viewer/figures.js";
+import { el, jaccard } from "./dom.js";
 
 /** One pair's agreement (/api/slides/<id>/agreement): rho, top-k Jaccard, what was compared. */
 export function agreementRow(body) {
@@ -18,8 +19,6 @@ export function agreementRow(body) {
 
 /** One experiment's localisation figures for one annotated class (/localization). */
 export function localizationRow(experiment, c) {
-  const region = c.hi < 1 ? `[${c.threshold.toFixed(2)}, ${c.hi.toFixed(2)}]` : `≥ ${c.threshold.toFixed(2)}`;
   return el("div", { className: "localization-row", dataset: { experiment, class: c.class },
-    textContent: `${experiment} · ${c.class}: AUROC ${format(c.auroc)} · top-10 inside ${format(c.top_inside["10"])} · `
-      + `top-5 % inside ${format(c.top_inside["5%"])} · Dice ${region} ${format(c.dice)}` });
+    textContent: `${experiment} · ${localizationText(c)}` });
 }

@@ -1,6 +1,7 @@
 // The comparison page's panes: a wrap with its OpenSeadragon element, title and scale bar each,
 // the viewer options they share, and the grid they are laid out on.
 
+import { viewerOptions as baseOptions } from "../viewer/osd.js";
 import { el } from "./dom.js";
 
 /** The pane's title: experiment, model type, prediction. */
@@ -10,16 +11,11 @@ export function paneTitle(meta) {
     + (p === null || p === undefined ? "" : ` ${p.toFixed(2)}`);
 }
 
-/** OpenSeadragon options of every pane: the slide page's, without per-pane buttons (the panes move together). */
+/** The viewer's pane options, without per-pane buttons: the panes move together. */
 export function viewerOptions(element, tileSources, prefixUrl) {
-  return {
-    element, tileSources, prefixUrl, drawer: "canvas", crossOriginPolicy: false,
-    showNavigator: false, showRotationControl: false, showFullPageControl: false, showZoomControl: false,
-    showHomeControl: false,
-    gestureSettingsMouse: { clickToZoom: false, dblClickToZoom: true, flickEnabled: false },
-    preserveImageSizeOnResize: true, animationTime: 0.5, blendTime: 0.1, zoomPerScroll: 1.4,
-    maxZoomPixelRatio: 2, minZoomImageRatio: 0.5, visibilityRatio: 0.3, imageLoaderLimit: 8, timeout: 60000,
-  };
+  return baseOptions(element, tileSources, prefixUrl, {
+    showRotationControl: false, showZoomControl: false, showHomeControl: false,
+  });
 }
 
 /** Columns and rows for n equal panes (the lock needs them the same size). */

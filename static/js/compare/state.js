@@ -9,22 +9,13 @@
 //
 // Values are checked against each experiment's metadata (its defaults, classes and ranges).
 
-import { CMAP_NAME, availableClasses, readNumber, readView, round, writeView } from "../viewer/state.js";
+import { readHeatmap, readNumber, readView, round, writeView } from "../viewer/state.js";
 
-/** One experiment's heatmap settings from the URL, else its defaults. */
+/** One experiment's heatmap settings from the URL (`<EXP>.cmap`, ...), else its defaults. */
 function paneState(meta, q) {
   const d = meta.defaults;
-  const name = meta.experiment;
-  const pane = { cmap: d.cmap, class: d.class, norm: d.norm, threshold: d.threshold ?? 0, blur: false, lo: 0, hi: 1 };
-  const cmap = q.get(`${name}.cmap`);
-  if (cmap && CMAP_NAME.test(cmap)) pane.cmap = cmap;
-  const cls = readNumber(q, `${name}.class`, 0, 10000);
-  if (cls !== null && availableClasses(meta).includes(cls)) pane.class = cls;
-  if (meta.choices.norms.some((n) => n.name === q.get(`${name}.norm`))) pane.norm = q.get(`${name}.norm`);
-  const range = meta.choices.threshold;
-  const threshold = readNumber(q, `${name}.threshold`, range.min, range.max);
-  if (threshold !== null) pane.threshold = threshold;
-  return pane;
+  return { cmap: d.cmap, class: d.class, norm: d.norm, threshold: d.threshold ?? 0, blur: false, lo: 0, hi: 1,
+           ...readHeatmap(q, meta, `${meta.experiment}.`) };
 }
 
 export function initialCompareState(metas, search) {

@@ -3,6 +3,7 @@
 // the localisation figures of the attention against them (/localization).
 
 import { getJSON, withQuery } from "./api.js";
+import { localizationText } from "./figures.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -10,10 +11,6 @@ function rings(geometry) {
   if (geometry.type === "Polygon") return geometry.coordinates;
   if (geometry.type === "MultiPolygon") return geometry.coordinates.flat();
   return [];
-}
-
-function format(value, digits = 2) {
-  return value === null || value === undefined ? "–" : value.toFixed(digits);
 }
 
 export class AnnotationLayer {
@@ -89,12 +86,10 @@ export class AnnotationLayer {
     const [lo, hi] = this.diceRange();
     const body = await getJSON(withQuery(this.meta.urls.localization, {
       class: this.state.class, norm: this.state.norm, lo: lo.toFixed(4), hi: hi.toFixed(4) }));
-    const region = hi < 1 ? `[${lo.toFixed(2)}, ${hi.toFixed(2)}]` : `≥ ${lo.toFixed(2)}`;
     this.el.figures.replaceChildren(...body.classes.map((c) => {
       const row = document.createElement("div");
       row.className = "localization-row";
-      row.textContent = `${c.class}: AUROC ${format(c.auroc)} · top-10 inside ${format(c.top_inside["10"])} · `
-        + `top-5 % inside ${format(c.top_inside["5%"])} · Dice ${region} ${format(c.dice)}`;
+      row.textContent = localizationText(c);
       return row;
     }));
     this.el.figures.dataset.loaded = "true";

@@ -4,8 +4,8 @@
 
 import { withQuery } from "./api.js";
 import { formatScore } from "./patches.js";
+import { CMAP_NAME } from "./state.js";
 
-const CMAP_NAME = /^[A-Za-z0-9_.\-]{1,64}$/;
 const LEGEND_WIDTH = 296;
 const LEGEND_HEIGHT = 14;
 

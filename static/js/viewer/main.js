@@ -11,6 +11,7 @@ import { MirroredCursor } from "./cursor.js";
 import { AnnotationLayer } from "./annotations.js";
 import { Controls } from "./controls.js";
 import { OverlayLayer } from "./overlay.js";
+import { viewerOptions } from "./osd.js";
 import { PatchTools } from "./patches.js";
 import { ScaleBar } from "./scalebar.js";
 import { UrlMirror, initialState } from "./state.js";
@@ -33,35 +34,6 @@ function disableControls() {
   for (const el of document.querySelectorAll("#sidebar input, #sidebar select, #sidebar button, [data-mode]")) {
     el.disabled = true;
   }
-}
-
-function viewerOptions(element, tileSources, extra = {}) {
-  return {
-    element,
-    tileSources,
-    prefixUrl: root.dataset.osdImages,
-    drawer: "canvas", // predictable pixels (and screenshots) with or without a GPU
-    crossOriginPolicy: false,
-    showNavigator: false,
-    showRotationControl: true,
-    showFullPageControl: false,
-    navigationControlAnchor: OpenSeadragon.ControlAnchor.TOP_RIGHT,
-    gestureSettingsMouse: { clickToZoom: false, dblClickToZoom: true, flickEnabled: false },
-    gestureSettingsTouch: { pinchRotate: true },
-    preserveImageSizeOnResize: true, // the layout toggle keeps the magnification
-    animationTime: 0.5,
-    blendTime: 0.1,
-    zoomPerScroll: 1.4,
-    maxZoomPixelRatio: 2,
-    minZoomImageRatio: 0.5,
-    visibilityRatio: 0.3,
-    imageLoaderLimit: 8,
-    // the first view loads its own level only (no blurry low levels first: fewer requests, and
-    // low levels are the costly ones on slides without a pyramid); progressive after that
-    immediateRender: true,
-    timeout: 60000,
-    ...extra,
-  };
 }
 
 const LEFT_PANE_DELAY_MS = 400;
@@ -149,8 +121,8 @@ async function main() {
   overlay = new OverlayLayer(meta.dzi.overlay);
   // the left pane opens once the heatmap pane has queued its tiles: the browser's few connections
   // go to the heatmap first, and the left pane's tiles (the same URLs) then mostly come from cache
-  const left = OpenSeadragon(viewerOptions("slide-pane", null));
-  const right = OpenSeadragon(viewerOptions("overlay-pane", [meta.dzi.slide, overlay.initialSource(state)], {
+  const left = OpenSeadragon(viewerOptions("slide-pane", null, root.dataset.osdImages));
+  const right = OpenSeadragon(viewerOptions("overlay-pane", [meta.dzi.slide, overlay.initialSource(state)], root.dataset.osdImages, {
     showNavigator: true, navigatorPosition: "BOTTOM_RIGHT", navigatorSizeRatio: 0.16, navigatorAutoFade: false,
     // enough tile jobs in flight that the heatmap's (cheap) tiles are asked for at once rather than
     // after the slide's; the browser runs them first (XHR, see overlay.js)

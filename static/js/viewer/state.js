@@ -42,6 +42,22 @@ export function readView(q, [w, h]) {
   return view;
 }
 
+/** A link's heatmap settings (cmap, class, norm, threshold; each name after `prefix`) where valid
+ *  for this slide: the fields to set on a state. The server has the last word on a colormap name. */
+export function readHeatmap(q, meta, prefix = "") {
+  const found = {};
+  const cmap = q.get(`${prefix}cmap`);
+  if (cmap && CMAP_NAME.test(cmap)) found.cmap = cmap;
+  const cls = readNumber(q, `${prefix}class`, 0, 10000);
+  if (cls !== null && Number.isInteger(cls) && availableClasses(meta).includes(cls)) found.class = cls;
+  const norm = q.get(`${prefix}norm`);
+  if (meta.choices.norms.some((n) => n.name === norm)) found.norm = norm;
+  const range = meta.choices.threshold;
+  const threshold = readNumber(q, `${prefix}threshold`, range.min, range.max);
+  if (threshold !== null) found.threshold = threshold;
+  return found;
+}
+
 /** Write a state's view (x, y, zoom, rot) to a query. */
 export function writeView(q, state) {
   if (state.x !== null && state.zoom !== null) {
@@ -73,17 +89,9 @@ export function initialState(meta, search) {
     // where several experiments scored the slide, the one on show is part of the link
     experiment: (meta.experiments?.length ?? 0) > 1 ? meta.experiment : null,
   };
-  Object.assign(state, readView(q, meta.dimensions));
-  const cmap = q.get("cmap");
-  if (cmap && CMAP_NAME.test(cmap)) state.cmap = cmap; // the server has the last word (see main.js)
+  Object.assign(state, readView(q, meta.dimensions), readHeatmap(q, meta));
   const alpha = readNumber(q, "alpha", 0, 1);
   if (alpha !== null) state.alpha = alpha;
-  const cls = readNumber(q, "class", 0, 10000);
-  if (cls !== null && Number.isInteger(cls) && availableClasses(meta).includes(cls)) state.class = cls;
-  if (meta.choices.norms.some((n) => n.name === q.get("norm"))) state.norm = q.get("norm");
-  const range = meta.choices.threshold;
-  const threshold = readNumber(q, "threshold", range.min, range.max);
-  if (threshold !== null) state.threshold = threshold;
   const lo = readNumber(q, "lo", 0, 1);
   const hi = readNumber(q, "hi", 0, 1);
   if (lo !== null) state.lo = lo;
