@@ -25,8 +25,7 @@ import time
 import numpy as np
 
 from bench.bench_scale import attention, grid_coords
-from bench.common import BENCH_DIR, CHROMIUM, CHROMIUM_ARGS, PATCH, SLIDE_H, SLIDE_W, bench_slide
-from viewer.background import start_viewer, stop_viewer
+from bench.common import BENCH_DIR, CHROMIUM, CHROMIUM_ARGS, PATCH, SLIDE_H, SLIDE_W, bench_slide, cold_open
 
 COMPARE_DIR = BENCH_DIR / "compare"
 RAW = COMPARE_DIR / "raw"
@@ -130,16 +129,7 @@ def page_opens(runs: int) -> dict[str, list[float]]:
         try:
             for _ in range(runs):
                 for name, (path, done) in pages.items():
-                    proc, base = start_viewer(viewer_args(), quiet=True)
-                    context = browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=True)
-                    try:
-                        page = context.new_page()
-                        page.goto(base + path, wait_until="commit")
-                        page.wait_for_function(done, timeout=120_000, polling=20)
-                        out[name].append(page.evaluate("performance.now()"))
-                    finally:
-                        context.close()
-                        stop_viewer(proc)
+                    out[name].append(cold_open(browser, viewer_args(), path, done, "performance.now()"))
         finally:
             browser.close()
     return out

@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from bench.common import (BENCH_DIR, CHROMIUM, CHROMIUM_ARGS, PATCH, REPO_ROOT, SLIDE_H, SLIDE_W, bench_slide,
-                          http_rate)
+                          cold_open, http_rate)
 from viewer.background import start_viewer, stop_viewer
 
 SCALE_DIR = BENCH_DIR / "scale"
@@ -112,19 +112,8 @@ def page_opens(runs: int) -> dict[str, list[float]]:
         try:
             for _ in range(runs):
                 for slide_id in BAGS:
-                    proc, base = start_viewer(viewer_args(), quiet=True)  # cold: nothing loaded yet
-                    context = browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=True)
-                    try:
-                        page = context.new_page()
-                        page.goto(f"{base}/slides/{slide_id}", wait_until="commit")
-                        page.wait_for_function(FULLY_LOADED_JS, timeout=120_000, polling=20)
-                        error = page.evaluate("window.milViewer.error")
-                        if error:
-                            raise SystemExit(f"{slide_id}: the page reported {error}")
-                        out[slide_id].append(page.evaluate("window.milViewer.overlay.fullyLoadedAt"))
-                    finally:
-                        context.close()
-                        stop_viewer(proc)
+                    out[slide_id].append(cold_open(browser, viewer_args(), f"/slides/{slide_id}", FULLY_LOADED_JS,
+                                                   "window.milViewer.overlay.fullyLoadedAt"))
         finally:
             browser.close()
     return out

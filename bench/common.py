@@ -75,3 +75,24 @@ def http_rate(port: int, urls: list[str], clients: int = 8) -> float:
     if errors:
         raise SystemExit(f"{len(errors)} failed requests, e.g. {errors[0]}")
     return len(urls) / wall
+
+
+def cold_open(browser, viewer_args: list[str], path: str, done_js: str, value_js: str) -> float:
+    """One cold page load: a fresh viewer (nothing loaded) and a fresh browser context; navigates to
+    `path`, waits until `done_js` holds, and returns `value_js` (a time in ms since navigation).
+    `done_js` should also end on the page's error hook, which this raises as SystemExit."""
+    from viewer.background import start_viewer, stop_viewer
+
+    proc, base = start_viewer(viewer_args, quiet=True)
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=True)
+    try:
+        page = context.new_page()
+        page.goto(base + path, wait_until="commit")
+        page.wait_for_function(done_js, timeout=120_000, polling=20)
+        error = page.evaluate("(window.milViewer || window.milCompare || {}).error")
+        if error:
+            raise SystemExit(f"{path}: the page reported {error}")
+        return float(page.evaluate(value_js))
+    finally:
+        context.close()
+        stop_viewer(proc)

@@ -171,7 +171,7 @@ def test_annotations_are_clipped_to_the_slide(viewer_cohort, tmp_path):
     """A polygon run past the slide's edge counts only its part on the slide (areas, Dice)."""
     folder = tmp_path / "annotations"
     folder.mkdir()
-    w, h = 2220, 2967  # the CMU scan
+    w = 2220  # the CMU scan's width
     ring = [[w - 500, 100], [w + 900, 100], [w + 900, 900], [w - 500, 900], [w - 500, 100]]
     (folder / f"{SLIDE}.geojson").write_text(json.dumps({"type": "Feature", "geometry": {
         "type": "Polygon", "coordinates": [ring]}, "properties": {"classification": {"name": "Tumor"}}}))
