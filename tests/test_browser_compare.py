@@ -80,6 +80,16 @@ def pane_box(page, selector: str) -> dict:
     return page.locator(selector).bounding_box()
 
 
+def drag(page, selector: str, dx: float, dy: float) -> None:
+    """Press in the middle of the pane and move by (dx, dy) screen pixels; the pointer stays there."""
+    box = pane_box(page, selector)
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx, cy)
+    page.mouse.down()
+    page.mouse.move(cx + dx, cy + dy, steps=8)
+    page.mouse.up()
+
+
 def test_every_pane_moves_with_a_drag_and_a_zoom_in_any_of_them(cpage):
     open_compare(cpage, "?exp=ABMIL_A,CLAM_B,ABMIL_C")
     titles = cpage.eval_on_selector_all(".compare-pane:not([hidden]) .pane-label", "ls => ls.map(l => l.textContent)")
@@ -87,12 +97,7 @@ def test_every_pane_moves_with_a_drag_and_a_zoom_in_any_of_them(cpage):
     assert titles[1].startswith("ABMIL_A · abmil · predicted ") and titles[2].startswith("CLAM_B · clam_sb")
     start = assert_locked(cpage)
     # drag in the third experiment's pane, zoom with the wheel in the slide pane
-    box = pane_box(cpage, ".heatmap-pane[data-experiment='ABMIL_C']")
-    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    cpage.mouse.move(cx, cy)
-    cpage.mouse.down()
-    cpage.mouse.move(cx - 60, cy - 40, steps=8)
-    cpage.mouse.up()
+    drag(cpage, ".heatmap-pane[data-experiment='ABMIL_C']", -60, -40)
     cpage.evaluate(SETTLE, 4)
     dragged = assert_locked(cpage)
     assert dragged[0][0] != pytest.approx(start[0][0])
@@ -291,12 +296,7 @@ def test_a_hidden_difference_pane_neither_moves_nor_records_the_view(cpage):
     cpage.evaluate(SETTLE, 4)
     cpage.uncheck("#show-difference")
     cpage.evaluate(SETTLE, 4)
-    box = pane_box(cpage, ".heatmap-pane[data-experiment='CLAM_B']")
-    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    cpage.mouse.move(cx, cy)
-    cpage.mouse.down()
-    cpage.mouse.move(cx - 50, cy - 30, steps=6)
-    cpage.mouse.up()
+    drag(cpage, ".heatmap-pane[data-experiment='CLAM_B']", -50, -30)
     cpage.mouse.wheel(0, -300)
     cpage.evaluate(SETTLE, 4)
     cpage.wait_for_timeout(500)
