@@ -4,9 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo demo-data score-demo test bench clean
+.PHONY: install demo demo-data score-demo test test-deps lint bench clean
 
-install: $(STAMP) node_modules/.package-lock.json browser
+# Python packages and OpenSeadragon, into this folder only: no root, no Debian package.
+install: $(STAMP) node_modules/.package-lock.json
 
 # OpenSeadragon for the viewer, from the committed lock file (served from node_modules, never committed).
 # npm ci writes node_modules/.package-lock.json; it reruns when node_modules is gone or the lock is newer.
@@ -15,14 +16,13 @@ node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
 
-# Debian packages the tests drive for real: Chromium (browser tests, through Playwright), nginx
-# (the deployment recipe), SLURM and munge (a single-node cluster for the job-array path). Installed as root when missing; elsewhere the command is printed (those
-# tests then skip locally and fail in CI).
+# Debian packages only the tests drive for real: Chromium (browser tests, through Playwright),
+# nginx (the deployment recipe), SLURM and munge (a single-node cluster for the job-array path).
+# `make test` installs them as root when missing; elsewhere it prints the command (those tests then
+# skip locally and fail in CI). `make demo` never needs them.
 SYSTEM_PACKAGES := /usr/bin/chromium:chromium /usr/sbin/nginx:nginx-light /usr/sbin/slurmctld:slurm-wlm \
 	/usr/sbin/munged:munge
-.PHONY: browser system-packages
-browser: system-packages
-system-packages:
+test-deps:
 	@missing=""; for entry in $(SYSTEM_PACKAGES); do \
 		[ -x "$${entry%%:*}" ] || missing="$$missing $${entry#*:}"; done; \
 	if [ -z "$$missing" ]; then :; \
@@ -58,7 +58,14 @@ demo: score-demo
 	@echo "Serving the viewer on http://127.0.0.1:5000 (Ctrl-C stops it)"
 	$(BIN)/python run_viewer.py --demo --port 5000
 
-test: install
+# ruff (lint + format check) on all Python, ESLint on the pages' modules, mypy (strict) on the core.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	npm run --silent lint
+	$(BIN)/mypy
+
+test: install test-deps lint
 	$(BIN)/python -m pytest -n 2 -q
 
 bench: install demo-data

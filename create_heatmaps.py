@@ -1,5 +1,9 @@
 #!/usr/bin/env python
-"""Score a cohort and write heatmaps: `python create_heatmaps.py --config FILE [--overwrite] [--shard I/N]` (= `mil-heatmaps`)."""
+"""Score a cohort and write heatmaps (= `mil-heatmaps`).
+
+python create_heatmaps.py --config FILE [--overwrite] [--shard I/N]
+"""
+
 import sys
 
 from scoring.cli import main

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """Export heatmaps: `python export_heatmaps.py --config FILE --to qupath,csv ...` (= `mil-export`)."""
+
 import sys
 
 from exports.cli import main

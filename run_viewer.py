@@ -1,5 +1,9 @@
 #!/usr/bin/env python
-"""Serve the viewer: `python run_viewer.py --config FILE | --results DIR --slides DIR | --demo` (= `mil-viewer`)."""
+"""Serve the viewer (= `mil-viewer`).
+
+python run_viewer.py --config FILE | --results DIR --slides DIR | --demo
+"""
+
 import sys
 
 from viewer.cli import main

@@ -16,6 +16,7 @@ Figures, each against a baseline in the same run:
 3. cold comparison page open (slide + A + B panes, Chromium) until every pane has loaded its view,
    over the cold slide page open of A alone, median of `--runs`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,7 +26,16 @@ import time
 import numpy as np
 
 from bench.bench_scale import attention, grid_coords
-from bench.common import BENCH_DIR, CHROMIUM, CHROMIUM_ARGS, PATCH, SLIDE_H, SLIDE_W, bench_slide, cold_open
+from bench.common import (
+    BENCH_DIR,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    PATCH,
+    SLIDE_H,
+    SLIDE_W,
+    bench_slide,
+    cold_open,
+)
 
 COMPARE_DIR = BENCH_DIR / "compare"
 RAW = COMPARE_DIR / "raw"
@@ -44,15 +54,29 @@ def write_experiments(slide, rebuild: bool) -> dict[str, int]:
             sizes[exp] = read_blockmap(path).bag_size
             continue
         if exp == "B":
-            xs, ys = np.meshgrid(np.arange(100, SLIDE_W - 512 + 1, 256), np.arange(100, SLIDE_H - 512 + 1, 256))
+            xs, ys = np.meshgrid(
+                np.arange(100, SLIDE_W - 512 + 1, 256), np.arange(100, SLIDE_H - 512 + 1, 256)
+            )
             coords, patch = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.int32), 512
         else:
             coords, patch = grid_coords(32), PATCH
         scores = attention(coords, seed={"A": 0, "C": 1, "B": 2}[exp])
-        write_blockmap(path, Blockmap(
-            slide_id=SLIDE_ID, slide_path=str(slide.resolve()), label=LABEL, model_type="abmil",
-            class_names=["normal", "tumor"], pred=1, probs=np.array([0.3, 0.7]), logits=np.array([-0.4, 0.4]),
-            l0_patch=patch, attention=scores, l0_coords=coords))
+        write_blockmap(
+            path,
+            Blockmap(
+                slide_id=SLIDE_ID,
+                slide_path=str(slide.resolve()),
+                label=LABEL,
+                model_type="abmil",
+                class_names=["normal", "tumor"],
+                pred=1,
+                probs=np.array([0.3, 0.7]),
+                logits=np.array([-0.4, 0.4]),
+                l0_patch=patch,
+                attention=scores,
+                l0_coords=coords,
+            ),
+        )
         sizes[exp] = len(coords)
     return sizes
 
@@ -61,7 +85,7 @@ def viewer_args() -> list[str]:
     args = []
     for exp in ("A", "B", "C"):
         args += ["--results", str(RAW / exp)]
-    return args + ["--slides", str(BENCH_DIR), "--workers", "1", "--threads", "8"]
+    return [*args, "--slides", str(BENCH_DIR), "--workers", "1", "--threads", "8"]
 
 
 def agreement_times() -> dict[str, tuple[float, dict]]:
@@ -72,7 +96,11 @@ def agreement_times() -> dict[str, tuple[float, dict]]:
     bags = {}
     for exp in EXPERIMENTS:
         bm = read_blockmap(blockmap_path(RAW / exp, LABEL, SLIDE_ID))
-        bags[exp] = Bag(bm.l0_coords, bm.l0_patch, normalize_scores(bm.attention.astype(np.float64), "percentile"))
+        bags[exp] = Bag(
+            bm.l0_coords,
+            bm.l0_patch,
+            normalize_scores(bm.attention.astype(np.float64), "percentile"),
+        )
     out = {}
     for a, b in (("A", "C"), ("A", "B")):
         t0 = time.perf_counter()
@@ -88,7 +116,9 @@ def tile_times() -> tuple[float, float]:
     from viewer.params import OverlayParams
     from viewer.state import EXTENSION_KEY
 
-    app = create_app({"RESULTS_DIR": [str(RAW / e) for e in ("A", "B")], "SLIDES_DIR": str(BENCH_DIR)})
+    app = create_app(
+        {"RESULTS_DIR": [str(RAW / e) for e in ("A", "B")], "SLIDES_DIR": str(BENCH_DIR)}
+    )
     state = app.extensions[EXTENSION_KEY]
     with app.test_request_context():
         ra, rb = state.record(SLIDE_ID, "A"), state.record(SLIDE_ID, "B")
@@ -100,7 +130,9 @@ def tile_times() -> tuple[float, float]:
         for level in range(8, geometry.level_count):
             cols, rows = geometry.t_dimensions[level]
             for _ in range(6):
-                boxes.append(geometry.tile_box(level, int(rng.integers(0, cols)), int(rng.integers(0, rows))))
+                boxes.append(
+                    geometry.tile_box(level, int(rng.integers(0, cols)), int(rng.integers(0, rows)))
+                )
         for box in boxes:  # warm: pyramids, ranks
             render_overlay_tile(a, geometry, box, params, a.resolve_class(None))
             render_difference_tile(a, b, geometry, box, "RdBu_r")
@@ -119,17 +151,27 @@ def page_opens(runs: int) -> dict[str, list[float]]:
     """Cold opens in ms (navigation to every pane loaded): the comparison and A's slide page."""
     from playwright.sync_api import sync_playwright
 
-    pages = {"compare": ("/slides/bag?exp=A,B", "window.milCompare && (window.milCompare.error || "
-                         "(window.milCompare.ready && window.milCompare.fullyLoaded()))"),
-             "slide": ("/slides/bag?exp=A", "window.milViewer && (window.milViewer.error || "
-                       "(window.milViewer.ready && window.milViewer.fullyLoaded()))")}
+    pages = {
+        "compare": (
+            "/slides/bag?exp=A,B",
+            "window.milCompare && (window.milCompare.error || "
+            "(window.milCompare.ready && window.milCompare.fullyLoaded()))",
+        ),
+        "slide": (
+            "/slides/bag?exp=A",
+            "window.milViewer && (window.milViewer.error || "
+            "(window.milViewer.ready && window.milViewer.fullyLoaded()))",
+        ),
+    }
     out: dict[str, list[float]] = {name: [] for name in pages}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             for _ in range(runs):
                 for name, (path, done) in pages.items():
-                    out[name].append(cold_open(browser, viewer_args(), path, done, "performance.now()"))
+                    out[name].append(
+                        cold_open(browser, viewer_args(), path, done, "performance.now()")
+                    )
         finally:
             browser.close()
     return out
@@ -145,15 +187,22 @@ def main(argv: list[str] | None = None) -> int:
     sizes = write_experiments(slide, args.rebuild)
     print("experiments:", ", ".join(f"{e} {n:,} patches" for e, n in sizes.items()))
     for pair, (seconds, figures) in agreement_times().items():
-        print(f"agreement {pair}: {seconds:.2f} s cold, {figures['unit']} (n {figures['n']:,}), "
-              f"rho {figures['spearman']:.3f}, top-10 Jaccard {figures['jaccard']['10']:.2f}")
+        print(
+            f"agreement {pair}: {seconds:.2f} s cold, {figures['unit']} (n {figures['n']:,}), "
+            f"rho {figures['spearman']:.3f}, top-10 Jaccard {figures['jaccard']['10']:.2f}"
+        )
     diff_ms, plain_ms = tile_times()
-    print(f"difference tile {diff_ms:.2f} ms vs plain overlay tile {plain_ms:.2f} ms (ratio {diff_ms / plain_ms:.2f})")
+    print(
+        f"difference tile {diff_ms:.2f} ms vs plain overlay tile {plain_ms:.2f} ms "
+        f"(ratio {diff_ms / plain_ms:.2f})"
+    )
     if not args.skip_browser:
         opens = page_opens(args.runs)
         compare, single = statistics.median(opens["compare"]), statistics.median(opens["slide"])
-        print(f"cold page open: comparison (slide + 2 heatmaps) {compare:.0f} ms vs slide page {single:.0f} ms "
-              f"(ratio {compare / single:.2f}); runs {opens}")
+        print(
+            f"cold page open: comparison (slide + 2 heatmaps) {compare:.0f} ms vs slide page {single:.0f} ms "
+            f"(ratio {compare / single:.2f}); runs {opens}"
+        )
     return 0
 
 

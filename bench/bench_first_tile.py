@@ -15,6 +15,7 @@ One load per slide is made first and not counted, so that the server's per-proce
 open slide, the blockmap's scores) are warm: the figure is what a user sees on every page load but
 the very first after the server starts. That first figure is printed too.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,13 +25,14 @@ import sys
 import urllib.request
 from pathlib import Path
 
-
 from bench.common import CHROMIUM, CHROMIUM_ARGS
 from viewer.background import ViewerStartError, start_viewer, stop_viewer
 
 TARGET_MS = 1000.0
-FIRST_TILE_JS = ("window.milViewer && (window.milViewer.error || "
-                 "(window.milViewer.overlay && window.milViewer.overlay.firstTileDrawnAt !== null))")
+FIRST_TILE_JS = (
+    "window.milViewer && (window.milViewer.error || "
+    "(window.milViewer.overlay && window.milViewer.overlay.firstTileDrawnAt !== null))"
+)
 
 
 def one_load(browser, url: str) -> dict:
@@ -44,8 +46,9 @@ def one_load(browser, url: str) -> dict:
           const m = window.milViewer;
           if (m.error) return {error: m.error};
           const nav = performance.getEntriesByType('navigation')[0];
-          return {first_tile: m.overlay.firstTileDrawnAt, metadata: m.timings.meta, open: m.timings.open ?? null,
-                  html: nav ? nav.responseEnd : null, dom: nav ? nav.domContentLoadedEventEnd : null};
+          return {first_tile: m.overlay.firstTileDrawnAt, metadata: m.timings.meta,
+                  open: m.timings.open ?? null, html: nav ? nav.responseEnd : null,
+                  dom: nav ? nav.domContentLoadedEventEnd : null};
         }""")
         if "error" in timings:
             sys.exit(f"the viewer reported an error on {url}: {timings['error']}")
@@ -56,12 +59,21 @@ def one_load(browser, url: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5, help="cold loads per slide (median reported)")
-    parser.add_argument("--slide", action="append", help="slide id (default: every readable demo slide)")
-    parser.add_argument("--port", type=int, default=0, help="port for the demo server (default: a free one)")
+    parser.add_argument(
+        "--runs", type=int, default=5, help="cold loads per slide (median reported)"
+    )
+    parser.add_argument(
+        "--slide", action="append", help="slide id (default: every readable demo slide)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=0, help="port for the demo server (default: a free one)"
+    )
     args = parser.parse_args(argv)
     if not Path(CHROMIUM).is_file():
-        sys.exit(f"{CHROMIUM} missing: install Debian's chromium (`apt-get install -y chromium`, or `make install`)")
+        sys.exit(
+            f"{CHROMIUM} missing: install Debian's chromium "
+            "(`apt-get install -y chromium`, or `make install`)"
+        )
     from playwright.sync_api import sync_playwright
 
     try:
@@ -86,16 +98,22 @@ def main(argv: list[str] | None = None) -> int:
                     median = statistics.median(figures)
                     medians.append(median)
                     meta = statistics.median(r["metadata"] for r in runs)
-                    print(f"{slide}: first heatmap tile drawn {median:.0f} ms after navigation start "
-                          f"(median of {args.runs} cold loads: {', '.join(f'{v:.0f}' for v in figures)}; "
-                          f"metadata at {meta:.0f} ms; first load after server start {first['first_tile']:.0f} ms)")
+                    print(
+                        f"{slide}: first heatmap tile drawn {median:.0f} ms after navigation start "
+                        f"(median of {args.runs} cold loads: {', '.join(f'{v:.0f}' for v in figures)}; "
+                        f"metadata at {meta:.0f} ms; "
+                        f"first load after server start {first['first_tile']:.0f} ms)"
+                    )
             finally:
                 browser.close()
     finally:
         stop_viewer(server)
     worst = max(medians)
     verdict = "PASS" if worst < TARGET_MS else "FAIL"
-    print(f"page load -> first heatmap tile: {worst:.0f} ms (worst slide median) vs target {TARGET_MS:.0f} ms: {verdict}")
+    print(
+        f"page load -> first heatmap tile: {worst:.0f} ms (worst slide median) "
+        f"vs target {TARGET_MS:.0f} ms: {verdict}"
+    )
     return 0 if verdict == "PASS" else 1
 
 

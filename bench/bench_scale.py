@@ -22,6 +22,7 @@ Figures, each 1M against 18k in the same run (targets of issue 6):
 7. the scoring pipeline (create_heatmaps.py) on a 1,155,990 x 32 CLAM-SB bag with a static
    heatmap at vis_level -1, peak RSS (< 1.5 GB).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,16 +38,28 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from bench.common import (BENCH_DIR, CHROMIUM, CHROMIUM_ARGS, PATCH, REPO_ROOT, SLIDE_H, SLIDE_W, bench_slide,
-                          cold_open, http_rate)
+from bench.common import (
+    BENCH_DIR,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    PATCH,
+    REPO_ROOT,
+    SLIDE_H,
+    SLIDE_W,
+    bench_slide,
+    cold_open,
+    http_rate,
+)
 from viewer.background import start_viewer, stop_viewer
 
 SCALE_DIR = BENCH_DIR / "scale"
 RESULTS = SCALE_DIR / "raw" / "SCALE"
 BAGS = {"bag18k": 256, "bag1m": 32}  # slide id: patch step (level-0 px)
 LABEL = "bench"
-FULLY_LOADED_JS = ("window.milViewer && (window.milViewer.error || (window.milViewer.overlay && "
-                   "window.milViewer.overlay.fullyLoadedAt !== null))")
+FULLY_LOADED_JS = (
+    "window.milViewer && (window.milViewer.error || (window.milViewer.overlay && "
+    "window.milViewer.overlay.fullyLoadedAt !== null))"
+)
 
 
 def attention(coords: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -60,7 +73,9 @@ def attention(coords: np.ndarray, seed: int = 0) -> np.ndarray:
 def grid_coords(step: int) -> np.ndarray:
     """Patches over the whole slide, as the issue measured: 156 x 117 = 18,252 at step 256,
     1243 x 930 = 1,155,990 at step 32."""
-    xs, ys = np.meshgrid(np.arange(0, SLIDE_W - PATCH + 1, step), np.arange(0, SLIDE_H - PATCH + 1, step))
+    xs, ys = np.meshgrid(
+        np.arange(0, SLIDE_W - PATCH + 1, step), np.arange(0, SLIDE_H - PATCH + 1, step)
+    )
     return np.stack([xs.ravel(), ys.ravel()], 1).astype(np.int32)
 
 
@@ -75,17 +90,37 @@ def write_bags(slide: Path, rebuild: bool) -> dict[str, int]:
             sizes[slide_id] = read_blockmap(path).bag_size
             continue
         coords = grid_coords(step)
-        write_blockmap(path, Blockmap(
-            slide_id=slide_id, slide_path=str(slide.resolve()), label=LABEL, model_type="clam_sb",
-            class_names=["normal", "tumor"], pred=1, probs=np.array([0.3, 0.7]), logits=np.array([-0.4, 0.4]),
-            l0_patch=PATCH, attention=attention(coords), l0_coords=coords))
+        write_blockmap(
+            path,
+            Blockmap(
+                slide_id=slide_id,
+                slide_path=str(slide.resolve()),
+                label=LABEL,
+                model_type="clam_sb",
+                class_names=["normal", "tumor"],
+                pred=1,
+                probs=np.array([0.3, 0.7]),
+                logits=np.array([-0.4, 0.4]),
+                l0_patch=PATCH,
+                attention=attention(coords),
+                l0_coords=coords,
+            ),
+        )
         sizes[slide_id] = len(coords)
     return sizes
 
 
 def viewer_args(workers: int = 1, threads: int = 4) -> list[str]:
-    return ["--results", str(RESULTS), "--slides", str(BENCH_DIR), "--workers", str(workers),
-            "--threads", str(threads)]
+    return [
+        "--results",
+        str(RESULTS),
+        "--slides",
+        str(BENCH_DIR),
+        "--workers",
+        str(workers),
+        "--threads",
+        str(threads),
+    ]
 
 
 def worker_pids(master: int) -> list[int]:
@@ -112,8 +147,15 @@ def page_opens(runs: int) -> dict[str, list[float]]:
         try:
             for _ in range(runs):
                 for slide_id in BAGS:
-                    out[slide_id].append(cold_open(browser, viewer_args(), f"/slides/{slide_id}", FULLY_LOADED_JS,
-                                                   "window.milViewer.overlay.fullyLoadedAt"))
+                    out[slide_id].append(
+                        cold_open(
+                            browser,
+                            viewer_args(),
+                            f"/slides/{slide_id}",
+                            FULLY_LOADED_JS,
+                            "window.milViewer.overlay.fullyLoadedAt",
+                        )
+                    )
         finally:
             browser.close()
     return out
@@ -148,14 +190,21 @@ def in_process(seed: int = 0) -> dict:
             if level in deep:  # tiles on tissue: those holding a patch's top-left corner
                 d = geometry.l0_downsample(level)
                 picks = rng.sample(range(scores.bag_size), 150)
-                tiles = {(int(scores.l0_coords[i, 0] // (254 * d)), int(scores.l0_coords[i, 1] // (254 * d)))
-                         for i in picks}
+                tiles = {
+                    (
+                        int(scores.l0_coords[i, 0] // (254 * d)),
+                        int(scores.l0_coords[i, 1] // (254 * d)),
+                    )
+                    for i in picks
+                }
             else:
                 every = [(c, r) for c in range(cols) for r in range(rows)]
                 tiles = rng.sample(every, min(len(every), 60))
             for col, row in tiles:
                 box = geometry.tile_box(level, col, row)
-                render_overlay_tile(scores, geometry, box, params, pred)  # first: the level's pyramid
+                render_overlay_tile(
+                    scores, geometry, box, params, pred
+                )  # first: the level's pyramid
                 t1 = time.perf_counter()
                 render_overlay_tile(scores, geometry, box, params, pred)
                 per_level.setdefault(level, []).append(time.perf_counter() - t1)
@@ -164,17 +213,28 @@ def in_process(seed: int = 0) -> dict:
             "scores": scores,
             "first_load_s": first_load,
             "levels": {lv: statistics.median(v) * 1e3 for lv, v in sorted(per_level.items())},
-            "coarse_ms": statistics.median([t for lv, v in per_level.items() if lv <= 10 for t in v]) * 1e3,
-            "deep_ms": statistics.median([t for lv, v in per_level.items() if lv in deep for t in v]) * 1e3,
-            "pyramid": None if pyramid is None else (pyramid.base_downsample, pyramid.nbytes / 2 ** 20),
-            "cache_mb": state.cache.nbytes / 2 ** 20,
+            "coarse_ms": statistics.median(
+                [t for lv, v in per_level.items() if lv <= 10 for t in v]
+            )
+            * 1e3,
+            "deep_ms": statistics.median(
+                [t for lv, v in per_level.items() if lv in deep for t in v]
+            )
+            * 1e3,
+            "pyramid": None
+            if pyramid is None
+            else (pyramid.base_downsample, pyramid.nbytes / 2**20),
+            "cache_mb": state.cache.nbytes / 2**20,
         }
     # lookups of both bags interleaved, so that both see the same machine
     lookups: dict[str, list[float]] = {sid: [] for sid in BAGS}
     for _ in range(3000):
         for slide_id in BAGS:
             scores = out[slide_id]["scores"]
-            x, y = (int(v) + rng.randrange(PATCH) for v in scores.l0_coords[rng.randrange(scores.bag_size)])
+            x, y = (
+                int(v) + rng.randrange(PATCH)
+                for v in scores.l0_coords[rng.randrange(scores.bag_size)]
+            )
             t1 = time.perf_counter()
             scores.patch_at(x, y)
             lookups[slide_id].append(time.perf_counter() - t1)
@@ -226,8 +286,13 @@ def worker_rss_1m() -> float:
     port = urlsplit(base).port
     try:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-        for path in ("/api/slides/bag1m", "/api/slides/bag1m/topk?k=10", "/api/slides/bag1m/topk?order=bottom",
-                     "/api/slides/bag1m/patch?x=20000&y=15000", "/slides/bag1m/thumbnail.jpeg"):
+        for path in (
+            "/api/slides/bag1m",
+            "/api/slides/bag1m/topk?k=10",
+            "/api/slides/bag1m/topk?order=bottom",
+            "/api/slides/bag1m/patch?x=20000&y=15000",
+            "/slides/bag1m/thumbnail.jpeg",
+        ):
             conn.request("GET", path)
             conn.getresponse().read()
         conn.close()
@@ -235,12 +300,18 @@ def worker_rss_1m() -> float:
 
         geometry = DeepZoomGeometry.for_slide((SLIDE_W, SLIDE_H), [(SLIDE_W, SLIDE_H)], {})
         urls = []
-        for level in range(geometry.level_count):  # a view at every level: the tiles around the centre
+        for level in range(
+            geometry.level_count
+        ):  # a view at every level: the tiles around the centre
             cols, rows = geometry.t_dimensions[level]
             d = geometry.l0_downsample(level)
             cx, cy = 20000 // (254 * d), 15000 // (254 * d)
-            urls += [f"/overlay/bag1m_files/{level}/{min(cols - 1, max(0, cx + dx))}_{min(rows - 1, max(0, cy + dy))}.png"
-                     for dx in (-1, 0, 1) for dy in (-1, 0, 1)]
+            urls += [
+                f"/overlay/bag1m_files/{level}/"
+                f"{min(cols - 1, max(0, cx + dx))}_{min(rows - 1, max(0, cy + dy))}.png"
+                for dx in (-1, 0, 1)
+                for dy in (-1, 0, 1)
+            ]
         urls = sorted(set(urls))
         http_rate(port, urls + [u + "?norm=raw" for u in urls] + deep_urls("bag1m", 400))
         return max(vm_hwm_mb(pid) for pid in worker_pids(proc.pid))
@@ -286,10 +357,17 @@ def scoring_memory(baseline: bool, n: int = 200_000, d: int = 1024) -> dict[str,
     out = {}
     for model_type in MODEL_TYPES:
         row = {}
-        for mode in (("streamed", "plain") if baseline else ("streamed",)):
-            text, peak = run_measured([sys.executable, "-c", SCORE_CHILD, model_type, str(n), str(d), mode])
+        for mode in ("streamed", "plain") if baseline else ("streamed",):
+            text, peak = run_measured(
+                [sys.executable, "-c", SCORE_CHILD, model_type, str(n), str(d), mode]
+            )
             before, wall, logit = (float(v) for v in text.split())
-            row[mode] = {"peak_mb": peak, "above_features_mb": peak - before, "wall_s": wall, "logit0": logit}
+            row[mode] = {
+                "peak_mb": peak,
+                "above_features_mb": peak - before,
+                "wall_s": wall,
+                "logit0": logit,
+            }
         out[model_type] = row
     return out
 
@@ -307,7 +385,9 @@ def pipeline_1m(slide: Path) -> tuple[float, float, int]:
     coords = grid_coords(32)
     slide_id = slide.stem
     with h5py.File(feats_dir / f"{slide_id}.h5", "w") as fh:
-        fh.create_dataset("features", data=np.random.default_rng(0).standard_normal((len(coords), 32), np.float32))
+        fh.create_dataset(
+            "features", data=np.random.default_rng(0).standard_normal((len(coords), 32), np.float32)
+        )
         ds = fh.create_dataset("coords", data=coords)
         ds.attrs["patch_size_level0"] = PATCH
     torch.manual_seed(0)
@@ -320,11 +400,20 @@ def pipeline_1m(slide: Path) -> tuple[float, float, int]:
         f"  process_list: {root / 'process_list.csv'}\n"
         f"model_arguments:\n  ckpt_path: {root / 'clam_sb.pt'}\n  model_type: clam_sb\n"
         "heatmap_arguments:\n  vis_level: -1\n  save_ext: jpg\n"
-        "sample_arguments:\n  samples:\n  - {name: topk_high_attention, sample: true, k: 15, mode: topk}\n")
+        "sample_arguments:\n  samples:\n  - {name: topk_high_attention, sample: true, k: 15, mode: topk}\n"
+    )
     (root / "process_list.csv").write_text(f"slide_id,label\n{slide_id},tumor\n")
     t0 = time.perf_counter()
-    _, peak = run_measured([sys.executable, str(REPO_ROOT / "create_heatmaps.py"), "--config", str(config),
-                            "--overwrite", "--no-progress"])
+    _, peak = run_measured(
+        [
+            sys.executable,
+            str(REPO_ROOT / "create_heatmaps.py"),
+            "--config",
+            str(config),
+            "--overwrite",
+            "--no-progress",
+        ]
+    )
     return time.perf_counter() - t0, peak, len(coords)
 
 
@@ -343,33 +432,51 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=3000, help="deep-tile requests per bag")
     parser.add_argument("--skip-browser", action="store_true")
     parser.add_argument("--skip-scoring", action="store_true")
-    parser.add_argument("--skip-baseline", action="store_true", help="no plain whole-bag scoring runs")
+    parser.add_argument(
+        "--skip-baseline", action="store_true", help="no plain whole-bag scoring runs"
+    )
     parser.add_argument("--rebuild", action="store_true", help="rewrite the bags' blockmaps")
     args = parser.parse_args(argv)
 
     slide = bench_slide()
     sizes = write_bags(slide, args.rebuild)
-    print(f"slide {SLIDE_W}x{SLIDE_H}; bags: {sizes['bag18k']:,} patches (step 256), "
-          f"{sizes['bag1m']:,} patches (256 px every 32 px); CPUs: {os.cpu_count()}", flush=True)
+    print(
+        f"slide {SLIDE_W}x{SLIDE_H}; bags: {sizes['bag18k']:,} patches (step 256), "
+        f"{sizes['bag1m']:,} patches (256 px every 32 px); CPUs: {os.cpu_count()}",
+        flush=True,
+    )
     ok = True
 
     if not args.skip_browser:
         opens = page_opens(args.runs)
         m18, m1m = (statistics.median(opens[s]) for s in BAGS)
-        print("\n1. cold page open -> last overlay tile of the opening view (Chromium, fresh server each)")
+        print(
+            "\n1. cold page open -> last overlay tile of the opening view (Chromium, fresh server each)"
+        )
         for slide_id, values in opens.items():
-            print(f"  {slide_id}: median {statistics.median(values):.0f} ms ({', '.join(f'{v:.0f}' for v in values)})")
+            print(
+                f"  {slide_id}: median {statistics.median(values):.0f} ms "
+                f"({', '.join(f'{v:.0f}' for v in values)})"
+            )
         ok &= check("1M / 18k", m1m / m18, "<=", 1.5)
 
     figures = in_process()
     print("\n2. in process, warm: median overlay tile per Deep Zoom level (ms)")
     for slide_id, f in figures.items():
         levels = ", ".join(f"{lv}: {ms:.2f}" for lv, ms in f["levels"].items())
-        pyr = "none" if f["pyramid"] is None else f"base {f['pyramid'][0]}x, {f['pyramid'][1]:.1f} MB"
-        print(f"  {slide_id}: first load (blockmap, index, normalisation, pyramid plan) {f['first_load_s']:.2f} s; "
-              f"pyramid {pyr}; cache {f['cache_mb']:.0f} MB\n    {levels}")
+        pyr = (
+            "none" if f["pyramid"] is None else f"base {f['pyramid'][0]}x, {f['pyramid'][1]:.1f} MB"
+        )
+        print(
+            f"  {slide_id}: first load (blockmap, index, normalisation, pyramid plan) "
+            f"{f['first_load_s']:.2f} s; "
+            f"pyramid {pyr}; cache {f['cache_mb']:.0f} MB\n    {levels}"
+        )
     big = figures["bag1m"]
-    print(f"  1M bag: coarse (levels 0-10) median {big['coarse_ms']:.2f} ms, deep median {big['deep_ms']:.2f} ms")
+    print(
+        f"  1M bag: coarse (levels 0-10) median {big['coarse_ms']:.2f} ms, "
+        f"deep median {big['deep_ms']:.2f} ms"
+    )
     ok &= check("1M coarse / deep", big["coarse_ms"] / big["deep_ms"], "<=", 3)
 
     rates, _ = throughput(args.requests)
@@ -388,17 +495,26 @@ def main(argv: list[str] | None = None) -> int:
     ok &= check("peak RSS (VmHWM), MB", rss, "<=", 600)
 
     if not args.skip_scoring:
-        print("\n6. scoring 200,000 x 1024 features, peak RSS of a fresh process (features alone: 781 MB)")
+        print(
+            "\n6. scoring 200,000 x 1024 features, peak RSS of a fresh process (features alone: 781 MB)"
+        )
         for model_type, row in scoring_memory(not args.skip_baseline).items():
-            parts = [f"{mode} {r['peak_mb']:.0f} MB ({r['above_features_mb']:+.0f} beyond features+torch, "
-                     f"{r['wall_s']:.1f} s)" for mode, r in row.items()]
+            parts = [
+                f"{mode} {r['peak_mb']:.0f} MB ({r['above_features_mb']:+.0f} beyond features+torch, "
+                f"{r['wall_s']:.1f} s)"
+                for mode, r in row.items()
+            ]
             if "plain" in row:
-                parts.append(f"{row['plain']['peak_mb'] / row['streamed']['peak_mb']:.1f}x less; "
-                             f"logit0 {row['streamed']['logit0']:.6f} vs {row['plain']['logit0']:.6f}")
+                parts.append(
+                    f"{row['plain']['peak_mb'] / row['streamed']['peak_mb']:.1f}x less; "
+                    f"logit0 {row['streamed']['logit0']:.6f} vs {row['plain']['logit0']:.6f}"
+                )
             print(f"  {model_type}: " + "; ".join(parts), flush=True)
         wall, peak, n = pipeline_1m(slide)
-        print(f"\n7. create_heatmaps.py, CLAM-SB on {n:,} x 32 features, static heatmap at vis_level -1 (jpg), "
-              f"15 sampled patches: {wall:.1f} s")
+        print(
+            f"\n7. create_heatmaps.py, CLAM-SB on {n:,} x 32 features, static heatmap at vis_level -1 (jpg), "
+            f"15 sampled patches: {wall:.1f} s"
+        )
         ok &= check("peak RSS, MB", peak, "<", 1536)
     return 0 if ok else 1
 

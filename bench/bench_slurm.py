@@ -10,6 +10,7 @@ and munge, as root; bench/slurm_cluster.py), each task with one CPU. Per task: i
 time and peak RSS (measured around mil-heatmaps by a wrapper, from wait4's rusage); and whether
 results.csv lists every slide once the array ends.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,7 +33,8 @@ MEASURE = """import os, subprocess, sys, time
 t0 = time.perf_counter()
 proc = subprocess.Popen(sys.argv[1:])
 _, status, usage = os.wait4(proc.pid, 0)
-print(f"measured: wall {time.perf_counter() - t0:.1f} s, peak RSS {usage.ru_maxrss / 1024:.0f} MB", flush=True)
+print(f"measured: wall {time.perf_counter() - t0:.1f} s, "
+      f"peak RSS {usage.ru_maxrss / 1024:.0f} MB", flush=True)
 sys.exit(os.waitstatus_to_exitcode(status))
 """
 
@@ -43,11 +45,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tasks", type=int, default=3)
     args = ap.parse_args(argv)
     if os.geteuid() != 0 or not Path("/usr/sbin/slurmctld").exists():
-        raise SystemExit("needs root and Debian's slurm-wlm + munge (make install as root installs them)")
+        raise SystemExit(
+            "needs root and Debian's slurm-wlm + munge (make install as root installs them)"
+        )
     config = make_cohort(args.copies)
     t0 = time.perf_counter()
     single_wall, single_peak = run(config)
-    print(f"one process: {args.copies} slides in {single_wall:.1f} s, peak RSS {single_peak:.0f} MB", flush=True)
+    print(
+        f"one process: {args.copies} slides in {single_wall:.1f} s, peak RSS {single_peak:.0f} MB",
+        flush=True,
+    )
 
     array_config = config.with_name("array.yaml")
     cfg = yaml.safe_load(config.read_text())
@@ -55,27 +62,49 @@ def main(argv: list[str] | None = None) -> int:
     array_config.write_text(yaml.safe_dump(cfg))
     work = Path(tempfile.mkdtemp(prefix="bench-slurm-"))
     wrapper = work / "measured-mil-heatmaps"
-    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} -c '{MEASURE}' {Path(sys.executable).parent}/mil-heatmaps \"$@\"\n")
+    wrapper.write_text(
+        f"#!/bin/sh\nexec {sys.executable} -c '{MEASURE}' {Path(sys.executable).parent}/mil-heatmaps \"$@\"\n"
+    )
     wrapper.chmod(0o755)
     try:
         with slurm_cluster(work / "cluster") as env:
             env = {**env, "MIL_HEATMAPS": str(wrapper)}
             t1 = time.perf_counter()
-            done = subprocess.run(["sbatch", "--wait", f"--array=1-{args.tasks}", "--cpus-per-task=1", "--mem=2G",
-                                   f"--output={work}/task-%a.out", str(REPO_ROOT / "slurm" / "create_heatmaps.sbatch"),
-                                   str(array_config)], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+            done = subprocess.run(
+                [
+                    "sbatch",
+                    "--wait",
+                    f"--array=1-{args.tasks}",
+                    "--cpus-per-task=1",
+                    "--mem=2G",
+                    f"--output={work}/task-%a.out",
+                    str(REPO_ROOT / "slurm" / "create_heatmaps.sbatch"),
+                    str(array_config),
+                ],
+                cwd=REPO_ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+            )
             array_wall = time.perf_counter() - t1
-        print(f"\nsbatch --array=1-{args.tasks} (1 CPU, --mem=2G each, 2 CPUs in the cluster): "
-              f"{array_wall:.1f} s until the array ended (exit {done.returncode})")
+        print(
+            f"\nsbatch --array=1-{args.tasks} (1 CPU, --mem=2G each, 2 CPUs in the cluster): "
+            f"{array_wall:.1f} s until the array ended (exit {done.returncode})"
+        )
         for log in sorted(work.glob("task-*.out")):
             lines = log.read_text().splitlines()
-            scored = next((l for l in lines if l.startswith("scored ")), "?")
-            measured = next((l for l in lines if l.startswith("measured:")), "?")
-            print(f"  task {log.stem.split('-')[1]}: {scored.split(';')[0]}; {measured.split(': ', 1)[-1]}")
+            scored = next((ln for ln in lines if ln.startswith("scored ")), "?")
+            measured = next((ln for ln in lines if ln.startswith("measured:")), "?")
+            print(
+                f"  task {log.stem.split('-')[1]}: {scored.split(';')[0]}; {measured.split(': ', 1)[-1]}"
+            )
         results = config.parent / "prod" / cfg["exp_arguments"]["save_exp_code"] / "results.csv"
         with open(results, newline="") as fh:
             listed = [r["slide_id"] for r in csv.DictReader(fh)]
-        print(f"  results.csv lists {len(listed)} of {args.copies} slides; total bench {time.perf_counter() - t0:.0f} s")
+        print(
+            f"  results.csv lists {len(listed)} of {args.copies} slides; "
+            f"total bench {time.perf_counter() - t0:.0f} s"
+        )
         return 0 if done.returncode == 0 and len(listed) == args.copies else 1
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -12,6 +12,7 @@ slides, malformed numbers) that must be 4xx. Reported: errors (5xx, wrong 4xx/2x
 connection failures), p50/p99 latency per route, and every worker's RSS every 10 s (it must stay
 flat once the caches are full: they are bounded in bytes).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,7 +25,7 @@ import time
 from collections import defaultdict
 from urllib.parse import urlsplit
 
-from bench.bench_scale import BAGS, viewer_args, worker_pids, vm_hwm_mb, write_bags
+from bench.bench_scale import BAGS, viewer_args, vm_hwm_mb, worker_pids, write_bags
 from bench.common import SLIDE_H, SLIDE_W, bench_slide
 from viewer.background import start_viewer, stop_viewer
 
@@ -49,15 +50,21 @@ def request_mix(rng: random.Random) -> tuple[str, str, int]:
     row = rng.randrange(max(1, -(-SLIDE_H // (254 * d))))
     kind = rng.random()
     if kind < 0.35:
-        q = (f"cmap={rng.choice(CMAPS)}&norm={rng.choice(['percentile', 'raw'])}"
-             f"&threshold={rng.choice([0, 0, 0.5, 0.9])}&blur={rng.choice([0, 0, 0, 1])}")
+        q = (
+            f"cmap={rng.choice(CMAPS)}&norm={rng.choice(['percentile', 'raw'])}"
+            f"&threshold={rng.choice([0, 0, 0.5, 0.9])}&blur={rng.choice([0, 0, 0, 1])}"
+        )
         return "overlay tile", f"/overlay/{sid}_files/{level}/{col}_{row}.png?{q}", 2
     if kind < 0.60:
         return "slide tile", f"/slide/{sid}_files/{level}/{col}_{row}.jpeg", 2
     if kind < 0.66:
         return "metadata", f"/api/slides/{sid}", 2
     if kind < 0.71:
-        return "top-k", f"/api/slides/{sid}/topk?k={rng.choice([10, 50])}&order={rng.choice(['top', 'bottom'])}", 2
+        return (
+            "top-k",
+            f"/api/slides/{sid}/topk?k={rng.choice([10, 50])}&order={rng.choice(['top', 'bottom'])}",
+            2,
+        )
     if kind < 0.78:
         x, y = rng.randrange(200, SLIDE_W - 200), rng.randrange(200, SLIDE_H - 200)
         return "patch lookup", f"/api/slides/{sid}/patch?x={x}&y={y}", 2
@@ -67,10 +74,18 @@ def request_mix(rng: random.Random) -> tuple[str, str, int]:
         return "thumbnail", f"/slides/{sid}/thumbnail.jpeg?size={rng.choice([96, 256])}", 2
     if kind < 0.90:
         return "pages", rng.choice(["/", f"/slides/{sid}", "/api/slides"]), 2
-    bad = rng.choice([f"/overlay/{sid}_files/99/0_0.png", "/slide/nope_files/3/0_0.jpeg",
-                      f"/overlay/{sid}_files/5/a_b.png", f"/api/slides/{sid}/patch?x=nan&y=1",
-                      f"/overlay/{sid}_files/3/0_0.png?cmap=no_such_map", f"/api/slides/{sid}/topk?k=-4",
-                      "/slide/..%2F..%2Fetc%2Fpasswd.dzi", f"/slides/{sid}/patch/99999999.jpeg"])
+    bad = rng.choice(
+        [
+            f"/overlay/{sid}_files/99/0_0.png",
+            "/slide/nope_files/3/0_0.jpeg",
+            f"/overlay/{sid}_files/5/a_b.png",
+            f"/api/slides/{sid}/patch?x=nan&y=1",
+            f"/overlay/{sid}_files/3/0_0.png?cmap=no_such_map",
+            f"/api/slides/{sid}/topk?k=-4",
+            "/slide/..%2F..%2Fetc%2Fpasswd.dzi",
+            f"/slides/{sid}/patch/99999999.jpeg",
+        ]
+    )
     return "hostile", bad, 4
 
 
@@ -114,13 +129,17 @@ def main(argv: list[str] | None = None) -> int:
     samples: list[tuple[float, list[float]]] = []
     start = time.monotonic()
     until = start + args.minutes * 60
-    threads = [threading.Thread(target=client, args=(port, i, until, latencies, errors, lock), daemon=True)
-               for i in range(args.clients)]
+    threads = [
+        threading.Thread(target=client, args=(port, i, until, latencies, errors, lock), daemon=True)
+        for i in range(args.clients)
+    ]
     try:
         for th in threads:
             th.start()
         while time.monotonic() < until:
-            samples.append((time.monotonic() - start, [vm_rss_mb(pid) for pid in worker_pids(proc.pid)]))
+            samples.append(
+                (time.monotonic() - start, [vm_rss_mb(pid) for pid in worker_pids(proc.pid)])
+            )
             time.sleep(10)
         for th in threads:
             th.join(120)
@@ -128,23 +147,31 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop_viewer(proc)
     total = sum(len(v) for v in latencies.values())
-    print(f"{args.clients} clients for {args.minutes:g} min against {args.workers} gunicorn workers x 32 threads: "
-          f"{total:,} requests ({total / (args.minutes * 60):.0f}/s), errors: {len(errors)}")
+    print(
+        f"{args.clients} clients for {args.minutes:g} min "
+        f"against {args.workers} gunicorn workers x 32 threads: "
+        f"{total:,} requests ({total / (args.minutes * 60):.0f}/s), errors: {len(errors)}"
+    )
     for e in errors[:10]:
         print("  ", e)
     print(f"\n  {'route':<14} {'requests':>9} {'p50 ms':>8} {'p99 ms':>8}")
     for route in sorted(latencies):
         values = sorted(latencies[route])
         p99 = values[min(len(values) - 1, int(0.99 * len(values)))]
-        print(f"  {route:<14} {len(values):>9,} {statistics.median(values) * 1e3:>8.1f} {p99 * 1e3:>8.1f}")
+        print(
+            f"  {route:<14} {len(values):>9,} {statistics.median(values) * 1e3:>8.1f} {p99 * 1e3:>8.1f}"
+        )
     print("\n  worker RSS (MB) every 10 s:")
     for t, rss in samples:
         print(f"    {t:5.0f} s  " + "  ".join(f"{v:6.0f}" for v in rss))
     half = [rss for t, rss in samples if t >= args.minutes * 30]
     if half:
         growth = max(max(r) for r in half) - min(max(r) for r in half)
-        print(f"  second half: the largest worker moved within {growth:.0f} MB; peaks (VmHWM) "
-              + ", ".join(f"{p:.0f}" for p in peaks) + " MB")
+        print(
+            f"  second half: the largest worker moved within {growth:.0f} MB; peaks (VmHWM) "
+            + ", ".join(f"{p:.0f}" for p in peaks)
+            + " MB"
+        )
     return 0 if not errors else 1
 
 

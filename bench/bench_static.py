@@ -23,6 +23,7 @@ Each case writes the heatmap and the original (`save_orig: true`), as the pipeli
 template config saves jpg; both jpg and png are timed and judged. At 4x about 1.5 s of CPU is
 OpenSlide decoding the level, so the wall time depends on both cores being free.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,7 @@ import sys
 import time
 from pathlib import Path
 
-
-from bench.common import BENCH_DIR, N_PATCHES, PATCH, REPO_ROOT, SLIDE_H, SLIDE_W, bench_slide  # noqa: E402
+from bench.common import BENCH_DIR, N_PATCHES, PATCH, REPO_ROOT, SLIDE_H, SLIDE_W, bench_slide
 
 CLAM = {"32x": (1.8, 277.0), "4x": (10.7, 1730.0)}  # seconds, MB
 SPEEDUP_TARGET, MEMORY_TARGET = 5.0, 4.0
@@ -53,13 +53,15 @@ def bench_patches(slide_path: Path, rebuild: bool = False) -> Path:
     with openslide.OpenSlide(str(slide_path)) as slide:
         level = slide.level_count - 1
         ds = slide.level_downsamples[level]
-        thumb = np.asarray(slide.read_region((0, 0), level, slide.level_dimensions[level]).convert("RGB"))
+        thumb = np.asarray(
+            slide.read_region((0, 0), level, slide.level_dimensions[level]).convert("RGB")
+        )
     mx = thumb.max(-1).astype(np.float32)
     mn = thumb.min(-1).astype(np.float32)
     tissue = ((mx - mn) / np.maximum(mx, 1) > 0.08) & (mx > 30)
     # lattice step giving ~N_PATCHES patch centres on tissue
     area = tissue.mean() * SLIDE_W * SLIDE_H
-    step = max(16, int(round((area / N_PATCHES) ** 0.5)))
+    step = max(16, round((area / N_PATCHES) ** 0.5))
     xs = np.arange(0, SLIDE_W - PATCH + 1, step)
     ys = np.arange(0, SLIDE_H - PATCH + 1, step)
     gx, gy = np.meshgrid(xs, ys)
@@ -91,7 +93,11 @@ def child(args: argparse.Namespace) -> None:
     coords, scores = data["coords"], data["scores"]
     slide = openslide.OpenSlide(args.slide)
     out = Path(args.out)
-    orig = out.with_name(out.stem.replace("_heatmap", "") + "_original" + out.suffix) if args.orig else None
+    orig = (
+        out.with_name(out.stem.replace("_heatmap", "") + "_original" + out.suffix)
+        if args.orig
+        else None
+    )
     params = HeatmapParams(vis_level=args.level)
     level = choose_vis_level(slide, args.level)
     base_rss = _vm_rss_mb()
@@ -105,16 +111,38 @@ def child(args: argparse.Namespace) -> None:
 
     with Image.open(out) as im:
         size = im.size
-    print(json.dumps({"wall": wall, "cpu": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime),
-                      "base_mb": base_rss, "peak_mb": peak, "added_mb": peak - base_rss,
-                      "level": level, "size": size, "bytes": out.stat().st_size}))
+    print(
+        json.dumps(
+            {
+                "wall": wall,
+                "cpu": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime),
+                "base_mb": base_rss,
+                "peak_mb": peak,
+                "added_mb": peak - base_rss,
+                "level": level,
+                "size": size,
+                "bytes": out.stat().st_size,
+            }
+        )
+    )
 
 
 def measure(slide: Path, patches: Path, level: int, fmt: str, orig: bool) -> dict:
     out = BENCH_DIR / "out" / f"bench_L{level}_heatmap.{fmt}"
     out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, __file__, "--child", "--slide", str(slide), "--patches", str(patches),
-           "--level", str(level), "--out", str(out)] + (["--orig"] if orig else [])
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--slide",
+        str(slide),
+        "--patches",
+        str(patches),
+        "--level",
+        str(level),
+        "--out",
+        str(out),
+    ] + (["--orig"] if orig else [])
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT)
     if proc.returncode != 0:
         raise SystemExit(f"child failed:\n{proc.stderr}")
@@ -122,11 +150,17 @@ def measure(slide: Path, patches: Path, level: int, fmt: str, orig: bool) -> dic
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=3, help="renders per case (median and best reported)")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--repeats", type=int, default=3, help="renders per case (median and best reported)"
+    )
     ap.add_argument("--formats", default="jpg,png", help="save_ext values to time, each judged")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the cached slide and patches")
-    ap.add_argument("--heatmap-only", action="store_true", help="time the heatmap without the original")
+    ap.add_argument(
+        "--heatmap-only", action="store_true", help="time the heatmap without the original"
+    )
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--slide", help=argparse.SUPPRESS)
     ap.add_argument("--patches", help=argparse.SUPPRESS)
@@ -148,9 +182,11 @@ def main() -> None:
         downsamples = list(s.level_downsamples)
     level_4x = int(np.argmin([abs(d - 4) for d in downsamples]))
     cpus = len(os.sched_getaffinity(0))
-    print(f"slide {slide.relative_to(REPO_ROOT)}: {SLIDE_W}x{SLIDE_H}, levels at "
-          f"{', '.join(f'{d:.2f}' for d in downsamples)}x; {len(data['coords'])} patches of {PATCH} px "
-          f"(lattice step {int(data['step'])}); {cpus} CPUs; load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"slide {slide.relative_to(REPO_ROOT)}: {SLIDE_W}x{SLIDE_H}, levels at "
+        f"{', '.join(f'{d:.2f}' for d in downsamples)}x; {len(data['coords'])} patches of {PATCH} px "
+        f"(lattice step {int(data['step'])}); {cpus} CPUs; load average {os.getloadavg()[0]:.2f}"
+    )
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     cases = [("32x", -1), ("4x", level_4x)]
     verdicts: list[str] = []
@@ -165,17 +201,24 @@ def main() -> None:
             added = max(r["added_mb"] for r in runs)
             r = runs[0]
             what = f"{fmt}{' heatmap + original' if orig else ' heatmap'}"
-            print(f"[{name:>3} vis_level={level} -> level {r['level']}, {r['size'][0]}x{r['size'][1]}, "
-                  f"{what}, {r['bytes'] / 1e6:.1f} MB file] time median {med:.3f} s (best {best:.3f}, "
-                  f"cpu {cpu:.2f} s), peak added RSS {added:.0f} MB (baseline {r['base_mb']:.0f} MB); "
-                  f"vs CLAM {clam_s} s / {clam_mb:.0f} MB: {clam_s / med:.1f}x faster, "
-                  f"{clam_mb / max(added, 1e-9):.1f}x less memory", flush=True)
+            print(
+                f"[{name:>3} vis_level={level} -> level {r['level']}, {r['size'][0]}x{r['size'][1]}, "
+                f"{what}, {r['bytes'] / 1e6:.1f} MB file] time median {med:.3f} s (best {best:.3f}, "
+                f"cpu {cpu:.2f} s), peak added RSS {added:.0f} MB (baseline {r['base_mb']:.0f} MB); "
+                f"vs CLAM {clam_s} s / {clam_mb:.0f} MB: {clam_s / med:.1f}x faster, "
+                f"{clam_mb / max(added, 1e-9):.1f}x less memory",
+                flush=True,
+            )
             t_ok = med <= clam_s / SPEEDUP_TARGET
             m_ok = added <= clam_mb / MEMORY_TARGET
-            verdicts.append(f"{'PASS' if t_ok else 'FAIL'} {name} time ({fmt}): {med:.3f} s <= "
-                            f"{clam_s / SPEEDUP_TARGET:.2f} s ({clam_s / med:.1f}x faster than CLAM)")
-            verdicts.append(f"{'PASS' if m_ok else 'FAIL'} {name} memory ({fmt}): {added:.0f} MB <= "
-                            f"{clam_mb / MEMORY_TARGET:.0f} MB ({clam_mb / max(added, 1e-9):.1f}x less than CLAM)")
+            verdicts.append(
+                f"{'PASS' if t_ok else 'FAIL'} {name} time ({fmt}): {med:.3f} s <= "
+                f"{clam_s / SPEEDUP_TARGET:.2f} s ({clam_s / med:.1f}x faster than CLAM)"
+            )
+            verdicts.append(
+                f"{'PASS' if m_ok else 'FAIL'} {name} memory ({fmt}): {added:.0f} MB <= "
+                f"{clam_mb / MEMORY_TARGET:.0f} MB ({clam_mb / max(added, 1e-9):.1f}x less than CLAM)"
+            )
     print()
     for line in verdicts:
         print(line)

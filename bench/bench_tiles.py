@@ -21,6 +21,7 @@ its own keep-alive http.client connection, fetch --requests tiles from the tile 
 shuffled), first slide tiles, then overlay tiles; tiles/s = requests / wall time. No
 If-None-Match: every request renders. Target: overlay rate >= 2x the slide rate.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,17 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from bench.common import (BENCH_DIR, N_PATCHES, PATCH, REPO_ROOT, SLIDE_H, SLIDE_ID, SLIDE_W, bench_slide,
-                          http_rate)
+from bench.common import (
+    BENCH_DIR,
+    N_PATCHES,
+    PATCH,
+    REPO_ROOT,
+    SLIDE_H,
+    SLIDE_ID,
+    SLIDE_W,
+    bench_slide,
+    http_rate,
+)
 from viewer.background import ViewerStartError, start_viewer, stop_viewer
 
 RESULTS_DIR = BENCH_DIR / "viewer_results" / "BENCH"
@@ -52,22 +62,36 @@ def bench_blockmap(slide: Path, rebuild: bool = False) -> Path:
         return path
     mask = tissue_mask(slide)
     area = mask.mask.mean() * SLIDE_W * SLIDE_H
-    step = max(32, int(round((area / N_PATCHES) ** 0.5)))
+    step = max(32, round((area / N_PATCHES) ** 0.5))
     coords = patch_grid(slide, PATCH, step, mask=mask)
     # the mask's area is an estimate: correct the step once from the count it gave
-    step = max(32, int(round(step * (len(coords) / N_PATCHES) ** 0.5)))
+    step = max(32, round(step * (len(coords) / N_PATCHES) ** 0.5))
     coords = patch_grid(slide, PATCH, step, mask=mask).astype(np.int32)
     rng = np.random.default_rng(0)
     scores = rng.normal(size=len(coords)).astype(np.float32)
-    write_blockmap(path, Blockmap(
-        slide_id=SLIDE_ID, slide_path=str(slide.resolve()), label=LABEL, model_type="abmil",
-        class_names=["0", "1"], pred=1, probs=np.array([0.3, 0.7]), logits=np.array([-0.4, 0.4]),
-        l0_patch=PATCH, attention=scores, l0_coords=coords))
+    write_blockmap(
+        path,
+        Blockmap(
+            slide_id=SLIDE_ID,
+            slide_path=str(slide.resolve()),
+            label=LABEL,
+            model_type="abmil",
+            class_names=["0", "1"],
+            pred=1,
+            probs=np.array([0.3, 0.7]),
+            logits=np.array([-0.4, 0.4]),
+            l0_patch=PATCH,
+            attention=scores,
+            l0_coords=coords,
+        ),
+    )
     print(f"wrote {path.relative_to(REPO_ROOT)}: {len(coords)} patches, step {step}", flush=True)
     return path
 
 
-def tile_set(geometry, per_level: int, levels: int = 8, seed: int = 0) -> list[tuple[int, int, int]]:
+def tile_set(
+    geometry, per_level: int, levels: int = 8, seed: int = 0
+) -> list[tuple[int, int, int]]:
     rng = random.Random(seed)
     tiles = []
     for level in range(max(0, geometry.level_count - levels), geometry.level_count):
@@ -93,13 +117,17 @@ def in_process(tiles: list[tuple[int, int, int]]) -> tuple[float, float, dict]:
     scores = state.slide_scores(record)
     params = OverlayParams("jet", None, "percentile", 0.0, False)
     quality = state.settings.jpeg_quality
-    scores.normalized(scores.blockmap.pred, "percentile")  # cached per (slide, class, norm) by the server
+    scores.normalized(
+        scores.blockmap.pred, "percentile"
+    )  # cached per (slide, class, norm) by the server
 
     def slide_tile(t):
         return encode_jpeg(opened.tile(*t), quality)
 
     def overlay_tile(t):
-        return render_overlay_tile(scores, geometry, geometry.tile_box(*t), params, scores.blockmap.pred)
+        return render_overlay_tile(
+            scores, geometry, geometry.tile_box(*t), params, scores.blockmap.pred
+        )
 
     per_level: dict[int, list[float]] = {}
     totals = []
@@ -127,12 +155,19 @@ def verdict(ok: bool) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiles-per-level", type=int, default=100)
-    parser.add_argument("--requests", type=int, default=1600, help="HTTP requests per tile kind (bounded)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="gunicorn processes")
+    parser.add_argument(
+        "--requests", type=int, default=1600, help="HTTP requests per tile kind (bounded)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="gunicorn processes"
+    )
     parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn process")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the blockmap")
-    parser.add_argument("--rebuild-slide", action="store_true",
-                        help="rebuild the slide too (shared with bench_static.py)")
+    parser.add_argument(
+        "--rebuild-slide",
+        action="store_true",
+        help="rebuild the slide too (shared with bench_static.py)",
+    )
     parser.add_argument("--skip-http", action="store_true")
     args = parser.parse_args(argv)
 
@@ -142,8 +177,11 @@ def main(argv=None) -> int:
 
     geometry = probe_slide(slide).geometry(254, 1, True)
     tiles = tile_set(geometry, args.tiles_per_level)
-    print(f"slide {SLIDE_W}x{SLIDE_H}, {geometry.level_count} Deep Zoom levels; {len(tiles)} tiles from the "
-          f"{min(8, geometry.level_count)} deepest levels; CPUs: {os.cpu_count()}", flush=True)
+    print(
+        f"slide {SLIDE_W}x{SLIDE_H}, {geometry.level_count} Deep Zoom levels; {len(tiles)} tiles from the "
+        f"{min(8, geometry.level_count)} deepest levels; CPUs: {os.cpu_count()}",
+        flush=True,
+    )
 
     slide_ms, overlay_ms, per_level = in_process(tiles)
     print("\nin-process, ms/tile (slide = get_tile + JPEG, overlay = score grid + palette PNG)")
@@ -152,8 +190,11 @@ def main(argv=None) -> int:
         s_tot, o_tot, n = per_level[level]
         print(f"  {level:>5} {n:>5} {s_tot / n * 1000:>8.3f} {o_tot / n * 1000:>8.3f}")
     ratio = slide_ms / overlay_ms
-    print(f"  all: slide {slide_ms:.3f} ms/tile, overlay {overlay_ms:.3f} ms/tile, overlay {ratio:.1f}x faster "
-          f"(target >= {IN_PROCESS_TARGET:.0f}x): {verdict(ratio >= IN_PROCESS_TARGET)}", flush=True)
+    print(
+        f"  all: slide {slide_ms:.3f} ms/tile, overlay {overlay_ms:.3f} ms/tile, overlay {ratio:.1f}x faster "
+        f"(target >= {IN_PROCESS_TARGET:.0f}x): {verdict(ratio >= IN_PROCESS_TARGET)}",
+        flush=True,
+    )
     ok = ratio >= IN_PROCESS_TARGET
 
     if not args.skip_http:
@@ -163,11 +204,23 @@ def main(argv=None) -> int:
         slide_urls = [f"/slide/{SLIDE_ID}_files/{lv}/{c}_{r}.jpeg" for lv, c, r in order]
         overlay_urls = [f"/overlay/{SLIDE_ID}_files/{lv}/{c}_{r}.png" for lv, c, r in order]
         try:
-            proc, base = start_viewer(["--results", str(RESULTS_DIR), "--slides", str(BENCH_DIR), "--host",
-                                       "127.0.0.1", "--workers", str(args.workers), "--threads", str(args.threads)],
-                                      quiet=True)
+            proc, base = start_viewer(
+                [
+                    "--results",
+                    str(RESULTS_DIR),
+                    "--slides",
+                    str(BENCH_DIR),
+                    "--host",
+                    "127.0.0.1",
+                    "--workers",
+                    str(args.workers),
+                    "--threads",
+                    str(args.threads),
+                ],
+                quiet=True,
+            )
         except ViewerStartError as exc:
-            raise SystemExit(str(exc))
+            raise SystemExit(str(exc)) from exc
         port = urlsplit(base).port
         try:
             http_rate(port, slide_urls[:64] + overlay_urls[:64])  # warm the workers
@@ -176,10 +229,14 @@ def main(argv=None) -> int:
         finally:
             stop_viewer(proc)
         http_ratio = overlay_rate / slide_rate
-        print(f"\nHTTP, gunicorn ({args.workers} workers x {args.threads} threads), 8 clients, "
-              f"{args.requests} requests each kind")
-        print(f"  slide {slide_rate:.0f} tiles/s, overlay {overlay_rate:.0f} tiles/s, ratio {http_ratio:.1f}x "
-              f"(target >= {HTTP_TARGET:.0f}x): {verdict(http_ratio >= HTTP_TARGET)}")
+        print(
+            f"\nHTTP, gunicorn ({args.workers} workers x {args.threads} threads), 8 clients, "
+            f"{args.requests} requests each kind"
+        )
+        print(
+            f"  slide {slide_rate:.0f} tiles/s, overlay {overlay_rate:.0f} tiles/s, ratio {http_ratio:.1f}x "
+            f"(target >= {HTTP_TARGET:.0f}x): {verdict(http_ratio >= HTTP_TARGET)}"
+        )
         ok = ok and http_ratio >= HTTP_TARGET
     return 0 if ok else 1
 

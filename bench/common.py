@@ -3,6 +3,7 @@
 bench_static, bench_tiles and bench_scale open the same file under data/bench/ (built once, from
 real CMU-1 tissue by demo.tissue + demo.pyramid) and place their patches on it.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -18,8 +19,13 @@ SLIDE_ID = f"bench_{SLIDE_W}x{SLIDE_H}"
 PATCH = 256
 N_PATCHES = 18_000
 CHROMIUM = "/usr/bin/chromium"  # Debian's, driven by Playwright (never a downloaded browser)
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 
 
 def bench_slide(rebuild: bool = False) -> Path:
@@ -32,8 +38,16 @@ def bench_slide(rebuild: bool = False) -> Path:
     if rebuild or not path.exists():
         print(f"building {path.relative_to(REPO_ROOT)} ...", flush=True)
         t0 = time.perf_counter()
-        write_pyramid(path, SLIDE_W, SLIDE_H, tissue_source(cmu_small_region()), tile=256,
-                      quality=75, mpp=0.5, seed=0)
+        write_pyramid(
+            path,
+            SLIDE_W,
+            SLIDE_H,
+            tissue_source(cmu_small_region()),
+            tile=256,
+            quality=75,
+            mpp=0.5,
+            seed=0,
+        )
         print(f"  built in {time.perf_counter() - t0:.1f} s", flush=True)
     return path
 

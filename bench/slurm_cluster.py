@@ -1,9 +1,12 @@
-"""A real single-node SLURM cluster (tests/test_slurm.py, bench/bench_slurm.py): Debian's munge and slurm-wlm, as root.
+"""A real single-node SLURM cluster (Debian's munge and slurm-wlm, as root).
+
+Used by tests/test_slurm.py and bench/bench_slurm.py.
 
 Everything lives under one temporary folder (a munge key and socket, slurm.conf, state, spool,
 logs); slurmctld and slurmd run in the foreground as children of the test and are stopped by PID.
 Commands (sbatch, squeue, sinfo) find the cluster through SLURM_CONF in `env`.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,9 +15,9 @@ import secrets
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 MUNGED = "/usr/sbin/munged"
 SLURMCTLD = "/usr/sbin/slurmctld"
@@ -75,12 +78,12 @@ SelectTypeParameters=CR_Core_Memory
 SchedulerType=sched/backfill
 MpiDefault=none
 ReturnToService=2
-StateSaveLocation={root / 'state'}
-SlurmdSpoolDir={root / 'spool'}
-SlurmctldPidFile={root / 'slurmctld.pid'}
-SlurmdPidFile={root / 'slurmd.pid'}
-SlurmctldLogFile={root / 'log' / 'slurmctld.log'}
-SlurmdLogFile={root / 'log' / 'slurmd.log'}
+StateSaveLocation={root / "state"}
+SlurmdSpoolDir={root / "spool"}
+SlurmctldPidFile={root / "slurmctld.pid"}
+SlurmdPidFile={root / "slurmd.pid"}
+SlurmctldLogFile={root / "log" / "slurmctld.log"}
+SlurmdLogFile={root / "log" / "slurmd.log"}
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
 MinJobAge=600
@@ -91,19 +94,46 @@ PartitionName=test Nodes={node_name} Default=YES MaxTime=INFINITE State=UP
     logs = [root / "log" / "slurmctld.log", root / "log" / "slurmd.log", root / "munged.log"]
     procs: list[subprocess.Popen] = []
     try:
-        procs.append(subprocess.Popen(
-            [MUNGED, "--foreground", "--force", f"--socket={munge_socket}", f"--key-file={key}",
-             f"--pid-file={root / 'munged.pid'}", f"--log-file={root / 'munged.log'}",
-             f"--seed-file={root / 'munge' / 'seed'}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                [
+                    MUNGED,
+                    "--foreground",
+                    "--force",
+                    f"--socket={munge_socket}",
+                    f"--key-file={key}",
+                    f"--pid-file={root / 'munged.pid'}",
+                    f"--log-file={root / 'munged.log'}",
+                    f"--seed-file={root / 'munge' / 'seed'}",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         _wait(munge_socket.exists, 20, "munged's socket", logs)
-        procs.append(subprocess.Popen([SLURMCTLD, "-D", "-c", "-f", str(conf)], env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        procs.append(subprocess.Popen([SLURMD, "-D", "-f", str(conf), "-N", node_name], env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                [SLURMCTLD, "-D", "-c", "-f", str(conf)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        procs.append(
+            subprocess.Popen(
+                [SLURMD, "-D", "-f", str(conf), "-N", node_name],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
 
         def idle() -> bool:
-            out = subprocess.run(["sinfo", "-h", "-o", "%T"], env=env, capture_output=True, text=True)
+            out = subprocess.run(
+                ["sinfo", "-h", "-o", "%T"], env=env, capture_output=True, text=True
+            )
             return out.returncode == 0 and out.stdout.strip().startswith("idle")
+
         _wait(idle, 60, "the node becoming idle", logs)
         yield env
     finally:

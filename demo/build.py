@@ -26,6 +26,7 @@ tissue (epidermis), which anyone can check by eye against the slide.
 The build is idempotent: every output that exists is kept; a slide that is rebuilt invalidates
 its features and the model. Every file is written under a temporary name and renamed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,9 +35,10 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import yaml
@@ -80,16 +82,40 @@ class SlideSpec:
     dense_area: float = 0.35  # share of the tissue in nuclei-dense regions (write_pyramid)
     patch_level: int = 0  # CLAM: level at which patch_size is given
     target_magnification: float = 10.0  # TRIDENT
-    annotation: str = "geojson"  # format of its ground-truth file (demo.annotations): geojson or xml
+    annotation: str = (
+        "geojson"  # format of its ground-truth file (demo.annotations): geojson or xml
+    )
 
 
-def default_specs(large: tuple[int, int] = (32768, 24576), stroma: tuple[int, int] = (16384, 12288)) -> list[SlideSpec]:
+def default_specs(
+    large: tuple[int, int] = (32768, 24576), stroma: tuple[int, int] = (16384, 12288)
+) -> list[SlideSpec]:
     """The demo cohort; tests pass smaller sizes to build a miniature of the same cohort."""
     return [
-        SlideSpec("CMU-1-Small-Region", "CMU-1-Small-Region.svs", "clam", 256, annotation="geojson"),
-        SlideSpec("CMU-tiled-large", "CMU-tiled-large.svs", "trident", 512, size=large, seed=1, annotation="xml"),
-        SlideSpec("CMU-tiled-stroma", "CMU-tiled-stroma.tif", "clam", 256, size=stroma, seed=2,
-                  prefer="stroma", crop=768, dense_area=0.0, patch_level=1),
+        SlideSpec(
+            "CMU-1-Small-Region", "CMU-1-Small-Region.svs", "clam", 256, annotation="geojson"
+        ),
+        SlideSpec(
+            "CMU-tiled-large",
+            "CMU-tiled-large.svs",
+            "trident",
+            512,
+            size=large,
+            seed=1,
+            annotation="xml",
+        ),
+        SlideSpec(
+            "CMU-tiled-stroma",
+            "CMU-tiled-stroma.tif",
+            "clam",
+            256,
+            size=stroma,
+            seed=2,
+            prefer="stroma",
+            crop=768,
+            dense_area=0.0,
+            patch_level=1,
+        ),
     ]
 
 
@@ -140,8 +166,16 @@ def _make_slide(spec: SlideSpec, slides_dir: Path, cmu: Path, sources: dict) -> 
         if key not in sources:
             sources[key] = tissue_source(cmu, spec.crop, prefer=spec.prefer)
         w, h = spec.size
-        write_pyramid(path, w, h, sources[key], seed=spec.seed, block=spec.block,
-                      dense_area=spec.dense_area, mpp=0.499)
+        write_pyramid(
+            path,
+            w,
+            h,
+            sources[key],
+            seed=spec.seed,
+            block=spec.block,
+            dense_area=spec.dense_area,
+            mpp=0.499,
+        )
     log.info("slide %s: %s in %.1fs", spec.slide_id, path, time.perf_counter() - t0)
     return path, True
 
@@ -149,8 +183,10 @@ def _make_slide(spec: SlideSpec, slides_dir: Path, cmu: Path, sources: dict) -> 
 def _feature_paths(spec: SlideSpec, features_dir: Path) -> tuple[Path, Path]:
     """(features file, coords file): CLAM keeps them apart (pt + h5), TRIDENT in one h5."""
     if spec.layout == "clam":
-        return (features_dir / "pt_files" / f"{spec.slide_id}.pt",
-                features_dir / "h5_files" / f"{spec.slide_id}.h5")
+        return (
+            features_dir / "pt_files" / f"{spec.slide_id}.pt",
+            features_dir / "h5_files" / f"{spec.slide_id}.h5",
+        )
     h5 = features_dir / "trident" / f"{spec.slide_id}.h5"
     return h5, h5
 
@@ -160,11 +196,14 @@ def _read_bag(coords_path: Path) -> tuple[np.ndarray, np.ndarray]:
     import h5py
 
     with h5py.File(coords_path, "r") as f:
-        return np.asarray(f["features"][()], dtype=np.float32), np.asarray(f["coords"][()], dtype=np.int64)
+        return np.asarray(f["features"][()], dtype=np.float32), np.asarray(
+            f["coords"][()], dtype=np.int64
+        )
 
 
-def _make_features(spec: SlideSpec, slide_path: Path, features_dir: Path,
-                   force: bool) -> tuple[Path, Path, np.ndarray, np.ndarray, bool]:
+def _make_features(
+    spec: SlideSpec, slide_path: Path, features_dir: Path, force: bool
+) -> tuple[Path, Path, np.ndarray, np.ndarray, bool]:
     """Patch the slide, describe every patch and write the coords layout of `spec`.
 
     Kept when both files exist (unless `force`, for a slide rebuilt now); the last value says
@@ -183,17 +222,36 @@ def _make_features(spec: SlideSpec, slide_path: Path, features_dir: Path,
 
         with openslide.OpenSlide(str(slide_path)) as s:
             ds = s.level_downsamples[spec.patch_level]
-        patch_size = int(round(spec.patch_size_level0 / ds))
-        write_clam(features_dir, spec.slide_id, features, coords, slide_path=slide_path,
-                   patch_size=patch_size, patch_level=spec.patch_level,
-                   patches_dir=_rel(features_dir.parent / "patches"))
+        patch_size = round(spec.patch_size_level0 / ds)
+        write_clam(
+            features_dir,
+            spec.slide_id,
+            features,
+            coords,
+            slide_path=slide_path,
+            patch_size=patch_size,
+            patch_level=spec.patch_level,
+            patches_dir=_rel(features_dir.parent / "patches"),
+        )
     else:
-        write_trident(coords_path, features, coords, slide_path=slide_path,
-                      patch_size_level0=spec.patch_size_level0,
-                      target_magnification=spec.target_magnification, name=spec.slide_id,
-                      encoder=ENCODER_NAME, savetodir=_rel(coords_path.parent))
-    log.info("features %s: %d patches x %d in %.1fs", spec.slide_id, len(coords), features.shape[1],
-             time.perf_counter() - t0)
+        write_trident(
+            coords_path,
+            features,
+            coords,
+            slide_path=slide_path,
+            patch_size_level0=spec.patch_size_level0,
+            target_magnification=spec.target_magnification,
+            name=spec.slide_id,
+            encoder=ENCODER_NAME,
+            savetodir=_rel(coords_path.parent),
+        )
+    log.info(
+        "features %s: %d patches x %d in %.1fs",
+        spec.slide_id,
+        len(coords),
+        features.shape[1],
+        time.perf_counter() - t0,
+    )
     return feat_path, coords_path, features, coords, True
 
 
@@ -213,7 +271,12 @@ def _make_annotation(spec: SlideSpec, slide_path: Path, folder: Path, force: boo
         path.unlink(missing_ok=True)
         return None
     (write_asap if spec.annotation == "xml" else write_qupath)(path, geometry)
-    log.info("annotation %s: %s, %.0f um2 nuclei-dense", spec.slide_id, path.name, geometry.area * 0.499 ** 2)
+    log.info(
+        "annotation %s: %s, %.0f um2 nuclei-dense",
+        spec.slide_id,
+        path.name,
+        geometry.area * 0.499**2,
+    )
     return path
 
 
@@ -227,8 +290,12 @@ def slide_label(features: np.ndarray) -> str:
 # training
 
 
-def _pseudo_bags(density: np.ndarray, n_bags: int, rng: np.random.Generator,
-                 size_range: tuple[int, int] = (16, 96)) -> list[tuple[np.ndarray, float]]:
+def _pseudo_bags(
+    density: np.ndarray,
+    n_bags: int,
+    rng: np.random.Generator,
+    size_range: tuple[int, int] = (16, 96),
+) -> list[tuple[np.ndarray, float]]:
     """Bags of patch indices with a soft target P(nuclei_dense) = min(1, max density / (2 T)).
 
     Each bag is drawn from the patches below a random density quantile, so bags' densest patches
@@ -249,8 +316,14 @@ def _pseudo_bags(density: np.ndarray, n_bags: int, rng: np.random.Generator,
     return bags
 
 
-def train_model(features: np.ndarray, *, steps: int = 800, seed: int = 0,
-                lr: float = 5e-4, model_type: str = "clam_sb") -> tuple["MILModel", dict]:
+def train_model(
+    features: np.ndarray,
+    *,
+    steps: int = 800,
+    seed: int = 0,
+    lr: float = 5e-4,
+    model_type: str = "clam_sb",
+) -> tuple[MILModel, dict]:
     """A CLAM-SB (or another model type) trained on pseudo-bags of `features` (all cohort patches)
     for the density task.
 
@@ -266,7 +339,9 @@ def train_model(features: np.ndarray, *, steps: int = 800, seed: int = 0,
     rng = np.random.default_rng(seed)
     density = features[:, NUCLEI_INDEX]
     if not (density > DENSE_THRESHOLD).any() or not (density <= DENSE_THRESHOLD).any():
-        raise ValueError("the cohort needs both nuclei-dense and sparse patches to train the demo model")
+        raise ValueError(
+            "the cohort needs both nuclei-dense and sparse patches to train the demo model"
+        )
     x_all = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
     model = build_model(model_type, in_dim=features.shape[1], n_classes=len(CLASS_NAMES))
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-5)
@@ -291,23 +366,30 @@ def train_model(features: np.ndarray, *, steps: int = 800, seed: int = 0,
                 correct += int(pred == int(p > 0.5))
     finally:
         torch.set_num_threads(threads)
-    summary = {"model_type": model_type, "steps": steps, "seed": seed, "train_seconds": round(time.perf_counter() - t0, 2),
-               "held_out_bag_accuracy": correct / len(held_out)}
+    summary = {
+        "model_type": model_type,
+        "steps": steps,
+        "seed": seed,
+        "train_seconds": round(time.perf_counter() - t0, 2),
+        "held_out_bag_accuracy": correct / len(held_out),
+    }
     return model, summary
 
 
-def attention_density_spearman(model: "MILModel", features: np.ndarray) -> float:
+def attention_density_spearman(model: MILModel, features: np.ndarray) -> float:
     """Spearman correlation of the model's raw attention with nuclei fraction over one bag."""
     import torch
     from scipy.stats import spearmanr
 
     with torch.inference_mode():
-        _, attention = model.forward_with_attention(torch.from_numpy(np.ascontiguousarray(features)))
+        _, attention = model.forward_with_attention(
+            torch.from_numpy(np.ascontiguousarray(features))
+        )
     rho = spearmanr(attention.numpy(), features[:, NUCLEI_INDEX]).statistic
     return float(rho)
 
 
-def _save_checkpoint(model: "MILModel", path: Path) -> None:
+def _save_checkpoint(model: MILModel, path: Path) -> None:
     """CLAM's checkpoint format: torch.save of the bare state dict (no wrapper, no optimiser)."""
     import torch
 
@@ -346,8 +428,15 @@ def _process_list_text(slides: Sequence[BuiltSlide]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def demo_config(out: Path, *, process_list: Path, checkpoint: Path, in_dim: int = FEATURE_DIM,
-                model_type: str = "clam_sb", exp_code: str = "DEMO") -> dict:
+def demo_config(
+    out: Path,
+    *,
+    process_list: Path,
+    checkpoint: Path,
+    in_dim: int = FEATURE_DIM,
+    model_type: str = "clam_sb",
+    exp_code: str = "DEMO",
+) -> dict:
     """The heatmap config of the demo, in the guide's schema (plus CLAM's label_dict and the
     viewer's annotations_dir)."""
     return {
@@ -384,7 +473,13 @@ def demo_config(out: Path, *, process_list: Path, checkpoint: Path, in_dim: int 
         "sample_arguments": {
             "samples": [
                 {"name": "topk_high_attention", "sample": True, "seed": 1, "k": 15, "mode": "topk"},
-                {"name": "bottomk_low_attention", "sample": True, "seed": 1, "k": 10, "mode": "bottomk"},
+                {
+                    "name": "bottomk_low_attention",
+                    "sample": True,
+                    "seed": 1,
+                    "k": 10,
+                    "mode": "bottomk",
+                },
             ],
         },
     }
@@ -393,8 +488,13 @@ def demo_config(out: Path, *, process_list: Path, checkpoint: Path, in_dim: int 
 # ----------------------------------------------------------------------------------------------
 
 
-def build_cohort(out: str | os.PathLike = REPO_ROOT / "data" / "demo", *,
-                 specs: Sequence[SlideSpec] | None = None, steps: int = 800, seed: int = 0) -> Cohort:
+def build_cohort(
+    out: str | os.PathLike = REPO_ROOT / "data" / "demo",
+    *,
+    specs: Sequence[SlideSpec] | None = None,
+    steps: int = 800,
+    seed: int = 0,
+) -> Cohort:
     """Build (or complete) the demo cohort under `out`; see the module docstring for the files."""
     out = Path(out)
     specs = list(specs) if specs is not None else default_specs()
@@ -403,10 +503,21 @@ def build_cohort(out: str | os.PathLike = REPO_ROOT / "data" / "demo", *,
     sources: dict = {}
     for spec in specs:
         slide_path, rebuilt = _make_slide(spec, out / "slides", cmu, sources)
-        feat_path, coords_path, features, coords, fresh = _make_features(spec, slide_path, out / "features",
-                                                                         rebuilt)
-        cohort.slides.append(BuiltSlide(spec, slide_path, feat_path, coords_path, features, coords,
-                                        slide_label(features), rebuilt or fresh))
+        feat_path, coords_path, features, coords, fresh = _make_features(
+            spec, slide_path, out / "features", rebuilt
+        )
+        cohort.slides.append(
+            BuiltSlide(
+                spec,
+                slide_path,
+                feat_path,
+                coords_path,
+                features,
+                coords,
+                slide_label(features),
+                rebuilt or fresh,
+            )
+        )
         _make_annotation(spec, slide_path, out / "annotations", rebuilt)
 
     cohort.process_list = out / "process_list.csv"
@@ -419,9 +530,17 @@ def build_cohort(out: str | os.PathLike = REPO_ROOT / "data" / "demo", *,
         pooled = np.concatenate([s.features for s in cohort.slides])
         model, summary = train_model(pooled, steps=steps, seed=seed)
         summary["spearman_attention_vs_nuclei"] = {
-            s.spec.slide_id: round(attention_density_spearman(model, s.features), 4) for s in cohort.slides}
-        summary.update({"task": f"nuclei_dense bag: its densest patch has nuclei_fraction > {DENSE_THRESHOLD}",
-                        "classes": list(CLASS_NAMES), "in_dim": FEATURE_DIM, "encoder": ENCODER_NAME})
+            s.spec.slide_id: round(attention_density_spearman(model, s.features), 4)
+            for s in cohort.slides
+        }
+        summary.update(
+            {
+                "task": f"nuclei_dense bag: its densest patch has nuclei_fraction > {DENSE_THRESHOLD}",
+                "classes": list(CLASS_NAMES),
+                "in_dim": FEATURE_DIM,
+                "encoder": ENCODER_NAME,
+            }
+        )
         _save_checkpoint(model, cohort.checkpoint)
         _write_text(summary_path, json.dumps(summary, indent=2) + "\n")
         log.info("model: %s", summary)
@@ -434,7 +553,9 @@ def build_cohort(out: str | os.PathLike = REPO_ROOT / "data" / "demo", *,
         pooled = np.concatenate([s.features for s in cohort.slides])
         model, summary = train_model(pooled, steps=steps, seed=seed + 1, model_type=SECOND_MODEL)
         summary["spearman_attention_vs_nuclei"] = {
-            s.spec.slide_id: round(attention_density_spearman(model, s.features), 4) for s in cohort.slides}
+            s.spec.slide_id: round(attention_density_spearman(model, s.features), 4)
+            for s in cohort.slides
+        }
         _save_checkpoint(model, second)
         _write_text(second_summary, json.dumps(summary, indent=2) + "\n")
         log.info("second model: %s", summary)
@@ -442,22 +563,38 @@ def build_cohort(out: str | os.PathLike = REPO_ROOT / "data" / "demo", *,
 
     cohort.config = out / "demo_config.yaml"
     cohort.second_config = out / f"demo_config_{SECOND_MODEL}.yaml"
-    for path, checkpoint, model_type, code in ((cohort.config, cohort.checkpoint, "clam_sb", "DEMO"),
-                                               (cohort.second_config, second, SECOND_MODEL, SECOND_EXP)):
-        config = demo_config(out, process_list=cohort.process_list, checkpoint=checkpoint,
-                             model_type=model_type, exp_code=code)
-        header = "# Demo heatmap config written by `python -m demo.build`; run from the repo root:\n" \
-                 "#   python create_heatmaps.py --config " + _rel(path) + "\n"
+    for path, checkpoint, model_type, code in (
+        (cohort.config, cohort.checkpoint, "clam_sb", "DEMO"),
+        (cohort.second_config, second, SECOND_MODEL, SECOND_EXP),
+    ):
+        config = demo_config(
+            out,
+            process_list=cohort.process_list,
+            checkpoint=checkpoint,
+            model_type=model_type,
+            exp_code=code,
+        )
+        header = (
+            "# Demo heatmap config written by `python -m demo.build`; run from the repo root:\n"
+            "#   python create_heatmaps.py --config " + _rel(path) + "\n"
+        )
         _write_text(path, header + yaml.safe_dump(config, sort_keys=False))
     return cohort
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: `python -m demo.build [--out DIR] [--steps N]`; prints what the cohort holds."""
-    parser = argparse.ArgumentParser(prog="python -m demo.build", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(REPO_ROOT / "data" / "demo"),
-                        help="output folder (default: data/demo in the repo)")
-    parser.add_argument("--steps", type=int, default=800, help="training steps (pseudo-bags) of the model")
+    parser = argparse.ArgumentParser(
+        prog="python -m demo.build", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--out",
+        default=str(REPO_ROOT / "data" / "demo"),
+        help="output folder (default: data/demo in the repo)",
+    )
+    parser.add_argument(
+        "--steps", type=int, default=800, help="training steps (pseudo-bags) of the model"
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="only print the summary")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
@@ -468,14 +605,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     for s in cohort.slides:
         with openslide.OpenSlide(str(s.slide_path)) as sl:
             w, h = sl.dimensions
-        print(f"{s.spec.slide_id:22s} {w}x{h:<6d} {len(s.coords):5d} patches ({s.spec.layout}, "
-              f"{s.spec.patch_size_level0}px) label={s.label}")
-    print(f"model: {_rel(cohort.checkpoint)} held-out bag accuracy "
-          f"{cohort.summary.get('held_out_bag_accuracy')}, attention~nuclei Spearman "
-          f"{cohort.summary.get('spearman_attention_vs_nuclei')}")
-    print(f"second model ({SECOND_EXP}): held-out bag accuracy {cohort.second_summary.get('held_out_bag_accuracy')}, "
-          f"attention~nuclei Spearman {cohort.second_summary.get('spearman_attention_vs_nuclei')}")
-    print(f"configs: {_rel(cohort.config)}, {_rel(cohort.second_config)}  ({time.perf_counter() - t0:.1f}s)")
+        print(
+            f"{s.spec.slide_id:22s} {w}x{h:<6d} {len(s.coords):5d} patches ({s.spec.layout}, "
+            f"{s.spec.patch_size_level0}px) label={s.label}"
+        )
+    print(
+        f"model: {_rel(cohort.checkpoint)} held-out bag accuracy "
+        f"{cohort.summary.get('held_out_bag_accuracy')}, attention~nuclei Spearman "
+        f"{cohort.summary.get('spearman_attention_vs_nuclei')}"
+    )
+    print(
+        f"second model ({SECOND_EXP}): held-out bag accuracy "
+        f"{cohort.second_summary.get('held_out_bag_accuracy')}, "
+        f"attention~nuclei Spearman {cohort.second_summary.get('spearman_attention_vs_nuclei')}"
+    )
+    print(
+        f"configs: {_rel(cohort.config)}, {_rel(cohort.second_config)}  ({time.perf_counter() - t0:.1f}s)"
+    )
     return 0
 
 

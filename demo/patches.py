@@ -6,6 +6,7 @@ files. We patch the way both tools do in spirit: a tissue mask on a low-resoluti
 (saturation, since stained tissue is coloured and glass is grey), then a regular grid of level-0
 top-left coordinates kept where the patch is mostly tissue.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,10 +26,12 @@ if TYPE_CHECKING:
 #: A slide given by path, or an open OpenSlide handle (not closed by the functions here).
 SlideLike = Union[str, os.PathLike, "openslide.OpenSlide"]
 
-DEFAULT_MASK_SIDE = 1024  # longest side of the mask image: >= 12 mask px per 512-px patch on 40k slides
+DEFAULT_MASK_SIDE = (
+    1024  # longest side of the mask image: >= 12 mask px per 512-px patch on 40k slides
+)
 
 
-def _open(slide_or_path: SlideLike) -> tuple["openslide.OpenSlide", bool]:
+def _open(slide_or_path: SlideLike) -> tuple[openslide.OpenSlide, bool]:
     """An OpenSlide handle and whether we opened it (and so must close it)."""
     import openslide
 
@@ -37,8 +40,9 @@ def _open(slide_or_path: SlideLike) -> tuple["openslide.OpenSlide", bool]:
     return slide_or_path, False
 
 
-def read_low_res(slide_or_path: SlideLike, downsample: float, *,
-                 strip_rows: int = 512) -> tuple[np.ndarray, float, float]:
+def read_low_res(
+    slide_or_path: SlideLike, downsample: float, *, strip_rows: int = 512
+) -> tuple[np.ndarray, float, float]:
     """RGB image of the whole slide at about `downsample`, read in strips to bound memory.
 
     Reads the pyramid level closest below `downsample` and block-averages it by the remaining
@@ -57,13 +61,13 @@ def read_low_res(slide_or_path: SlideLike, downsample: float, *,
         rows = max(f, strip_rows // f * f)
         for y in range(0, oh * f, rows):
             h = min(rows, oh * f - y)
-            region = slide.read_region((0, int(round(y * lds))), level, (ow * f, h))
+            region = slide.read_region((0, round(y * lds)), level, (ow * f, h))
             rgba = np.asarray(region)
             rgb = _flatten_alpha(rgba)
             if f > 1:
                 rgb = rgb.reshape(h // f, f, ow, f, 3).mean(axis=(1, 3), dtype=np.float32)
                 rgb = (rgb + 0.5).astype(np.uint8)
-            out[y // f:(y + h) // f] = rgb
+            out[y // f : (y + h) // f] = rgb
         return out, width / ow, height / oh
     finally:
         if owned:
@@ -103,8 +107,13 @@ class TissueMask:
         return inside / area
 
 
-def tissue_mask(slide_or_path: SlideLike, *, max_side: int = DEFAULT_MASK_SIDE, saturation: float = 0.08,
-                min_area_level0: float = 128 * 128) -> TissueMask:
+def tissue_mask(
+    slide_or_path: SlideLike,
+    *,
+    max_side: int = DEFAULT_MASK_SIDE,
+    saturation: float = 0.08,
+    min_area_level0: float = 128 * 128,
+) -> TissueMask:
     """Tissue (True) vs glass on a low-resolution image of the slide.
 
     Stained tissue is saturated whatever its brightness and glass is grey (bright, dark with dust
@@ -135,8 +144,14 @@ def tissue_mask(slide_or_path: SlideLike, *, max_side: int = DEFAULT_MASK_SIDE, 
     return TissueMask(mask, sx, sy)
 
 
-def patch_grid(slide_or_path: SlideLike, patch_size: int, step: int | None = None, *, min_tissue: float = 0.25,
-               mask: TissueMask | None = None) -> np.ndarray:
+def patch_grid(
+    slide_or_path: SlideLike,
+    patch_size: int,
+    step: int | None = None,
+    *,
+    min_tissue: float = 0.25,
+    mask: TissueMask | None = None,
+) -> np.ndarray:
     """Level-0 top-left (x, y) of every whole `patch_size` patch on a `step` grid that is tissue.
 
     Row-major (y, then x), int64, shape (N, 2) like CLAM's and TRIDENT's `coords`. A patch is kept
@@ -171,12 +186,21 @@ def _check(features: np.ndarray, coords: np.ndarray) -> tuple[np.ndarray, np.nda
     """float32 (N, D) features and int64 (N, 2) coords, or ValueError when they disagree."""
     features = np.asarray(features, dtype=np.float32)
     coords = np.asarray(coords, dtype=np.int64)
-    if features.ndim != 2 or coords.ndim != 2 or coords.shape[1] != 2 or len(features) != len(coords):
-        raise ValueError(f"features (N, D) and coords (N, 2) disagree: {features.shape} vs {coords.shape}")
+    if (
+        features.ndim != 2
+        or coords.ndim != 2
+        or coords.shape[1] != 2
+        or len(features) != len(coords)
+    ):
+        raise ValueError(
+            f"features (N, D) and coords (N, 2) disagree: {features.shape} vs {coords.shape}"
+        )
     return features, coords
 
 
-def _level_info(slide_path: str | os.PathLike) -> tuple[list[tuple[int, int]], list[tuple[float, float]], float | None]:
+def _level_info(
+    slide_path: str | os.PathLike,
+) -> tuple[list[tuple[int, int]], list[tuple[float, float]], float | None]:
     """Level sizes, per-axis level downsamples (as CLAM computes them) and objective power."""
     import openslide
 
@@ -190,9 +214,17 @@ def _level_info(slide_path: str | os.PathLike) -> tuple[list[tuple[int, int]], l
     return dims, downs, mag
 
 
-def write_clam(features_dir: str | os.PathLike, slide_id: str, features: np.ndarray, coords: np.ndarray, *,
-               slide_path: str | os.PathLike, patch_size: int, patch_level: int = 0,
-               patches_dir: str | os.PathLike | None = None) -> tuple[Path, Path]:
+def write_clam(
+    features_dir: str | os.PathLike,
+    slide_id: str,
+    features: np.ndarray,
+    coords: np.ndarray,
+    *,
+    slide_path: str | os.PathLike,
+    patch_size: int,
+    patch_level: int = 0,
+    patches_dir: str | os.PathLike | None = None,
+) -> tuple[Path, Path]:
     """CLAM's layout: `h5_files/{id}.h5` (features + coords with CLAM's patching attrs), `pt_files/{id}.pt`.
 
     `patch_size` is in pixels of `patch_level` (CLAM's convention), so the level-0 patch size a
@@ -208,26 +240,34 @@ def write_clam(features_dir: str | os.PathLike, slide_id: str, features: np.ndar
     h5_path = features_dir / "h5_files" / f"{slide_id}.h5"
     pt_path = features_dir / "pt_files" / f"{slide_id}.pt"
     save_path = Path(patches_dir) if patches_dir else features_dir.parent / "patches"
-    with atomic_output(h5_path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("features", data=features)
-            dset = f.create_dataset("coords", data=coords)
-            dset.attrs["patch_size"] = int(patch_size)
-            dset.attrs["patch_level"] = int(patch_level)
-            dset.attrs["downsample"] = np.asarray(downs[patch_level], dtype=np.float64)
-            dset.attrs["downsampled_level_dim"] = np.asarray(dims[patch_level], dtype=np.int64)
-            dset.attrs["level_dim"] = np.asarray(dims[patch_level], dtype=np.int64)
-            dset.attrs["name"] = slide_id
-            dset.attrs["save_path"] = str(save_path)
+    with atomic_output(h5_path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("features", data=features)
+        dset = f.create_dataset("coords", data=coords)
+        dset.attrs["patch_size"] = int(patch_size)
+        dset.attrs["patch_level"] = int(patch_level)
+        dset.attrs["downsample"] = np.asarray(downs[patch_level], dtype=np.float64)
+        dset.attrs["downsampled_level_dim"] = np.asarray(dims[patch_level], dtype=np.int64)
+        dset.attrs["level_dim"] = np.asarray(dims[patch_level], dtype=np.int64)
+        dset.attrs["name"] = slide_id
+        dset.attrs["save_path"] = str(save_path)
     with atomic_output(pt_path) as tmp:
         torch.save(torch.from_numpy(features.copy()), tmp)
     return h5_path, pt_path
 
 
-def write_trident(path: str | os.PathLike, features: np.ndarray, coords: np.ndarray, *,
-                  slide_path: str | os.PathLike, patch_size_level0: int, target_magnification: float,
-                  overlap: int = 0, name: str | None = None, encoder: str | None = None,
-                  savetodir: str | None = None) -> Path:
+def write_trident(
+    path: str | os.PathLike,
+    features: np.ndarray,
+    coords: np.ndarray,
+    *,
+    slide_path: str | os.PathLike,
+    patch_size_level0: int,
+    target_magnification: float,
+    overlap: int = 0,
+    name: str | None = None,
+    encoder: str | None = None,
+    savetodir: str | None = None,
+) -> Path:
     """TRIDENT's layout: one h5 with `features` (N, D) and `coords` (N, 2) carrying its patching attrs.
 
     `patch_size` is recorded at `target_magnification`; `patch_size_level0` is what readers use.
@@ -235,27 +275,28 @@ def write_trident(path: str | os.PathLike, features: np.ndarray, coords: np.ndar
     features, coords = _check(features, coords)
     dims, _, mag = _level_info(slide_path)
     if mag is None:
-        raise ValueError(f"{slide_path} has neither objective power nor MPP; TRIDENT needs a magnification")
+        raise ValueError(
+            f"{slide_path} has neither objective power nor MPP; TRIDENT needs a magnification"
+        )
     path = Path(path)
     name = name or path.stem
-    with atomic_output(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            fset = f.create_dataset("features", data=features)
-            if encoder:
-                fset.attrs["encoder"] = encoder
-            dset = f.create_dataset("coords", data=coords)
-            dset.attrs["patch_size"] = int(round(patch_size_level0 * target_magnification / mag))
-            dset.attrs["patch_size_level0"] = int(patch_size_level0)
-            dset.attrs["target_magnification"] = _num(target_magnification)
-            dset.attrs["level0_magnification"] = _num(mag)
-            dset.attrs["level0_width"] = int(dims[0][0])
-            dset.attrs["level0_height"] = int(dims[0][1])
-            dset.attrs["overlap"] = int(overlap)
-            dset.attrs["name"] = name
-            dset.attrs["savetodir"] = savetodir if savetodir is not None else str(path.parent)
+    with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
+        fset = f.create_dataset("features", data=features)
+        if encoder:
+            fset.attrs["encoder"] = encoder
+        dset = f.create_dataset("coords", data=coords)
+        dset.attrs["patch_size"] = round(patch_size_level0 * target_magnification / mag)
+        dset.attrs["patch_size_level0"] = int(patch_size_level0)
+        dset.attrs["target_magnification"] = _num(target_magnification)
+        dset.attrs["level0_magnification"] = _num(mag)
+        dset.attrs["level0_width"] = int(dims[0][0])
+        dset.attrs["level0_height"] = int(dims[0][1])
+        dset.attrs["overlap"] = int(overlap)
+        dset.attrs["name"] = name
+        dset.attrs["savetodir"] = savetodir if savetodir is not None else str(path.parent)
     return path
 
 
 def _num(v: float) -> int | float:
     """Magnifications as TRIDENT stores them: integers when they are whole (20, not 20.0)."""
-    return int(round(v)) if abs(v - round(v)) < 1e-6 else float(v)
+    return round(v) if abs(v - round(v)) < 1e-6 else float(v)

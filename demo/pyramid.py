@@ -11,13 +11,15 @@ Design choices, for speed and bounded memory on a 2-core machine:
   Their JPEG tiles wait in a temporary file until the writer reaches them (TIFF order).
 - The same arguments give byte-identical files.
 """
+
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 import imagecodecs
 import numpy as np
@@ -40,8 +42,13 @@ class _Tiles:
 
     def encode(self, rgb: np.ndarray) -> bytes:
         """Exactly what tifffile does for photometric='rgb', compression='jpeg' (YCbCr 4:2:0)."""
-        return imagecodecs.jpeg8_encode(np.ascontiguousarray(rgb), level=self.quality,
-                                        colorspace="RGB", outcolorspace="YCBCR", subsampling=(2, 2))
+        return imagecodecs.jpeg8_encode(
+            np.ascontiguousarray(rgb),
+            level=self.quality,
+            colorspace="RGB",
+            outcolorspace="YCBCR",
+            subsampling=(2, 2),
+        )
 
     def level0_tile(self, tx: int, ty: int) -> tuple[bytes, np.ndarray | None]:
         """JPEG bytes of level-0 tile (tx, ty), and its pixels halved for level 1 (None: glass)."""
@@ -75,7 +82,9 @@ class _Levels:
         self.nty = [-(-h // t) for _, h in self.dims]
         # a row of glass as wide as the widest band resets bands by memcpy
         self.glass_row = np.tile(maker.bg, (1, self.ntx[1] * t if len(self.dims) > 1 else 0, 1))
-        self.bands = {k: np.tile(maker.bg_tile, (1, self.ntx[k], 1)) for k in range(1, len(self.dims))}
+        self.bands = {
+            k: np.tile(maker.bg_tile, (1, self.ntx[k], 1)) for k in range(1, len(self.dims))
+        }
         self.filled = dict.fromkeys(self.bands, 0)  # rows of each band received so far
         self.rows = dict.fromkeys(self.bands, 0)  # tile rows of each level emitted so far
         self.tiles: dict[int, list[tuple[int, int] | None]] = {k: [] for k in self.bands}
@@ -87,7 +96,7 @@ class _Levels:
         h = self.maker.tile // 2
         if half is not None and (tx + 1) * h <= self.bands[1].shape[1]:
             y = (ty % 2) * h
-            self.bands[1][y:y + h, tx * h:(tx + 1) * h] = half
+            self.bands[1][y : y + h, tx * h : (tx + 1) * h] = half
         if tx == self.ntx[0] - 1:
             self._received(1, h)
 
@@ -100,7 +109,7 @@ class _Levels:
         """Encode the band of level k (full, or the last one), and pass it down halved."""
         band, t = self.bands[k], self.maker.tile
         if self.rows[k] < self.nty[k]:
-            tiles = [band[:, tx * t:(tx + 1) * t] for tx in range(self.ntx[k])]
+            tiles = [band[:, tx * t : (tx + 1) * t] for tx in range(self.ntx[k])]
             for data in self.pool.map(self._encode_or_glass, tiles):
                 if data is None:
                     self.tiles[k].append(None)
@@ -112,9 +121,9 @@ class _Levels:
             half = _halve(band)
             w = min(half.shape[1], nxt.shape[1])
             y = self.filled[k + 1] % t
-            nxt[y:y + h, :w] = half[:, :w]
+            nxt[y : y + h, :w] = half[:, :w]
             self._received(k + 1, h)
-        np.copyto(band, self.glass_row[:, :band.shape[1]])
+        np.copyto(band, self.glass_row[:, : band.shape[1]])
         self.filled[k] = 0
         self.rows[k] += 1
 
@@ -160,8 +169,14 @@ def _level0_stream(maker: _Tiles, pool: ThreadPoolExecutor, levels: _Levels) -> 
 # the writer
 
 
-def _aperio_description(width: int, height: int, tile: int, quality: int, mpp: float,
-                        level_size: tuple[int, int] | None = None) -> str:
+def _aperio_description(
+    width: int,
+    height: int,
+    tile: int,
+    quality: int,
+    mpp: float,
+    level_size: tuple[int, int] | None = None,
+) -> str:
     """An ImageDescription OpenSlide's Aperio driver recognises, with MPP and AppMag."""
     app_mag = 10.0 / mpp
     mag = f"{app_mag:.0f}" if abs(app_mag - round(app_mag)) < 0.05 else f"{app_mag:.2f}"
@@ -170,14 +185,27 @@ def _aperio_description(width: int, height: int, tile: int, quality: int, mpp: f
         head += f"[0,0 {width}x{height}] ({tile}x{tile}) JPEG/RGB Q={quality}"
     else:
         head += f"-> {level_size[0]}x{level_size[1]} - ({tile}x{tile}) JPEG/RGB Q={quality}"
-    return (f"{head}|AppMag = {mag}|MPP = {mpp:.4f}|Filename = synthetic-from-CMU-1"
-            f"|Source = tiled from CMU-1-Small-Region")
+    return (
+        f"{head}|AppMag = {mag}|MPP = {mpp:.4f}|Filename = synthetic-from-CMU-1"
+        f"|Source = tiled from CMU-1-Small-Region"
+    )
 
 
-def write_pyramid(path: str | os.PathLike, width: int, height: int, source: np.ndarray, *,
-                  tile: int = 256, quality: int = 75, mpp: float = 0.5, seed: int = 0,
-                  block: int = 256, tissue_area: float = 0.4, dense_area: float = 0.35,
-                  workers: int | None = None) -> Path:
+def write_pyramid(
+    path: str | os.PathLike,
+    width: int,
+    height: int,
+    source: np.ndarray,
+    *,
+    tile: int = 256,
+    quality: int = 75,
+    mpp: float = 0.5,
+    seed: int = 0,
+    block: int = 256,
+    tissue_area: float = 0.4,
+    dense_area: float = 0.35,
+    workers: int | None = None,
+) -> Path:
     """Write a `width` x `height` pyramidal tiled JPEG TIFF whose tissue is quilted from `source`.
 
     `.svs` gives an Aperio-style file (ImageDescription with MPP and AppMag); any other extension
@@ -198,14 +226,18 @@ def write_pyramid(path: str | os.PathLike, width: int, height: int, source: np.n
     path = Path(path)
     source = np.asarray(source)
     if source.dtype != np.uint8 or source.ndim != 3 or source.shape[2] != 3:
-        raise ValueError(f"source must be an RGB uint8 array (H, W, 3), got {source.dtype} {source.shape}")
+        raise ValueError(
+            f"source must be an RGB uint8 array (H, W, 3), got {source.dtype} {source.shape}"
+        )
     if width < 1 or height < 1:
         raise ValueError(f"slide size must be positive, got {width}x{height}")
     if tile % 16 or tile < 16:
         raise ValueError(f"tile must be a multiple of 16 (JPEG 4:2:0 blocks), got {tile}")
     crop_h, crop_w = source.shape[0] // tile * tile, source.shape[1] // tile * tile
     if crop_h < tile or crop_w < tile:
-        raise ValueError(f"source {source.shape[1]}x{source.shape[0]} is smaller than one {tile}px tile")
+        raise ValueError(
+            f"source {source.shape[1]}x{source.shape[0]} is smaller than one {tile}px tile"
+        )
     if not 0.0 <= dense_area <= 1.0:
         raise ValueError(f"dense_area must be within [0, 1], got {dense_area}")
     source = np.ascontiguousarray(source[:crop_h, :crop_w])
@@ -220,19 +252,34 @@ def write_pyramid(path: str | os.PathLike, width: int, height: int, source: np.n
     bigtiff = width * height * 3 > 3 * 2**30  # JPEG output stays far below 4 GB until then
     workers = workers or min(4, os.cpu_count() or 1)
 
-    with atomic_output(path) as tmp, ThreadPoolExecutor(workers) as pool, \
-            tempfile.TemporaryFile() as spool, tifffile.TiffWriter(tmp, bigtiff=bigtiff) as tif:
+    with (
+        atomic_output(path) as tmp,
+        ThreadPoolExecutor(workers) as pool,
+        tempfile.TemporaryFile() as spool,
+        tifffile.TiffWriter(tmp, bigtiff=bigtiff) as tif,
+    ):
         levels = _Levels(maker, pool, spool)
         for k, (w, h) in enumerate(dims):
-            desc = _aperio_description(width, height, tile, quality, mpp, None if k == 0 else (w, h)) if svs else None
+            desc = (
+                _aperio_description(width, height, tile, quality, mpp, None if k == 0 else (w, h))
+                if svs
+                else None
+            )
             px_per_cm = 1e4 / (mpp * (1 << k))
             tif.write(
                 _level0_stream(maker, pool, levels) if k == 0 else levels.stream(k),
-                shape=(h, w, 3), dtype=np.uint8,
-                tile=(tile, tile), photometric="rgb", compression="jpeg",
-                compressionargs={"level": quality}, description=desc, metadata=None,
-                subfiletype=1 if k else 0, resolution=(px_per_cm, px_per_cm),
-                resolutionunit="CENTIMETER", software="MIL Heatmap Viewer demo",
+                shape=(h, w, 3),
+                dtype=np.uint8,
+                tile=(tile, tile),
+                photometric="rgb",
+                compression="jpeg",
+                compressionargs={"level": quality},
+                description=desc,
+                metadata=None,
+                subfiletype=1 if k else 0,
+                resolution=(px_per_cm, px_per_cm),
+                resolutionunit="CENTIMETER",
+                software="MIL Heatmap Viewer demo",
             )
             if k == 0:
                 levels.finish()  # tifffile stops pulling at the last tile: flush the bottom bands
@@ -244,13 +291,18 @@ def pyramid_summary(path: str | os.PathLike) -> dict:
     import openslide
 
     with openslide.OpenSlide(str(path)) as s:
-        return {"dimensions": s.dimensions, "levels": s.level_count,
-                "downsamples": [round(d, 3) for d in s.level_downsamples],
-                "vendor": s.properties.get("openslide.vendor"),
-                "mpp": s.properties.get("openslide.mpp-x")}
+        return {
+            "dimensions": s.dimensions,
+            "levels": s.level_count,
+            "downsamples": [round(d, 3) for d in s.level_downsamples],
+            "vendor": s.properties.get("openslide.vendor"),
+            "mpp": s.properties.get("openslide.mpp-x"),
+        }
 
 
-if __name__ == "__main__":  # pragma: no cover - `python -m demo.pyramid OUT [W H]`, for timing by hand
+if (
+    __name__ == "__main__"
+):  # pragma: no cover - `python -m demo.pyramid OUT [W H]`, for timing by hand
     import sys
     import time
 

@@ -13,6 +13,7 @@ layout of dense regions over a stroma background; orientations change in stretch
 The layout (islands, targets, windows, orientations) comes from `numpy.random.default_rng(seed)`:
 the same arguments give the same pixels.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,7 +30,9 @@ MAX_TOP_LEVEL_SIDE = 1000  # pyramids halve until the smallest level's longest s
 # the tissue source
 
 
-def tissue_source(slide_path: str | os.PathLike, size: int = 2048, *, prefer: str = "tissue") -> np.ndarray:
+def tissue_source(
+    slide_path: str | os.PathLike, size: int = 2048, *, prefer: str = "tissue"
+) -> np.ndarray:
     """A `size` x `size` RGB uint8 crop of a real scan, placed where it holds the most tissue.
 
     The crop is the raw material of every synthetic slide, so it should be mostly tissue (the
@@ -40,7 +43,7 @@ def tissue_source(slide_path: str | os.PathLike, size: int = 2048, *, prefer: st
     """
     import openslide
 
-    from demo.features import NUCLEI_H, UNMIX, _OD_LUT
+    from demo.features import _OD_LUT, NUCLEI_H, UNMIX
     from demo.patches import read_low_res
 
     if prefer not in ("tissue", "stroma"):
@@ -50,7 +53,7 @@ def tissue_source(slide_path: str | os.PathLike, size: int = 2048, *, prefer: st
         cw, ch = min(size, width), min(size, height)
         thumb, sx, sy = read_low_res(slide, 8.0)
         lh, lw = thumb.shape[:2]
-        kw, kh = max(1, int(round(cw / sx))), max(1, int(round(ch / sy)))
+        kw, kh = max(1, round(cw / sx)), max(1, round(ch / sy))
         kw, kh = min(kw, lw), min(kh, lh)
 
         def window_mean(m: np.ndarray) -> np.ndarray:
@@ -62,7 +65,7 @@ def tissue_source(slide_path: str | os.PathLike, size: int = 2048, *, prefer: st
             hem = (_OD_LUT[thumb] @ UNMIX)[..., 0]
             score = score - 3.0 * window_mean(hem > NUCLEI_H)
         # ties (several full windows) resolve towards the slide centre, deterministically
-        yy, xx = np.mgrid[0:score.shape[0], 0:score.shape[1]]
+        yy, xx = np.mgrid[0 : score.shape[0], 0 : score.shape[1]]
         centre = -((yy - (score.shape[0] - 1) / 2) ** 2 + (xx - (score.shape[1] - 1) / 2) ** 2)
         best = np.lexsort((centre.ravel(), np.round(score.ravel(), 6)))[-1]
         by, bx = np.unravel_index(best, score.shape)
@@ -108,14 +111,20 @@ def level_dimensions(width: int, height: int) -> list[tuple[int, int]]:
     return dims
 
 
-def _turned(crops: tuple[np.ndarray, np.ndarray], oy: int, ox: int, side: int, turn: int) -> np.ndarray:
+def _turned(
+    crops: tuple[np.ndarray, np.ndarray], oy: int, ox: int, side: int, turn: int
+) -> np.ndarray:
     """The `side` square at (oy, ox) of the crop, as is, flipped, transposed or rotated (a view).
 
     `crops` holds the crop and its transpose, both C-contiguous; turn bit 1 picks the transpose,
     bit 0 flips rows. Those four orientations are views whose rows stay contiguous, so copying
     out of them runs at memcpy speed (a column flip or a transposed view is ~40x slower).
     """
-    view = crops[1][ox:ox + side, oy:oy + side] if turn & 2 else crops[0][oy:oy + side, ox:ox + side]
+    view = (
+        crops[1][ox : ox + side, oy : oy + side]
+        if turn & 2
+        else crops[0][oy : oy + side, ox : ox + side]
+    )
     return view[::-1] if turn & 1 else view
 
 
@@ -168,8 +177,9 @@ class _Layout:
         return np.clip((field - self.threshold) / self.softness + 0.5, 0.0, 1.0)
 
 
-def window_pool(source: np.ndarray, window: int,
-                step: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def window_pool(
+    source: np.ndarray, window: int, step: int = 32
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Candidate `window`-px squares of the crop, sparsest first: (N, 2) origins (y, x), their
     nuclei densities, and how unevenly the nuclei spread over each (the standard deviation of
     the density of its 64-px parts).
@@ -178,10 +188,10 @@ def window_pool(source: np.ndarray, window: int,
     so a cell's window predicts the nuclei fraction the model will see there. Only windows that
     are nearly all tissue are kept (the islands, not holes in the crop, decide where glass is).
     """
-    from demo.features import NUCLEI_H, TISSUE_OD, UNMIX, _OD_LUT
+    from demo.features import _OD_LUT, NUCLEI_H, TISSUE_OD, UNMIX
 
     h4, w4 = source.shape[0] // 4, source.shape[1] // 4
-    small = source[:h4 * 4, :w4 * 4].reshape(h4, 4, w4, 4, 3).mean((1, 3), dtype=np.float32)
+    small = source[: h4 * 4, : w4 * 4].reshape(h4, 4, w4, 4, 3).mean((1, 3), dtype=np.float32)
     od = _OD_LUT[(small + 0.5).astype(np.uint8)]
     stained = od.sum(-1) > TISSUE_OD
     nuclei = ((od @ UNMIX[:, 0]) > NUCLEI_H) & stained
@@ -197,7 +207,7 @@ def window_pool(source: np.ndarray, window: int,
     tissue, density = window_mean(stained).ravel(), window_mean(nuclei).ravel()
     # how unevenly the nuclei spread over the window: the spread of their 64-px density
     local = ndimage.uniform_filter(nuclei.astype(np.float64), 16, mode="nearest")
-    uneven = np.sqrt(np.maximum(window_mean(local ** 2).ravel() - window_mean(local).ravel() ** 2, 0))
+    uneven = np.sqrt(np.maximum(window_mean(local**2).ravel() - window_mean(local).ravel() ** 2, 0))
     ny, nx = (h4 - k) // s + 1, (w4 - k) // s + 1
     origins = np.stack(np.unravel_index(np.arange(ny * nx), (ny, nx)), -1).astype(np.int64) * step
     keep = tissue >= 0.9
@@ -213,8 +223,16 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float
     return noise / max(float(noise.std()), 1e-12)
 
 
-def make_layout(source: np.ndarray, width: int, height: int, cell: int, seed: int,
-                 tissue_area: float, dense_area: float, extent: tuple[int, int]) -> _Layout:
+def make_layout(
+    source: np.ndarray,
+    width: int,
+    height: int,
+    cell: int,
+    seed: int,
+    tissue_area: float,
+    dense_area: float,
+    extent: tuple[int, int],
+) -> _Layout:
     """Deterministic islands covering about `tissue_area` of the slide, and the quilt's cells.
 
     Islands come in 2-3 groups of blobs (like several sections on one glass slide) and fade out
@@ -248,9 +266,22 @@ def make_layout(source: np.ndarray, width: int, height: int, cell: int, seed: in
             sy.append(rng.uniform(0.06, 0.12) * height)
     amp = rng.uniform(0.6, 1.0, len(cx))
     cells = np.zeros((ncy, ncx), dtype=np.int64)
-    lay = _Layout(width, height, xb, yb, overlap, cell + 2 * overlap, np.stack([cells, cells], -1),
-                  cells, np.zeros((ncy, ncx)), np.array(cx), np.array(cy), np.array(sx),
-                  np.array(sy), amp)
+    lay = _Layout(
+        width,
+        height,
+        xb,
+        yb,
+        overlap,
+        cell + 2 * overlap,
+        np.stack([cells, cells], -1),
+        cells,
+        np.zeros((ncy, ncx)),
+        np.array(cx),
+        np.array(cy),
+        np.array(sx),
+        np.array(sy),
+        amp,
+    )
     # threshold from the field's quantile on a coarse grid; softness so the edge is ~300 px wide
     xs = np.linspace(0, width, 256)
     ys = np.linspace(0, height, 192)
@@ -278,15 +309,22 @@ def make_layout(source: np.ndarray, width: int, height: int, cell: int, seed: in
         by, bx = ccy[seeds[:, 0]], ccx[seeds[:, 1]]
         radius = rng.uniform(0.035, 0.07, n) * side
         aspect = rng.uniform(0.6, 1.6, n)
-        ry, rx = radius * aspect ** 0.5, radius / aspect ** 0.5
-        blobs = sum(rng.uniform(0.7, 1.0) * np.exp(-0.5 * ((ccy[:, None] - by[i]) / ry[i]) ** 2
-                                                   - 0.5 * ((ccx[None, :] - bx[i]) / rx[i]) ** 2)
-                    for i in range(n))
+        ry, rx = radius * aspect**0.5, radius / aspect**0.5
+        blobs = sum(
+            rng.uniform(0.7, 1.0)
+            * np.exp(
+                -0.5 * ((ccy[:, None] - by[i]) / ry[i]) ** 2
+                - 0.5 * ((ccx[None, :] - bx[i]) / rx[i]) ** 2
+            )
+            for i in range(n)
+        )
         blobs = blobs * (1.0 + 0.4 * _smooth_noise(rng, (ncy, ncx), 1.5))
         dense = blobs > np.quantile(blobs[on_tissue], 1.0 - min(1.0, dense_area))
         # a graded rim, whatever the cell size: nuclei thin out into the stroma, as epithelium
         # does, rather than stopping at a wall
-        rim = ndimage.gaussian_filter(dense.astype(np.float64), max(0.7, RIM / cell / 2.5), mode="nearest")
+        rim = ndimage.gaussian_filter(
+            dense.astype(np.float64), max(0.7, RIM / cell / 2.5), mode="nearest"
+        )
         target = np.maximum(target, rim)
     lay.target = target
 
@@ -297,14 +335,17 @@ def make_layout(source: np.ndarray, width: int, height: int, cell: int, seed: in
     spread = 0.1
     centre = np.round((target * (1.0 - spread) + spread / 2) * (len(pool) - 1)).astype(np.int64)
     reach = max(1, int(spread / 2 * len(pool)))
-    candidates = np.clip(centre[..., None] + rng.integers(-reach, reach + 1, size=(ncy, ncx, 3)),
-                         0, len(pool) - 1)
+    candidates = np.clip(
+        centre[..., None] + rng.integers(-reach, reach + 1, size=(ncy, ncx, 3)), 0, len(pool) - 1
+    )
     best = np.take_along_axis(candidates, np.argmin(uneven[candidates], -1)[..., None], -1)[..., 0]
     lay.origins = pool[best]
     # orientation: one per stretch of tissue a few hundred um across, so fibres and epithelial
     # strips run on from cell to cell as in a real section (random turns weave them like cloth);
     # white noise frays the borders between stretches
-    turn_field = _smooth_noise(rng, (ncy, ncx), 0.03 * side / cell) + 0.35 * rng.standard_normal((ncy, ncx))
+    turn_field = _smooth_noise(rng, (ncy, ncx), 0.03 * side / cell) + 0.35 * rng.standard_normal(
+        (ncy, ncx)
+    )
     lay.turns = np.searchsorted(np.quantile(turn_field, [0.25, 0.5, 0.75]), turn_field)
     return lay
 
@@ -331,8 +372,14 @@ class _Run:
 class TileMaker:
     """Renders level-0 tiles: the quilt, faded into glass at the islands' edges."""
 
-    def __init__(self, source: np.ndarray, lay: _Layout, dims: list[tuple[int, int]], tile: int,
-                 background: tuple[int, int, int]):
+    def __init__(
+        self,
+        source: np.ndarray,
+        lay: _Layout,
+        dims: list[tuple[int, int]],
+        tile: int,
+        background: tuple[int, int, int],
+    ):
         self.lay = lay
         self.dims = dims
         self.tile = tile
@@ -376,16 +423,20 @@ class TileMaker:
         partner = np.where(wp > 0, p, -1)
         cuts = np.flatnonzero((np.diff(j) != 0) | (np.diff(partner) != 0)) + 1
         runs = []
-        for a, b in zip(np.r_[0, cuts].tolist(), np.r_[cuts, n].tolist()):
+        for a, b in zip(np.r_[0, cuts].tolist(), np.r_[cuts, n].tolist(), strict=True):
             cells = (int(j[a]),) + ((int(p[a]),) if partner[a] >= 0 else ())
             # the window of cell c starts `overlap` before its first border
-            offsets = tuple(min(max(0, start + a - int(bounds[c]) + ov), self.lay.window - (b - a))
-                            for c in cells)
+            offsets = tuple(
+                min(max(0, start + a - int(bounds[c]) + ov), self.lay.window - (b - a))
+                for c in cells
+            )
             run = _Run(a, b, cells, offsets)
             if len(cells) == 2:
                 fade = np.round(wp[a:b] * 256).astype(np.uint16)
                 shape = (b - a, 1, 1) if axis == 0 else (1, b - a, 3)
-                run.fade = np.ascontiguousarray(np.broadcast_to(fade.reshape(shape[:2] + (1,)), shape))
+                run.fade = np.ascontiguousarray(
+                    np.broadcast_to(fade.reshape((*shape[:2], 1)), shape)
+                )
                 run.keep = 256 - run.fade
             runs.append(run)
         self.run_cache[(axis, start)] = runs
@@ -412,11 +463,11 @@ class TileMaker:
             for rx in xruns:
                 w = rx.stop - rx.start
 
-                def px(i: int, j: int) -> np.ndarray:
+                def px(i: int, j: int, ry=ry, rx=rx, h=h, w=w) -> np.ndarray:
                     oy, ox = ry.offsets[i], rx.offsets[j]
-                    return self._window(ry.cells[i], rx.cells[j])[oy:oy + h, ox:ox + w]
+                    return self._window(ry.cells[i], rx.cells[j])[oy : oy + h, ox : ox + w]
 
-                dst = out[ry.start:ry.stop, rx.start:rx.stop]
+                dst = out[ry.start : ry.stop, rx.start : rx.stop]
                 if ry.fade is None and rx.fade is None:
                     dst[...] = px(0, 0)
                 elif rx.fade is None:  # fade along y only (fixed point, weights out of 256)
@@ -444,8 +495,10 @@ class TileMaker:
         # the tissue weight, out of 256, repeated for the 3 channels: flat (t, 3t) uint16 arrays
         # keep numpy in its fast same-type loops (~5x faster than broadcasting a (t, t, 1) weight)
         scale = 256.0 / self.lay.softness
-        field = self.fy[:, y0:y0 + t].T @ self.fx[:, x0:x0 + t]
-        weight = np.clip(field * np.float32(scale) + np.float32(128.5 - self.lay.threshold * scale), 0, 256)
+        field = self.fy[:, y0 : y0 + t].T @ self.fx[:, x0 : x0 + t]
+        weight = np.clip(
+            field * np.float32(scale) + np.float32(128.5 - self.lay.threshold * scale), 0, 256
+        )
         weight = np.repeat(weight.astype(np.uint16), 3, axis=1)
         out = tissue.reshape(t, 3 * t) * weight
         out += self.bg_row * (256 - weight)

@@ -8,15 +8,16 @@ Reads the blockmaps the config's scoring run wrote (no torch, no model) and writ
 1 some slides could not be (each named in the log; the others are written), 2 a bad option or
 config (nothing written).
 """
+
 from __future__ import annotations
 
 import argparse
 import logging
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from tqdm import tqdm
 
@@ -68,31 +69,68 @@ def slide_facts(slide_path: str, roots: list[Path]) -> SlideFacts | None:
     return None
 
 
-def export_slide(job: Job, formats: list[str], options: ExportOptions, out_root: Path, roots: list[Path],
-                 downsample: int | None = None) -> list[Path]:
+def export_slide(
+    job: Job,
+    formats: list[str],
+    options: ExportOptions,
+    out_root: Path,
+    roots: list[Path],
+    downsample: int | None = None,
+) -> list[Path]:
     bm = read_blockmap(job.blockmap)
     scores = ExportScores.of(bm, options)
     sid = job.slide_id
-    facts = slide_facts(bm.slide_path, roots) if {"tiff"} & set(formats) or options.threshold is not None else None
+    facts = (
+        slide_facts(bm.slide_path, roots)
+        if {"tiff"} & set(formats) or options.threshold is not None
+        else None
+    )
     mpp = facts.mpp if facts is not None else None
 
     def tiffs() -> list[Path]:
         if facts is None:
-            raise ExportError(f"tiff: the slide of {sid} ({Path(bm.slide_path).name}) is not readable under the "
-                              "config's slide folders; its size is needed to register the heatmap")
+            raise ExportError(
+                f"tiff: the slide of {sid} ({Path(bm.slide_path).name}) is not readable under the "
+                "config's slide folders; its size is needed to register the heatmap"
+            )
         d = downsample or default_downsample(bm.l0_patch)
-        return [write_heatmap_tiff(scores, facts.dimensions, mpp, options.cmap, options.threshold, d,
-                                   out_root / "tiff" / f"{sid}_heatmap.tif"),
-                write_likelihood_map(scores, facts.dimensions, mpp, d, out_root / "tiff" / f"{sid}_likelihood_map.tif")]
+        return [
+            write_heatmap_tiff(
+                scores,
+                facts.dimensions,
+                mpp,
+                options.cmap,
+                options.threshold,
+                d,
+                out_root / "tiff" / f"{sid}_heatmap.tif",
+            ),
+            write_likelihood_map(
+                scores, facts.dimensions, mpp, d, out_root / "tiff" / f"{sid}_likelihood_map.tif"
+            ),
+        ]
 
     writers: dict[str, Callable[[], list[Path]]] = {
         "csv": lambda: [write_table(scores, out_root / "csv" / f"{sid}_patches.csv")],
-        "qupath": lambda: [write_tiles(scores, out_root / "qupath" / f"{sid}.geojson")] + (
-            [] if options.threshold is None else
-            [write_regions(scores, options.threshold, options.cmap, mpp,
-                           out_root / "qupath" / f"{sid}_regions.geojson")]),
+        "qupath": lambda: (
+            [write_tiles(scores, out_root / "qupath" / f"{sid}.geojson")]
+            + (
+                []
+                if options.threshold is None
+                else [
+                    write_regions(
+                        scores,
+                        options.threshold,
+                        options.cmap,
+                        mpp,
+                        out_root / "qupath" / f"{sid}_regions.geojson",
+                    )
+                ]
+            )
+        ),
         "tiff": tiffs,
-        "dsa": lambda: [write_annotation(scores, options, out_root / "dsa" / f"{sid}_annotation.json")],
+        "dsa": lambda: [
+            write_annotation(scores, options, out_root / "dsa" / f"{sid}_annotation.json")
+        ],
     }
     written = []
     for fmt in formats:
@@ -101,20 +139,42 @@ def export_slide(job: Job, formats: list[str], options: ExportOptions, out_root:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Export a scored cohort's heatmaps for QuPath, ASAP, "
-                                                 "HistomicsUI/DSA and tables.")
-    parser.add_argument("--config", "--config_file", dest="config", required=True, metavar="FILE",
-                        help="the scoring config the cohort was scored with")
-    parser.add_argument("--to", required=True, metavar="FORMAT[,FORMAT]", help=f"any of {', '.join(FORMATS)}")
-    parser.add_argument("--slides", metavar="ID,...", help="only these slides (default: every scored slide)")
+    parser = argparse.ArgumentParser(
+        description="Export a scored cohort's heatmaps for QuPath, ASAP, "
+        "HistomicsUI/DSA and tables."
+    )
+    parser.add_argument(
+        "--config",
+        "--config_file",
+        dest="config",
+        required=True,
+        metavar="FILE",
+        help="the scoring config the cohort was scored with",
+    )
+    parser.add_argument(
+        "--to", required=True, metavar="FORMAT[,FORMAT]", help=f"any of {', '.join(FORMATS)}"
+    )
+    parser.add_argument(
+        "--slides", metavar="ID,...", help="only these slides (default: every scored slide)"
+    )
     parser.add_argument("--norm", default="percentile", choices=("percentile", "raw"))
-    parser.add_argument("--class", dest="class_ref", metavar="NAME|INDEX", help="default: the predicted class")
+    parser.add_argument(
+        "--class", dest="class_ref", metavar="NAME|INDEX", help="default: the predicted class"
+    )
     parser.add_argument("--cmap", default="jet", help="any matplotlib colormap (default jet)")
-    parser.add_argument("--threshold", type=float, metavar="T",
-                        help="normalised score 0..1: regions above it; lower scores transparent in the tiff")
-    parser.add_argument("--downsample", type=int, metavar="D",
-                        help="tiff: level-0 pixels per pixel, a power of two (default: the largest <= 32 "
-                             "at which a patch is still >= 8 px)")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        metavar="T",
+        help="normalised score 0..1: regions above it; lower scores transparent in the tiff",
+    )
+    parser.add_argument(
+        "--downsample",
+        type=int,
+        metavar="D",
+        help="tiff: level-0 pixels per pixel, a power of two (default: the largest <= 32 "
+        "at which a patch is still >= 8 px)",
+    )
     parser.add_argument("--no-progress", action="store_true")
     return parser.parse_args(argv)
 
@@ -129,37 +189,57 @@ def main(argv: list[str] | None = None) -> int:
         formats = [f.strip() for f in args.to.split(",") if f.strip()]
         unknown = [f for f in formats if f not in FORMATS]
         if unknown or not formats:
-            raise ExportError(f"--to {args.to!r}: unknown format {', '.join(unknown) or '(none)'}; "
-                              f"expected any of {', '.join(FORMATS)}")
+            raise ExportError(
+                f"--to {args.to!r}: unknown format {', '.join(unknown) or '(none)'}; "
+                f"expected any of {', '.join(FORMATS)}"
+            )
         try:
             check_colormap(args.cmap)
         except UnknownColormap as exc:
             raise ExportError(f"--cmap: {exc}") from None
-        if args.threshold is not None and not (math.isfinite(args.threshold) and 0.0 <= args.threshold <= 1.0):
-            raise ExportError(f"--threshold {args.threshold:g}: expected a normalised score between 0 and 1")
-        if args.downsample is not None and (args.downsample < 1 or args.downsample & (args.downsample - 1)):
-            raise ExportError(f"--downsample {args.downsample}: expected a power of two (1, 2, 4, ...)")
+        if args.threshold is not None and not (
+            math.isfinite(args.threshold) and 0.0 <= args.threshold <= 1.0
+        ):
+            raise ExportError(
+                f"--threshold {args.threshold:g}: expected a normalised score between 0 and 1"
+            )
+        if args.downsample is not None and (
+            args.downsample < 1 or args.downsample & (args.downsample - 1)
+        ):
+            raise ExportError(
+                f"--downsample {args.downsample}: expected a power of two (1, 2, 4, ...)"
+            )
         config = load_config(args.config)
-        options = ExportOptions(norm=args.norm, class_ref=args.class_ref, cmap=args.cmap, threshold=args.threshold)
+        options = ExportOptions(
+            norm=args.norm, class_ref=args.class_ref, cmap=args.cmap, threshold=args.threshold
+        )
         found = {sid: path for _, sid, path in find_blockmaps(config.exp_raw_dir)}
         if args.slides:
             wanted = [s.strip() for s in args.slides.split(",") if s.strip()]
             missing = [s for s in wanted if s not in found]
             if missing:
-                raise ExportError(f"--slides: no blockmap for {', '.join(missing)} under {config.exp_raw_dir}")
+                raise ExportError(
+                    f"--slides: no blockmap for {', '.join(missing)} under {config.exp_raw_dir}"
+                )
             found = {s: found[s] for s in wanted}
         if not found:
-            raise ExportError(f"{args.config}: no scored slides under {config.exp_raw_dir} "
-                              f"(run create_heatmaps.py --config {args.config} first)")
+            raise ExportError(
+                f"{args.config}: no scored slides under {config.exp_raw_dir} "
+                f"(run create_heatmaps.py --config {args.config} first)"
+            )
     except (ExportError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out_root = config.exp_production_dir / "exports"
-    roots = list(config.data_dir.values()) if isinstance(config.data_dir, dict) else [config.data_dir]
+    roots = (
+        list(config.data_dir.values()) if isinstance(config.data_dir, dict) else [config.data_dir]
+    )
     failed = 0
     for sid, path in tqdm(found.items(), desc="export", unit="slide", disable=args.no_progress):
         try:
-            for written in export_slide(Job(sid, path), formats, options, out_root, roots, args.downsample):
+            for written in export_slide(
+                Job(sid, path), formats, options, out_root, roots, args.downsample
+            ):
                 log.info("%s: wrote %s", sid, written)
         except (ExportError, BlockmapError, OSError) as exc:
             failed += 1

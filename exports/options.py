@@ -4,6 +4,7 @@
 `--threshold T` on the 0..1 normalised scale mean what the same query parameters of
 `/overlay/...` tiles mean, so an export shows what the viewer showed.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -37,11 +38,15 @@ class ExportOptions:
         if index is None and ref.isdigit():
             index = int(ref)
         if index is None or not 0 <= index < bm.n_classes:
-            raise ExportError(f"--class {ref!r}: slide {bm.slide_id} has classes "
-                              f"{', '.join(f'{i} ({n})' for i, n in enumerate(bm.class_names))}")
+            raise ExportError(
+                f"--class {ref!r}: slide {bm.slide_id} has classes "
+                f"{', '.join(f'{i} ({n})' for i, n in enumerate(bm.class_names))}"
+            )
         if index != bm.pred and bm.attention_per_class is None:
-            raise ExportError(f"--class {ref!r}: {bm.model_type} stores attention for the predicted class "
-                              f"({bm.class_names[bm.pred]}) only")
+            raise ExportError(
+                f"--class {ref!r}: {bm.model_type} stores attention for the predicted class "
+                f"({bm.class_names[bm.pred]}) only"
+            )
         return index
 
 
@@ -67,5 +72,7 @@ class ExportScores:
         order, percentile01 = rank_order(raw)
         rank = np.empty(len(order), np.int64)
         rank[order] = np.arange(1, len(order) + 1)
-        values01 = percentile01 if options.norm == "percentile" else normalize_scores(raw, options.norm)
+        values01 = (
+            percentile01 if options.norm == "percentile" else normalize_scores(raw, options.norm)
+        )
         return cls(bm, index, raw, values01, percentile01 * 100.0, rank)

@@ -13,6 +13,7 @@ MultiPolygon where the regions are apart; classified "attention >= T" in the col
 measured: `area_px` (level-0 px^2), `area_um2` (when the slide has an MPP), `n_patches`,
 `mean_attention`. Both files are written feature by feature (bounded memory) and renamed when done.
 """
+
 from __future__ import annotations
 
 import json
@@ -57,20 +58,30 @@ def write_tiles(scores: ExportScores, path: Path) -> Path:
         for start in range(0, bm.bag_size, _BLOCK):  # Python lists of one block at a time
             stop = min(bm.bag_size, start + _BLOCK)
             coords = bm.l0_coords[start:stop].tolist()
-            raw, percentile = scores.raw[start:stop].tolist(), scores.percentile[start:stop].tolist()
+            raw, percentile = (
+                scores.raw[start:stop].tolist(),
+                scores.percentile[start:stop].tolist(),
+            )
             extra = per_class[start:stop].tolist() if per_class is not None else None
             lines = []
             for j, (x, y) in enumerate(coords):
                 i = start + j
                 x2, y2 = x + s, y + s
-                measurements = (f'"attention":{_json_number(raw[j])},'
-                                f'"attention_percentile":{_json_number(percentile[j])}')
+                measurements = (
+                    f'"attention":{_json_number(raw[j])},'
+                    f'"attention_percentile":{_json_number(percentile[j])}'
+                )
                 if extra is not None:
-                    measurements += "".join(f",{name}:{_json_number(v)}" for name, v in zip(names, extra[j]))
-                lines.append(f'{"" if i == 0 else ","}{{"type":"Feature","id":"{patch_uuid(bm.slide_id, i)}",'
-                             f'"geometry":{{"type":"Polygon","coordinates":[[[{x},{y}],[{x2},{y}],[{x2},{y2}],'
-                             f'[{x},{y2}],[{x},{y}]]]}},"properties":{{"objectType":"tile",'
-                             f'"measurements":{{{measurements}}}}}}}')
+                    measurements += "".join(
+                        f",{name}:{_json_number(v)}"
+                        for name, v in zip(names, extra[j], strict=True)
+                    )
+                lines.append(
+                    f'{"" if i == 0 else ","}{{"type":"Feature","id":"{patch_uuid(bm.slide_id, i)}",'
+                    f'"geometry":{{"type":"Polygon","coordinates":[[[{x},{y}],[{x2},{y}],[{x2},{y2}],'
+                    f'[{x},{y2}],[{x},{y}]]]}},"properties":{{"objectType":"tile",'
+                    f'"measurements":{{{measurements}}}}}}}'
+                )
             fh.write("\n".join(lines) + "\n")
         fh.write("]}\n")
     return path
@@ -84,20 +95,29 @@ def region_geometry(scores: ExportScores, lo: float, hi: float = 1.0):
     return union_geometry(bm.l0_coords[chosen], bm.l0_patch), chosen
 
 
-def region_feature(scores: ExportScores, threshold: float, cmap: str, mpp: tuple[float, float] | None,
-                   hi: float = 1.0) -> dict:
+def region_feature(
+    scores: ExportScores,
+    threshold: float,
+    cmap: str,
+    mpp: tuple[float, float] | None,
+    hi: float = 1.0,
+) -> dict:
     """The regions of the patches scored in [threshold, hi] as one QuPath annotation Feature."""
     bm = scores.blockmap
     union, chosen = region_geometry(scores, threshold, hi)
     label = f"attention >= {threshold:g}" if hi >= 1.0 else f"attention in [{threshold:g}, {hi:g}]"
     area_px = float(union.area)
-    colour = lookup_table(cmap, 256)[int(round(min(max(threshold, 0.0), 1.0) * 255))]
-    measurements = {"area_px": area_px, "n_patches": int(chosen.sum()),
-                    "mean_attention": _num(scores.raw[chosen].mean()) if chosen.any() else None}
+    colour = lookup_table(cmap, 256)[round(min(max(threshold, 0.0), 1.0) * 255)]
+    measurements = {
+        "area_px": area_px,
+        "n_patches": int(chosen.sum()),
+        "mean_attention": _num(scores.raw[chosen].mean()) if chosen.any() else None,
+    }
     if mpp is not None:
         measurements["area_um2"] = area_px * mpp[0] * mpp[1]
     return {
-        "type": "Feature", "id": str(uuid.uuid5(_NAMESPACE, f"{bm.slide_id}/regions/{threshold:g}/{hi:g}")),
+        "type": "Feature",
+        "id": str(uuid.uuid5(_NAMESPACE, f"{bm.slide_id}/regions/{threshold:g}/{hi:g}")),
         "geometry": json.loads(shapely.to_geojson(union)) if not union.is_empty else None,
         "properties": {
             "objectType": "annotation",
@@ -108,9 +128,12 @@ def region_feature(scores: ExportScores, threshold: float, cmap: str, mpp: tuple
     }
 
 
-def write_regions(scores: ExportScores, threshold: float, cmap: str, mpp: tuple[float, float] | None,
-                  path: Path) -> Path:
+def write_regions(
+    scores: ExportScores, threshold: float, cmap: str, mpp: tuple[float, float] | None, path: Path
+) -> Path:
     feature = region_feature(scores, threshold, cmap, mpp)
     with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps({"type": "FeatureCollection", "features": [feature]}), encoding="utf-8")
+        tmp.write_text(
+            json.dumps({"type": "FeatureCollection", "features": [feature]}), encoding="utf-8"
+        )
     return path

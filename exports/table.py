@@ -5,6 +5,7 @@ model stores it; percentile 0..100 and rank 1 = most attended, for the exported 
 `attention_<class>` column per class where the model keeps per-class attention. Written a block of
 rows at a time: a million patches never become a million Python rows.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,7 +21,17 @@ _ROWS = 65536
 
 def header(scores: ExportScores) -> list[str]:
     bm = scores.blockmap
-    columns = ["slide_id", "index", "minx", "miny", "width", "height", "attention", "percentile", "rank"]
+    columns = [
+        "slide_id",
+        "index",
+        "minx",
+        "miny",
+        "width",
+        "height",
+        "attention",
+        "percentile",
+        "rank",
+    ]
     if bm.attention_per_class is not None:
         columns += [CLASS_PREFIX + name for name in bm.class_names]
     return columns
@@ -36,7 +47,11 @@ def write_rows(scores: ExportScores, fh: TextIO) -> None:
     """The table into an open text file (the export CLI's file, or the viewer's response)."""
     bm = scores.blockmap
     n = bm.bag_size
-    quoted_id = '"' + bm.slide_id.replace('"', '""') + '"' if any(c in bm.slide_id for c in ',"\n') else bm.slide_id
+    quoted_id = (
+        '"' + bm.slide_id.replace('"', '""') + '"'
+        if any(c in bm.slide_id for c in ',"\n')
+        else bm.slide_id
+    )
     per_class = bm.attention_per_class
     fh.write(",".join(header(scores)) + "\n")
     s = int(bm.l0_patch)

@@ -15,6 +15,7 @@ overlay).
 Both are written tile by tile by the window rasteriser (`scoremap.raster`), coarse levels cut from
 the score pyramid: a million-patch slide never becomes a full-size canvas.
 """
+
 from __future__ import annotations
 
 import math
@@ -61,8 +62,13 @@ def _source(scores: ExportScores, l0_size: tuple[int, int]) -> ScoreSource:
     coords = np.asarray(bm.l0_coords, np.int64)
     window = (0, 0, int(l0_size[0]), int(l0_size[1]))
     pyramid = ScorePyramid.build(coords, scores.values01, bm.l0_patch, window, TILE)
-    return ScoreSource(coords, np.asarray(scores.values01, np.float32), bm.l0_patch, PatchIndex(coords, bm.l0_patch),
-                       pyramid)
+    return ScoreSource(
+        coords,
+        np.asarray(scores.values01, np.float32),
+        bm.l0_patch,
+        PatchIndex(coords, bm.l0_patch),
+        pyramid,
+    )
 
 
 def _tiles(level: tuple[int, int, int], l0_size, paint) -> Iterator[np.ndarray]:
@@ -72,28 +78,50 @@ def _tiles(level: tuple[int, int, int], l0_size, paint) -> Iterator[np.ndarray]:
             rows, cols = min(TILE, h - r0), min(TILE, w - c0)
             tile = paint(Window((0, 0, l0_size[0], l0_size[1]), d, rows, cols, r0, c0))
             if (rows, cols) != (TILE, TILE):  # TIFF tiles are whole: pad the edge ones
-                full = np.zeros((TILE, TILE) + tile.shape[2:], tile.dtype)
+                full = np.zeros((TILE, TILE, *tile.shape[2:]), tile.dtype)
                 full[:rows, :cols] = tile
                 tile = full
             yield tile
 
 
-def _write(path: Path, levels, l0_size, paint, shape_tail: tuple, photometric: str, mpp, extrasamples=None) -> Path:
+def _write(
+    path: Path, levels, l0_size, paint, shape_tail: tuple, photometric: str, mpp, extrasamples=None
+) -> Path:
     with atomic_output(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=False) as tif:
         for k, level in enumerate(levels):
             d, w, h = level
             kwargs = {}
             if mpp is not None:
-                kwargs = {"resolution": (1e4 / (mpp[0] * d), 1e4 / (mpp[1] * d)), "resolutionunit": "CENTIMETER"}
-            tif.write(_tiles(level, l0_size, paint), shape=(h, w) + shape_tail, dtype=np.uint8,
-                      tile=(TILE, TILE), photometric=photometric, extrasamples=extrasamples,
-                      compression="zlib", compressionargs={"level": 6}, subfiletype=1 if k else 0,
-                      metadata=None, software="MIL Heatmap Viewer export", **kwargs)
+                kwargs = {
+                    "resolution": (1e4 / (mpp[0] * d), 1e4 / (mpp[1] * d)),
+                    "resolutionunit": "CENTIMETER",
+                }
+            tif.write(
+                _tiles(level, l0_size, paint),
+                shape=(h, w, *shape_tail),
+                dtype=np.uint8,
+                tile=(TILE, TILE),
+                photometric=photometric,
+                extrasamples=extrasamples,
+                compression="zlib",
+                compressionargs={"level": 6},
+                subfiletype=1 if k else 0,
+                metadata=None,
+                software="MIL Heatmap Viewer export",
+                **kwargs,
+            )
     return path
 
 
-def write_heatmap_tiff(scores: ExportScores, l0_size: tuple[int, int], mpp, cmap: str, threshold: float | None,
-                       downsample: int, path: Path) -> Path:
+def write_heatmap_tiff(
+    scores: ExportScores,
+    l0_size: tuple[int, int],
+    mpp,
+    cmap: str,
+    threshold: float | None,
+    downsample: int,
+    path: Path,
+) -> Path:
     source = _source(scores, l0_size)
     colours = np.zeros((256, 4), np.uint8)
     colours[:, :3] = palette(cmap)
@@ -104,13 +132,21 @@ def write_heatmap_tiff(scores: ExportScores, l0_size: tuple[int, int], mpp, cmap
         if indices is None:
             return np.zeros((window.rows, window.cols, 4), np.uint8)
         return colours[indices]
-    return _write(path, _levels(l0_size, downsample), l0_size, paint, (4,), "rgb", mpp, ["UNASSALPHA"])
+
+    return _write(
+        path, _levels(l0_size, downsample), l0_size, paint, (4,), "rgb", mpp, ["UNASSALPHA"]
+    )
 
 
-def write_likelihood_map(scores: ExportScores, l0_size: tuple[int, int], mpp, downsample: int, path: Path) -> Path:
+def write_likelihood_map(
+    scores: ExportScores, l0_size: tuple[int, int], mpp, downsample: int, path: Path
+) -> Path:
     source = _source(scores, l0_size)
 
     def paint(window: Window) -> np.ndarray:
         values = window_cells(source, window).expand()
-        return np.where(np.isfinite(values), np.rint(np.clip(values, 0, 1) * 255), 0).astype(np.uint8)
+        return np.where(np.isfinite(values), np.rint(np.clip(values, 0, 1) * 255), 0).astype(
+            np.uint8
+        )
+
     return _write(path, _levels(l0_size, downsample), l0_size, paint, (), "minisblack", mpp)

@@ -18,10 +18,12 @@ k, the Jaccard index |A ∩ B| / |A ∪ B| of the two top-k sets (ordered by sco
 first; ties broken by position so the sets are deterministic). On shared patches ranks make the
 figures the same on raw and percentile scores; on cells they depend on which is averaged.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -78,17 +80,23 @@ def top_k(values: np.ndarray, k: int) -> set[int]:
     return set(order[:k].tolist())
 
 
-def jaccard(a: set, b: set) -> float | None:
+def jaccard(a: set[int], b: set[int]) -> float | None:
     union = a | b
     return len(a & b) / len(union) if union else None
 
 
-def agreement(a: Bag, b: Bag, ks: tuple[int, ...] = DEFAULT_KS) -> dict:
+def agreement(a: Bag, b: Bag, ks: tuple[int, ...] = DEFAULT_KS) -> dict[str, Any]:
     """Spearman's rho and top-k Jaccard of two bags on the units both scored (see the module)."""
     keys = sorted(set(int(k) for k in ks))
     if not len(a.l0_coords) or not len(b.l0_coords):  # an empty bag: nothing to compare
-        return {"unit": "patches", "l0_cell": int(a.l0_patch), "n": 0, "spearman": None, "p_value": None,
-                "jaccard": {str(k): None for k in keys}}
+        return {
+            "unit": "patches",
+            "l0_cell": int(a.l0_patch),
+            "n": 0,
+            "spearman": None,
+            "p_value": None,
+            "jaccard": {str(k): None for k in keys},
+        }
     shared = _shared_patches(a, b)
     if shared is not None:
         va, vb = a.scores[shared[0]].astype(np.float64), b.scores[shared[1]].astype(np.float64)
@@ -107,6 +115,13 @@ def agreement(a: Bag, b: Bag, ks: tuple[int, ...] = DEFAULT_KS) -> dict:
             rho = p_value = None
     # None where the figure says nothing: k takes every unit (1 by construction), or a map is flat
     return {
-        "unit": unit, "l0_cell": cell, "n": int(len(va)), "spearman": rho, "p_value": p_value,
-        "jaccard": {str(k): jaccard(top_k(va, k), top_k(vb, k)) if varied and k < len(va) else None for k in keys},
+        "unit": unit,
+        "l0_cell": cell,
+        "n": len(va),
+        "spearman": rho,
+        "p_value": p_value,
+        "jaccard": {
+            str(k): jaccard(top_k(va, k), top_k(vb, k)) if varied and k < len(va) else None
+            for k in keys
+        },
     }

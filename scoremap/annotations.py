@@ -15,6 +15,7 @@
 Every polygon is made valid (shapely's make_valid), classes are merged into one (Multi)Polygon
 each. A file that cannot be read is an AnnotationError naming it and what is wrong.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,15 +25,28 @@ import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import shapely
 from shapely.geometry import Polygon, shape
+from shapely.geometry.base import BaseGeometry
 
 from scoremap.errors import ScoreMapError
 
-DEFAULT_COLOURS = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240)]
+DEFAULT_COLOURS = [
+    (230, 25, 75),
+    (60, 180, 75),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+]
 EXCLUSION_GROUPS = {"_2", "exclusion", "excluded"}
+
+Colour = tuple[int, int, int]
+#: One polygon read from a file: (class name, its colour if the file gives one, geometry).
+Part = tuple[str, Colour | None, BaseGeometry]
 
 
 class AnnotationError(ScoreMapError):
@@ -42,15 +56,17 @@ class AnnotationError(ScoreMapError):
 @dataclass(frozen=True)
 class AnnotatedClass:
     name: str
-    colour: tuple[int, int, int]
-    geometry: object  # shapely (Multi)Polygon, level-0 pixels
+    colour: Colour
+    geometry: BaseGeometry  # shapely (Multi)Polygon, level-0 pixels
 
     @property
     def area(self) -> float:
         return float(self.geometry.area)
 
 
-def annotation_file(folder: os.PathLike | str, slide_id: str, slide_name: str | None = None) -> Path | None:
+def annotation_file(
+    folder: os.PathLike[str] | str, slide_id: str, slide_name: str | None = None
+) -> Path | None:
     """`{folder}/{slide_id}.geojson` or `.json` or `.xml`, whichever exists first; then the same
     after the slide's file name (`{slide_file}.geojson`: QuPath names exports after the image)."""
     stems = [slide_id] + ([slide_name] if slide_name and slide_name != slide_id else [])
@@ -74,9 +90,9 @@ def _hex(text: str | None) -> tuple[int, int, int] | None:
         return None
 
 
-def _qupath_class(props: dict) -> tuple[str, tuple[int, int, int] | None]:
+def _qupath_class(props: dict[str, Any]) -> tuple[str, Colour | None]:
     cls = props.get("classification")
-    colour = None
+    colour: Colour | None = None
     if isinstance(cls, dict):
         name = cls.get("name")
         names = cls.get("names")  # QuPath >= 0.4, derived classes: ["Tumor", "Positive"]
@@ -87,7 +103,8 @@ def _qupath_class(props: dict) -> tuple[str, tuple[int, int, int] | None]:
         name, rgb = cls, props.get("color") or props.get("colorRGB")
     if isinstance(rgb, (list, tuple)) and len(rgb) >= 3:
         try:  # a colour that is not three numbers 0..255 is ignored: the class gets a default one
-            colour = tuple(int(v) for v in rgb[:3])
+            r, g, b = (int(v) for v in rgb[:3])
+            colour = (r, g, b)
         except (TypeError, ValueError, OverflowError):
             colour = None
         if colour is not None and not all(0 <= v <= 255 for v in colour):
@@ -95,10 +112,10 @@ def _qupath_class(props: dict) -> tuple[str, tuple[int, int, int] | None]:
     elif isinstance(rgb, int) and not isinstance(rgb, bool):  # QuPath 0.2: packed (A)RGB
         colour = ((rgb >> 16) & 255, (rgb >> 8) & 255, rgb & 255)
     name = name or props.get("name") or "annotation"
-    return str(name), colour  # type: ignore[return-value]
+    return str(name), colour
 
 
-def _read_geojson(path: Path) -> tuple[list[tuple[str, tuple | None, object]], int]:
+def _read_geojson(path: Path) -> tuple[list[Part], int]:
     """(polygons as (class, colour, geometry), how many features have a geometry)."""
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
@@ -112,8 +129,10 @@ def _read_geojson(path: Path) -> tuple[list[tuple[str, tuple | None, object]], i
         features = doc
     if not isinstance(features, list):
         raise AnnotationError(f"{path}: expected a GeoJSON FeatureCollection or a list of Features")
-    out: list = []
-    located = 0  # features with a geometry (a negative slide's export has none: no classes, no error)
+    out: list[Part] = []
+    located = (
+        0  # features with a geometry (a negative slide's export has none: no classes, no error)
+    )
     for i, feature in enumerate(features):
         if not isinstance(feature, dict) or "geometry" not in feature:
             raise AnnotationError(f"{path}: feature {i} has no geometry")
@@ -128,7 +147,13 @@ def _read_geojson(path: Path) -> tuple[list[tuple[str, tuple | None, object]], i
             with warnings.catch_warnings():  # NaN coordinates: refused below, with the file named
                 warnings.simplefilter("ignore", RuntimeWarning)
                 geometry = shape(feature["geometry"])
-        except (ValueError, TypeError, AttributeError, IndexError, shapely.errors.GEOSException) as exc:
+        except (
+            ValueError,
+            TypeError,
+            AttributeError,
+            IndexError,
+            shapely.errors.GEOSException,
+        ) as exc:
             raise AnnotationError(f"{path}: feature {i}: malformed geometry ({exc})") from None
         if not np.isfinite(shapely.get_coordinates(geometry)).all():
             raise AnnotationError(f"{path}: feature {i}: coordinates must be finite numbers")
@@ -138,26 +163,31 @@ def _read_geojson(path: Path) -> tuple[list[tuple[str, tuple | None, object]], i
     return out, located
 
 
-def _read_asap(path: Path) -> tuple[list[tuple[str, tuple | None, object]], int]:
+def _read_asap(path: Path) -> tuple[list[Part], int]:
     """(polygons as (class, colour, Polygon), how many annotations the file holds)."""
     try:
         root = ET.parse(path).getroot()
     except (OSError, ET.ParseError) as exc:
         raise AnnotationError(f"{path}: not a readable ASAP XML file ({exc})") from None
     groups = {g.get("Name"): _hex(g.get("Color")) for g in root.iter("Group")}
-    out = []
+    out: list[Part] = []
     located = 0
     for i, ann in enumerate(root.iter("Annotation")):
         located += 1
         if (ann.get("Type") or "Polygon").lower() not in ("polygon", "spline", "rectangle"):
             continue
-        points = []
+        points: list[tuple[float, float, float]] = []
         for c in ann.iter("Coordinate"):
             try:
-                points.append((float(c.get("Order", len(points))), float(c.get("X")), float(c.get("Y"))))
+                x, y = c.get("X"), c.get("Y")
+                if x is None or y is None:
+                    raise ValueError("missing X or Y")
+                points.append((float(c.get("Order", len(points))), float(x), float(y)))
             except (TypeError, ValueError):
-                raise AnnotationError(f"{path}: annotation {ann.get('Name') or i}: a Coordinate without numeric "
-                                      "X and Y") from None
+                raise AnnotationError(
+                    f"{path}: annotation {ann.get('Name') or i}: a Coordinate without numeric "
+                    "X and Y"
+                ) from None
         if len(points) < 3:
             continue
         points.sort()
@@ -165,12 +195,14 @@ def _read_asap(path: Path) -> tuple[list[tuple[str, tuple | None, object]], int]
         name = group if group and group != "None" else (ann.get("Name") or "annotation")
         colour = _hex(ann.get("Color")) or groups.get(group)
         if not all(math.isfinite(v) for _, x, y in points for v in (x, y)):
-            raise AnnotationError(f"{path}: annotation {ann.get('Name') or i}: coordinates must be finite numbers")
+            raise AnnotationError(
+                f"{path}: annotation {ann.get('Name') or i}: coordinates must be finite numbers"
+            )
         out.append((name, colour, Polygon([(x, y) for _, x, y in points])))
     return out, located
 
 
-def read_annotations(path: os.PathLike | str) -> list[AnnotatedClass]:
+def read_annotations(path: os.PathLike[str] | str) -> list[AnnotatedClass]:
     """The classes of one annotation file, each a valid (Multi)Polygon, exclusions subtracted."""
     path = Path(path)
     parts, located = _read_asap(path) if path.suffix.lower() == ".xml" else _read_geojson(path)
@@ -179,14 +211,16 @@ def read_annotations(path: os.PathLike | str) -> list[AnnotatedClass]:
     except (ValueError, TypeError, shapely.errors.GEOSException) as exc:
         raise AnnotationError(f"{path}: polygons that cannot be combined ({exc})") from None
     if not classes and located:
-        raise AnnotationError(f"{path}: holds no polygon annotations (points and lines have no area; "
-                              "expected Polygon/MultiPolygon features or ASAP Polygon annotations)")
+        raise AnnotationError(
+            f"{path}: holds no polygon annotations (points and lines have no area; "
+            "expected Polygon/MultiPolygon features or ASAP Polygon annotations)"
+        )
     return classes  # none at all: an empty export (a slide without the tissue outlined)
 
 
-def _classes(parts: list) -> list[AnnotatedClass]:
-    by_class: dict[str, list] = {}
-    colours: dict[str, tuple | None] = {}
+def _classes(parts: list[Part]) -> list[AnnotatedClass]:
+    by_class: dict[str, list[BaseGeometry]] = {}
+    colours: dict[str, Colour | None] = {}
     for name, colour, geometry in parts:
         by_class.setdefault(name, []).append(shapely.make_valid(geometry))
         colours[name] = colours.get(name) or colour
@@ -201,14 +235,16 @@ def _classes(parts: list) -> list[AnnotatedClass]:
         if union.is_empty or union.area == 0:
             continue
         colour = colours.get(name) or DEFAULT_COLOURS[i % len(DEFAULT_COLOURS)]
-        classes.append(AnnotatedClass(name, tuple(int(v) for v in colour), union))
+        classes.append(AnnotatedClass(name, colour, union))
     return classes
 
 
-def polygons_only(geometry):
+def polygons_only(geometry: BaseGeometry) -> BaseGeometry:
     """The areal part of a geometry (make_valid and clipping may leave lines and points beside
     polygons)."""
     if geometry.geom_type in ("Polygon", "MultiPolygon"):
         return geometry
-    polygons = [g for g in getattr(geometry, "geoms", []) if g.geom_type in ("Polygon", "MultiPolygon")]
+    polygons = [
+        g for g in getattr(geometry, "geoms", []) if g.geom_type in ("Polygon", "MultiPolygon")
+    ]
     return shapely.union_all(polygons) if polygons else Polygon()

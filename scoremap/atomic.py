@@ -5,6 +5,7 @@ atomic) and is renamed only once complete; readers never see a truncated PNG or 
 hidden name carries the writer's host and pid, so that a later run removes only the leftovers of
 dead writers and never a file that a concurrent shard is still writing.
 """
+
 from __future__ import annotations
 
 import errno
@@ -29,7 +30,7 @@ def partial_path(final: Path) -> Path:
 
 
 @contextmanager
-def atomic_output(final: str | os.PathLike) -> Iterator[Path]:
+def atomic_output(final: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path to write to; on success rename it to `final`, on error delete it."""
     final = Path(final)
     try:
@@ -57,7 +58,11 @@ def _fsync(path: Path) -> None:
     try:
         os.fsync(fd)
     except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.EROFS, errno.EBADF):  # a filesystem that cannot fsync
+        if exc.errno not in (
+            errno.EINVAL,
+            errno.EROFS,
+            errno.EBADF,
+        ):  # a filesystem that cannot fsync
             raise
     finally:
         os.close(fd)

@@ -5,15 +5,18 @@ CLAM's blockmap holds only `attention_scores` and `coords`; ours keeps those two
 without the config that produced it. This module is the one place that knows the layout; it is
 shared by scoring (writer) and the viewer and exports (readers), and imports no torch.
 """
+
 from __future__ import annotations
 
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal, overload
 
 import h5py
 import numpy as np
+import numpy.typing as npt
 
 from scoremap.atomic import atomic_output
 from scoremap.errors import BlockmapError
@@ -49,7 +52,7 @@ class Blockmap:
 
     @property
     def bag_size(self) -> int:
-        return int(len(self.attention))
+        return len(self.attention)
 
     @property
     def n_classes(self) -> int:
@@ -60,48 +63,70 @@ class Blockmap:
         if class_index is None or class_index == self.pred:
             return self.attention
         if self.attention_per_class is None:
-            raise BlockmapError(f"{self.model_type} has a single attention branch; only the predicted class "
-                                f"({self.pred}) has attention")
+            raise BlockmapError(
+                f"{self.model_type} has a single attention branch; only the predicted class "
+                f"({self.pred}) has attention"
+            )
         if not 0 <= class_index < self.attention_per_class.shape[1]:
-            raise BlockmapError(f"class {class_index} out of range 0..{self.attention_per_class.shape[1] - 1}")
+            raise BlockmapError(
+                f"class {class_index} out of range 0..{self.attention_per_class.shape[1] - 1}"
+            )
         return self.attention_per_class[:, class_index]
 
 
-def write_blockmap(path: str | os.PathLike, bm: Blockmap) -> None:
+def write_blockmap(path: str | os.PathLike[str], bm: Blockmap) -> None:
     """Write atomically: the viewer and reruns treat an existing blockmap as a finished slide."""
     n = bm.bag_size
     if bm.l0_coords.shape != (n, 2):
         raise BlockmapError(f"coords shape {bm.l0_coords.shape} does not match {n} scores")
-    with atomic_output(path) as tmp:
-        with h5py.File(tmp, "w") as fh:
-            fh.create_dataset("attention_scores", data=np.asarray(bm.attention, np.float32).reshape(n, 1))
-            fh.create_dataset("coords", data=np.asarray(bm.l0_coords, np.int32))
-            if bm.attention_per_class is not None:
-                fh.create_dataset("attention_scores_per_class", data=np.asarray(bm.attention_per_class, np.float32))
-            a = fh.attrs
-            a["format_version"] = FORMAT_VERSION
-            a["slide_id"] = bm.slide_id
-            a["slide_path"] = bm.slide_path
-            a["label"] = bm.label
-            a["model_type"] = bm.model_type
-            a["attention_definition"] = ATTENTION_DEFINITIONS.get(bm.model_type, "")
-            a["class_names"] = json.dumps(bm.class_names)
-            a["n_classes"] = bm.n_classes
-            a["pred"] = int(bm.pred)
-            a["pred_name"] = bm.class_names[bm.pred]
-            a["probs"] = np.asarray(bm.probs, np.float64)
-            a["logits"] = np.asarray(bm.logits, np.float64)
-            a["patch_size_level0"] = int(bm.l0_patch)
-            a["bag_size"] = n
-            for key, value in bm.extra.items():
-                a[key] = value
+    with atomic_output(path) as tmp, h5py.File(tmp, "w") as fh:
+        fh.create_dataset(
+            "attention_scores", data=np.asarray(bm.attention, np.float32).reshape(n, 1)
+        )
+        fh.create_dataset("coords", data=np.asarray(bm.l0_coords, np.int32))
+        if bm.attention_per_class is not None:
+            fh.create_dataset(
+                "attention_scores_per_class",
+                data=np.asarray(bm.attention_per_class, np.float32),
+            )
+        a = fh.attrs
+        a["format_version"] = FORMAT_VERSION
+        a["slide_id"] = bm.slide_id
+        a["slide_path"] = bm.slide_path
+        a["label"] = bm.label
+        a["model_type"] = bm.model_type
+        a["attention_definition"] = ATTENTION_DEFINITIONS.get(bm.model_type, "")
+        a["class_names"] = json.dumps(bm.class_names)
+        a["n_classes"] = bm.n_classes
+        a["pred"] = int(bm.pred)
+        a["pred_name"] = bm.class_names[bm.pred]
+        a["probs"] = np.asarray(bm.probs, np.float64)
+        a["logits"] = np.asarray(bm.logits, np.float64)
+        a["patch_size_level0"] = int(bm.l0_patch)
+        a["bag_size"] = n
+        for key, value in bm.extra.items():
+            a[key] = value
 
 
 #: Largest level-0 patch side believed: 65536 px is a whole slide at 0.25 um/px; anything larger
 #: (or <= 0) is a corrupt attribute, and would make every raster of the slide absurd.
 MAX_PATCH_SIZE = 1 << 16
-_KNOWN = {"format_version", "slide_id", "slide_path", "label", "model_type", "attention_definition",
-          "class_names", "n_classes", "pred", "pred_name", "probs", "logits", "patch_size_level0", "bag_size"}
+_KNOWN = {
+    "format_version",
+    "slide_id",
+    "slide_path",
+    "label",
+    "model_type",
+    "attention_definition",
+    "class_names",
+    "n_classes",
+    "pred",
+    "pred_name",
+    "probs",
+    "logits",
+    "patch_size_level0",
+    "bag_size",
+}
 
 
 @dataclass(frozen=True)
@@ -136,7 +161,7 @@ class _Reader:
     def fail(self, message: str) -> BlockmapError:
         return BlockmapError(f"{self.path}: {message}", reason=message)
 
-    def attr(self, key: str, default=None, required: bool = True):
+    def attr(self, key: str, default: Any = None, required: bool = True) -> Any:
         if key not in self.fh.attrs:
             if required:
                 raise self.fail(f"missing attribute '{key}' (not written by create_heatmaps.py?)")
@@ -174,7 +199,9 @@ class _Reader:
         except (TypeError, ValueError):
             raise self.fail(f"attribute '{key}' must be {n} numbers, got {value!r}"[:300]) from None
         if array.shape != (n,):
-            raise self.fail(f"attribute '{key}' must be {n} numbers (one per class), got {array.shape[0]}")
+            raise self.fail(
+                f"attribute '{key}' must be {n} numbers (one per class), got {array.shape[0]}"
+            )
         return array
 
     def class_names(self) -> list[str]:
@@ -182,11 +209,23 @@ class _Reader:
         try:
             names = json.loads(raw)
         except ValueError:
-            raise self.fail(f"attribute 'class_names' must be a JSON list of names, got {raw[:80]!r}") from None
-        if not isinstance(names, list) or not names or not all(isinstance(n, (str, int, float)) for n in names):
-            raise self.fail(f"attribute 'class_names' must be a non-empty JSON list of names, got {raw[:80]!r}")
+            raise self.fail(
+                f"attribute 'class_names' must be a JSON list of names, got {raw[:80]!r}"
+            ) from None
+        if (
+            not isinstance(names, list)
+            or not names
+            or not all(isinstance(n, (str, int, float)) for n in names)
+        ):
+            raise self.fail(
+                f"attribute 'class_names' must be a non-empty JSON list of names, got {raw[:80]!r}"
+            )
         return [str(n) for n in names]
 
+    @overload
+    def dataset(self, key: str, width: int | None, required: Literal[True]) -> h5py.Dataset: ...
+    @overload
+    def dataset(self, key: str, width: int | None, required: bool) -> h5py.Dataset | None: ...
     def dataset(self, key: str, width: int | None, required: bool = True) -> h5py.Dataset | None:
         node = self.fh.get(key)
         if node is None:
@@ -195,36 +234,56 @@ class _Reader:
             return None
         if not isinstance(node, h5py.Dataset):
             raise self.fail(f"'{key}' must be a dataset, got a {type(node).__name__.lower()}")
-        if not np.issubdtype(node.dtype, np.number) or np.issubdtype(node.dtype, np.complexfloating):
+        if not np.issubdtype(node.dtype, np.number) or np.issubdtype(
+            node.dtype, np.complexfloating
+        ):
             raise self.fail(f"dataset '{key}' must hold real numbers, got {node.dtype}")
         shape = node.shape
-        ok = len(shape) == 2 and (width is None or shape[1] == width) or (width == 1 and len(shape) == 1)
+        ok = (len(shape) == 2 and (width is None or shape[1] == width)) or (
+            width == 1 and len(shape) == 1
+        )
         if not ok:
-            raise self.fail(f"dataset '{key}' has shape {shape}, expected (N, {width if width else 'C'})")
+            raise self.fail(
+                f"dataset '{key}' has shape {shape}, expected (N, {width if width else 'C'})"
+            )
         return node
 
     def header(self) -> BlockmapHeader:
-        scores = self.dataset("attention_scores", 1)
-        coords = self.dataset("coords", 2)
+        scores = self.dataset("attention_scores", 1, required=True)
+        coords = self.dataset("coords", 2, required=True)
         per_class = self.dataset("attention_scores_per_class", None, required=False)
         n = scores.shape[0]
         if coords.shape[0] != n:
-            raise self.fail(f"attention_scores ({n} patches) and coords ({coords.shape[0]}) disagree")
+            raise self.fail(
+                f"attention_scores ({n} patches) and coords ({coords.shape[0]}) disagree"
+            )
         names = self.class_names()
         c = len(names)
         if per_class is not None and per_class.shape != (n, c):
-            raise self.fail(f"attention_scores_per_class has shape {per_class.shape}, expected ({n}, {c})")
+            raise self.fail(
+                f"attention_scores_per_class has shape {per_class.shape}, expected ({n}, {c})"
+            )
         return BlockmapHeader(
-            slide_id=self.text("slide_id"), slide_path=self.text("slide_path"),
-            label=self.text("label", "Unspecified"), model_type=self.text("model_type"), class_names=names,
+            slide_id=self.text("slide_id"),
+            slide_path=self.text("slide_path"),
+            label=self.text("label", "Unspecified"),
+            model_type=self.text("model_type"),
+            class_names=names,
             pred=self.integer("pred", 0, c - 1, f"a class index 0..{c - 1}"),
-            probs=self.numbers("probs", c), logits=self.numbers("logits", c, required=False),
-            l0_patch=self.integer("patch_size_level0", 1, MAX_PATCH_SIZE,
-                                  f"a level-0 patch size in pixels, 1..{MAX_PATCH_SIZE}"),
-            bag_size=n, has_per_class=per_class is not None,
-            extra={k: self.text(k) for k in self.fh.attrs if k not in _KNOWN})
+            probs=self.numbers("probs", c),
+            logits=self.numbers("logits", c, required=False),
+            l0_patch=self.integer(
+                "patch_size_level0",
+                1,
+                MAX_PATCH_SIZE,
+                f"a level-0 patch size in pixels, 1..{MAX_PATCH_SIZE}",
+            ),
+            bag_size=n,
+            has_per_class=per_class is not None,
+            extra={k: self.text(k) for k in self.fh.attrs if k not in _KNOWN},
+        )
 
-    def array(self, key: str, dtype) -> np.ndarray:
+    def array(self, key: str, dtype: npt.DTypeLike) -> np.ndarray:
         node = self.fh[key]
         try:
             return np.asarray(node[()], dtype)
@@ -236,17 +295,19 @@ def _open(path: Path) -> h5py.File:
     try:
         return h5py.File(path, "r")
     except OSError as exc:
-        raise BlockmapError(f"{path}: cannot read as HDF5: {exc}", reason="not a readable HDF5 file") from None
+        raise BlockmapError(
+            f"{path}: cannot read as HDF5: {exc}", reason="not a readable HDF5 file"
+        ) from None
 
 
-def read_blockmap_header(path: str | os.PathLike) -> BlockmapHeader:
+def read_blockmap_header(path: str | os.PathLike[str]) -> BlockmapHeader:
     """The checked attributes and shapes of a blockmap, without reading its per-patch arrays."""
     path = Path(path)
     with _open(path) as fh:
         return _Reader(fh, path).header()
 
 
-def read_blockmap(path: str | os.PathLike) -> Blockmap:
+def read_blockmap(path: str | os.PathLike[str]) -> Blockmap:
     """Read and check one blockmap; BlockmapError names the file and what is wrong."""
     path = Path(path)
     with _open(path) as fh:
@@ -254,15 +315,33 @@ def read_blockmap(path: str | os.PathLike) -> Blockmap:
         head = reader.header()
         scores = reader.array("attention_scores", np.float32).reshape(-1)
         coords = reader.array("coords", np.float64)
-        per_class = reader.array("attention_scores_per_class", np.float32) if head.has_per_class else None
-    if not np.isfinite(coords).all() or (coords < 0).any() or (coords > 2 ** 31 - 1 - head.l0_patch).any():
-        raise BlockmapError(f"{path}: coords must be non-negative level-0 pixel positions",
-                            reason="coords must be non-negative level-0 pixel positions")
+        per_class = (
+            reader.array("attention_scores_per_class", np.float32) if head.has_per_class else None
+        )
+    if (
+        not np.isfinite(coords).all()
+        or (coords < 0).any()
+        or (coords > 2**31 - 1 - head.l0_patch).any()
+    ):
+        raise BlockmapError(
+            f"{path}: coords must be non-negative level-0 pixel positions",
+            reason="coords must be non-negative level-0 pixel positions",
+        )
     return Blockmap(
-        slide_id=head.slide_id, slide_path=head.slide_path, label=head.label, model_type=head.model_type,
-        class_names=head.class_names, pred=head.pred, probs=head.probs, logits=head.logits,
-        l0_patch=head.l0_patch, attention=scores, l0_coords=coords.astype(np.int32),
-        attention_per_class=per_class, extra=head.extra)
+        slide_id=head.slide_id,
+        slide_path=head.slide_path,
+        label=head.label,
+        model_type=head.model_type,
+        class_names=head.class_names,
+        pred=head.pred,
+        probs=head.probs,
+        logits=head.logits,
+        l0_patch=head.l0_patch,
+        attention=scores,
+        l0_coords=coords.astype(np.int32),
+        attention_per_class=per_class,
+        extra=head.extra,
+    )
 
 
 def blockmap_path(raw_exp_dir: Path, label: str, slide_id: str) -> Path:

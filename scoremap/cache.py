@@ -17,18 +17,19 @@ rescored blockmap is a new key and never served stale; the old entry simply ages
 Fork-safe: a process forked from the one that filled the cache (gunicorn's workers after
 `preload_app`) starts with an empty cache, because slide handles and locks do not survive a fork.
 """
+
 from __future__ import annotations
 
 import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 T = TypeVar("T")
 
 
-def file_identity(path: os.PathLike | str) -> tuple:
+def file_identity(path: os.PathLike[str] | str) -> tuple[object, ...]:
     """What changes when a file is rewritten or replaced: (path, inode, size, mtime in ns).
 
     A missing file gives (path, None): the caller's load then reports it.
@@ -40,19 +41,19 @@ def file_identity(path: os.PathLike | str) -> tuple:
     return (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-class _Flight:
+class _Flight(Generic[T]):
     """One load in progress: the threads that asked for the same key wait on it."""
 
     def __init__(self) -> None:
         self.done = threading.Event()
-        self.value: Any = None
+        self.value: T | None = None
         self.error: BaseException | None = None
 
-    def result(self) -> Any:
+    def result(self) -> T:
         self.done.wait()
         if self.error is not None:
             raise self.error
-        return self.value
+        return cast(T, self.value)
 
 
 class ByteLRU:
@@ -68,7 +69,7 @@ class ByteLRU:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._items: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
-        self._flights: dict[Hashable, _Flight] = {}
+        self._flights: dict[Hashable, _Flight[Any]] = {}
         self._bytes = 0
 
     def _check_fork(self) -> None:
@@ -97,13 +98,13 @@ class ByteLRU:
             hit = self._items.get(key)
             if hit is not None:
                 self._items.move_to_end(key)
-                return hit[0]
-            flight = self._flights.get(key)
-            leader = flight is None
-            if leader:
-                flight = self._flights[key] = _Flight()
-        if not leader:
-            return flight.result()
+                return cast(T, hit[0])
+            waiting: _Flight[T] | None = self._flights.get(key)
+            if waiting is None:
+                flight: _Flight[T] = _Flight()
+                self._flights[key] = flight
+        if waiting is not None:
+            return waiting.result()
         try:
             value, nbytes = load()
         except BaseException as exc:

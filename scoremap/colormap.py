@@ -8,6 +8,7 @@ colours them with Pillow's palette conversion and the viewer ships them as palet
 which is matplotlib's colormap sampled at 255 evenly spaced points. A score s is shown as the
 colormap's colour at round(254 s) / 254: within half a step of matplotlib's own `cmap(s)`.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -40,8 +41,10 @@ def check_colormap(name: object) -> str:
     text = str(name)[:64]
     close = difflib.get_close_matches(text, list(matplotlib.colormaps), n=3)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
-    raise UnknownColormap(f"unknown colormap {text!r}{hint}; expected a matplotlib colormap name such as "
-                          f"{', '.join(SUGGESTED_CMAPS)}")
+    raise UnknownColormap(
+        f"unknown colormap {text!r}{hint}; expected a matplotlib colormap name such as "
+        f"{', '.join(SUGGESTED_CMAPS)}"
+    )
 
 
 def _colormap(cmap: str) -> matplotlib.colors.Colormap:
@@ -101,7 +104,7 @@ def colorize_rgb(indices: np.ndarray, cmap: str) -> np.ndarray:
 @lru_cache(maxsize=512)
 def _palette_and_alpha(cmap: str, alpha: float) -> tuple[bytes, bytes]:
     """The PNG palette of a colormap and the opacity of each index (index 255 fully transparent)."""
-    opacity = int(round(min(max(alpha, 0.0), 1.0) * 255))
+    opacity = round(min(max(alpha, 0.0), 1.0) * 255)
     return palette(cmap).tobytes(), bytes([opacity]) * N_COLOURS + b"\x00"
 
 

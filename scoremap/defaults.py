@@ -6,6 +6,7 @@ template values, so a CLAM config means the same here); the viewer's settings fr
 `OVERLAY`. The viewer page reads the overlay defaults and the choices it offers from the API
 (`/api/slides/<id>`: `defaults`, `choices`), never from copies in JavaScript.
 """
+
 from __future__ import annotations
 
 from types import MappingProxyType
@@ -14,47 +15,55 @@ from types import MappingProxyType
 SUGGESTED_CMAPS: tuple[str, ...] = ("jet", "coolwarm", "viridis", "plasma", "hot")
 
 #: `heatmap_arguments` of the scoring config (static heatmaps), with CLAM's defaults.
-HEATMAP_ARGUMENTS = MappingProxyType({
-    "vis_level": -1,  # -1: the level whose downsample is closest to 32x
-    "alpha": 0.4,  # 0: slide only, 1: heatmap only
-    "cmap": "jet",
-    "convert_to_percentiles": True,
-    "blur": False,
-    "save_orig": True,
-    "save_ext": "png",
-    "custom_downsample": 1.0,
-    "blank_canvas": False,
-    "binarize": False,
-    "binary_thresh": -1.0,  # < 0: 1/N when binarize
-    "use_roi": None,  # None: use the process list's ROI columns when it has them
-})
+HEATMAP_ARGUMENTS = MappingProxyType(
+    {
+        "vis_level": -1,  # -1: the level whose downsample is closest to 32x
+        "alpha": 0.4,  # 0: slide only, 1: heatmap only
+        "cmap": "jet",
+        "convert_to_percentiles": True,
+        "blur": False,
+        "save_orig": True,
+        "save_ext": "png",
+        "custom_downsample": 1.0,
+        "blank_canvas": False,
+        "binarize": False,
+        "binary_thresh": -1.0,  # < 0: 1/N when binarize
+        "use_roi": None,  # None: use the process list's ROI columns when it has them
+    }
+)
 
 #: How overlay tiles are coloured when a request does not say, and the ranges a client may ask.
-OVERLAY = MappingProxyType({
-    "cmap": HEATMAP_ARGUMENTS["cmap"],
-    "norm": "percentile",
-    "threshold": 0.0,  # on the normalised 0..1 scale: lower scores are transparent
-    "threshold_min": 0.0,
-    "threshold_max": 1.0,
-    "threshold_step": 0.01,
-    "blur": False,
-    "alpha": 0.5,  # applied in the browser: changing it fetches no tile
-    # the difference of two experiments, percentile(A) - percentile(B) on -1..1: diverging, white at 0
-    "difference_cmap": "RdBu_r",
-})
+OVERLAY = MappingProxyType(
+    {
+        "cmap": HEATMAP_ARGUMENTS["cmap"],
+        "norm": "percentile",
+        "threshold": 0.0,  # on the normalised 0..1 scale: lower scores are transparent
+        "threshold_min": 0.0,
+        "threshold_max": 1.0,
+        "threshold_step": 0.01,
+        "blur": False,
+        "alpha": 0.5,  # applied in the browser: changing it fetches no tile
+        # the difference of two experiments, percentile(A) - percentile(B) on -1..1: diverging, white at 0
+        "difference_cmap": "RdBu_r",
+    }
+)
 
 #: The viewer's server settings (`create_app` mapping keys, also `MIL_VIEWER_<KEY>` variables).
-VIEWER_SETTINGS = MappingProxyType({
-    "TILE_SIZE": 254,  # openslide's deepzoom defaults: 254 + 1 overlap = 256-px tiles
-    "TILE_OVERLAP": 1,
-    "LIMIT_BOUNDS": True,
-    "JPEG_QUALITY": 75,
-    "TILE_MAX_AGE": 3600,  # Cache-Control max-age of tiles and images, seconds
-    "DEFAULT_CMAP": OVERLAY["cmap"],
-    "DEFAULT_NORM": OVERLAY["norm"],
-    "THUMBNAIL_SIZE": 256,
-    "TOPK_MAX": 1000,
-    "CACHE_BYTES": 384 * 1024 * 1024,  # scores, score pyramids, open slides, images: per process
-    "OPENSLIDE_CACHE_BYTES": 128 * 1024 * 1024,  # decoded slide tiles, shared by all slides
-    "COHORT_BUDGET_S": 10.0,  # seconds a cohort-wide answer computes before listing the rest as pending
-})
+VIEWER_SETTINGS = MappingProxyType(
+    {
+        "TILE_SIZE": 254,  # openslide's deepzoom defaults: 254 + 1 overlap = 256-px tiles
+        "TILE_OVERLAP": 1,
+        "LIMIT_BOUNDS": True,
+        "JPEG_QUALITY": 75,
+        "TILE_MAX_AGE": 3600,  # Cache-Control max-age of tiles and images, seconds
+        "DEFAULT_CMAP": OVERLAY["cmap"],
+        "DEFAULT_NORM": OVERLAY["norm"],
+        "THUMBNAIL_SIZE": 256,
+        "TOPK_MAX": 1000,
+        "CACHE_BYTES": 384
+        * 1024
+        * 1024,  # scores, score pyramids, open slides, images: per process
+        "OPENSLIDE_CACHE_BYTES": 128 * 1024 * 1024,  # decoded slide tiles, shared by all slides
+        "COHORT_BUDGET_S": 10.0,  # seconds a cohort-wide answer computes before listing the rest as pending
+    }
+)

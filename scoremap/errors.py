@@ -32,7 +32,7 @@ class SlideOpenError(ScoreMapError):
     the server's folders.
     """
 
-    def __init__(self, message: str, *, path=None, reason: str = "") -> None:
+    def __init__(self, message: str, *, path: object = None, reason: str = "") -> None:
         super().__init__(message)
         self.path = path
         self.reason = reason or message

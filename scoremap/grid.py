@@ -28,10 +28,12 @@ final `np.repeat` to paint the cells onto output pixels. Cost is O(N + cells + o
 independent of the patch size in pixels, and arbitrary (non-lattice, overlapping) coordinates
 are handled by the same code. `rasterize` works in row blocks so memory stays bounded.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
 import numpy as np
 from scipy import ndimage
 
@@ -42,8 +44,15 @@ _EDGE_EPS = 1e-7
 _BLOCK_PIXELS = 4 * 1024 * 1024
 
 
-def _o_edges(l0_start: np.ndarray, l0_patch: float, l0_origin: float, downsample: float,
-             o_offset: int, o_len: int, o_limit: int) -> tuple[np.ndarray, np.ndarray]:
+def _o_edges(
+    l0_start: np.ndarray,
+    l0_patch: float,
+    l0_origin: float,
+    downsample: float,
+    o_offset: int,
+    o_len: int,
+    o_limit: int,
+) -> tuple[np.ndarray, np.ndarray]:
     """Half-open output-pixel ranges [o0, o1) of patches along one axis (the registration rule).
 
     `o_offset` is the index of this raster's first pixel in the whole window's raster (strips
@@ -95,9 +104,15 @@ class CellGrid:
         return np.repeat(rows, np.diff(self.o_col_edges), axis=1)
 
 
-def cell_grid(l0_coords: np.ndarray, values: np.ndarray, l0_patch: float, downsample: float,
-              l0_window: tuple[float, float, float, float], out_shape: tuple[int, int],
-              o_offset: tuple[int, int] = (0, 0)) -> CellGrid:
+def cell_grid(
+    l0_coords: np.ndarray,
+    values: np.ndarray,
+    l0_patch: float,
+    downsample: float,
+    l0_window: tuple[float, float, float, float],
+    out_shape: tuple[int, int],
+    o_offset: tuple[int, int] = (0, 0),
+) -> CellGrid:
     """The `CellGrid` of patches painted on (part of) the raster of `l0_window` at `downsample`.
 
     `l0_window` (x, y, w, h) is the level-0 box of the whole raster: (x, y) anchors output
@@ -112,7 +127,9 @@ def cell_grid(l0_coords: np.ndarray, values: np.ndarray, l0_patch: float, downsa
     if vals.shape[0] != l0_coords.shape[0]:
         raise ValueError(f"{vals.shape[0]} values for {l0_coords.shape[0]} coordinates")
     if not downsample > 0 or not l0_patch > 0:
-        raise ValueError(f"downsample and patch size must be positive, got {downsample}, {l0_patch}")
+        raise ValueError(
+            f"downsample and patch size must be positive, got {downsample}, {l0_patch}"
+        )
     o_h, o_w = int(out_shape[0]), int(out_shape[1])
     wx, wy, ww, wh = (float(v) for v in l0_window)
     o_limit_w = math.ceil(ww / downsample - _EDGE_EPS)
@@ -136,8 +153,9 @@ def cell_grid(l0_coords: np.ndarray, values: np.ndarray, l0_patch: float, downsa
     # 2-D difference array over (ny + 1) x (nx + 1) corners: +v at the patch's top-left and
     # bottom-right corners, -v at the other two; cumulative sums give each cell's total.
     stride = nx + 1
-    corners = np.concatenate((g_y0 * stride + g_x0, g_y1 * stride + g_x1,
-                              g_y0 * stride + g_x1, g_y1 * stride + g_x0))
+    corners = np.concatenate(
+        (g_y0 * stride + g_x0, g_y1 * stride + g_x1, g_y0 * stride + g_x1, g_y1 * stride + g_x0)
+    )
     size = (ny + 1) * stride
     signs = np.concatenate((np.ones(2 * vals.size), -np.ones(2 * vals.size)))
     g_sum = np.bincount(corners, weights=np.tile(vals, 4) * signs, minlength=size)
@@ -150,8 +168,14 @@ def cell_grid(l0_coords: np.ndarray, values: np.ndarray, l0_patch: float, downsa
     return CellGrid(o_row_edges, o_col_edges, g_mean)
 
 
-def rasterize(l0_coords: np.ndarray, values: np.ndarray, l0_patch: int, downsample: float,
-              l0_window: tuple[float, float, float, float], out_shape: tuple[int, int]) -> np.ndarray:
+def rasterize(
+    l0_coords: np.ndarray,
+    values: np.ndarray,
+    l0_patch: int,
+    downsample: float,
+    l0_window: tuple[float, float, float, float],
+    out_shape: tuple[int, int],
+) -> np.ndarray:
     """Per-patch values painted on the raster of `l0_window` at `downsample` (float32, NaN = no patch).
 
     Output pixel (0, 0) is the window's top-left corner; each pixel is the mean of the values
@@ -163,8 +187,9 @@ def rasterize(l0_coords: np.ndarray, values: np.ndarray, l0_patch: int, downsamp
     block = max(1, _BLOCK_PIXELS // max(1, o_w))
     for o_r0 in range(0, o_h, block):
         o_r1 = min(o_h, o_r0 + block)
-        cells = cell_grid(l0_coords, values, l0_patch, downsample, l0_window,
-                          (o_r1 - o_r0, o_w), (o_r0, 0))
+        cells = cell_grid(
+            l0_coords, values, l0_patch, downsample, l0_window, (o_r1 - o_r0, o_w), (o_r0, 0)
+        )
         out[o_r0:o_r1] = cells.expand()
     return out
 
@@ -181,9 +206,15 @@ def blur_sigma(l0_patch: float, downsample: float) -> float:
     return max(0.3 * (o_patch - 1.0) + 0.8, 0.5)
 
 
-def rasterize_blurred(l0_coords: np.ndarray, values: np.ndarray, l0_patch: float,
-                      downsample: float, l0_window: tuple[float, float, float, float],
-                      out_shape: tuple[int, int], o_offset: tuple[int, int] = (0, 0)) -> np.ndarray:
+def rasterize_blurred(
+    l0_coords: np.ndarray,
+    values: np.ndarray,
+    l0_patch: float,
+    downsample: float,
+    l0_window: tuple[float, float, float, float],
+    out_shape: tuple[int, int],
+    o_offset: tuple[int, int] = (0, 0),
+) -> np.ndarray:
     """Like `rasterize` (with `cell_grid`'s `o_offset`), smoothed by a Gaussian of `blur_sigma`.
 
     Smoothing is a normalised convolution: blur(scores * coverage) / blur(coverage), so the
@@ -209,18 +240,27 @@ def rasterize_blurred(l0_coords: np.ndarray, values: np.ndarray, l0_patch: float
     def coarse_axis(o_start: int, o_len: int) -> tuple[int, int, np.ndarray]:
         # centre of output pixel i in coarse-cell units (cell k's centre is at k)
         c_pos = (np.arange(o_start, o_start + o_len) + 0.5) / f - 0.5
-        c_lo = int(math.floor(c_pos[0])) - c_radius - 1
-        c_hi = int(math.floor(c_pos[-1])) + c_radius + 3
+        c_lo = math.floor(c_pos[0]) - c_radius - 1
+        c_hi = math.floor(c_pos[-1]) + c_radius + 3
         return c_lo, c_hi, c_pos - c_lo
 
     c_y0, c_y1, c_py = coarse_axis(o_row0, o_h)
     c_x0, c_x1, c_px = coarse_axis(o_col0, o_w)
-    coarse = cell_grid(l0_coords, values, l0_patch, downsample * f, l0_window,
-                       (c_y1 - c_y0, c_x1 - c_x0), (c_y0, c_x0)).expand()
+    coarse = cell_grid(
+        l0_coords,
+        values,
+        l0_patch,
+        downsample * f,
+        l0_window,
+        (c_y1 - c_y0, c_x1 - c_x0),
+        (c_y0, c_x0),
+    ).expand()
     covered = np.isfinite(coarse)
     weighted = np.where(covered, coarse, 0.0).astype(np.float32)
     num = ndimage.gaussian_filter(weighted, c_sigma, mode="constant", radius=c_radius)
-    den = ndimage.gaussian_filter(covered.astype(np.float32), c_sigma, mode="constant", radius=c_radius)
+    den = ndimage.gaussian_filter(
+        covered.astype(np.float32), c_sigma, mode="constant", radius=c_radius
+    )
     smooth = np.where(den > 1e-6, num / np.maximum(den, 1e-6), 0.0).astype(np.float32)
 
     def weights(c_pos: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -232,7 +272,9 @@ def rasterize_blurred(l0_coords: np.ndarray, values: np.ndarray, l0_patch: float
     x0, x1, wx = weights(c_px, smooth.shape[1])
     rows = smooth[y0] * (1.0 - wy)[:, None] + smooth[y1] * wy[:, None]
     out = rows[:, x0] * (1.0 - wx)[None, :] + rows[:, x1] * wx[None, :]
-    support = cell_grid(l0_coords, values, l0_patch, downsample, l0_window, (o_h, o_w), (o_row0, o_col0))
+    support = cell_grid(
+        l0_coords, values, l0_patch, downsample, l0_window, (o_h, o_w), (o_row0, o_col0)
+    )
     mask = support.expand(np.isnan(support.g_values))
     out = np.ascontiguousarray(out, dtype=np.float32)
     out[mask] = np.nan

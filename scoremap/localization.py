@@ -11,20 +11,23 @@
 CAMELYON16-style localisation checks of attention, per slide; the viewer averages them over the
 cohort.
 """
+
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import shapely
 from scipy import stats
+from shapely.geometry.base import BaseGeometry
 
 from scoremap.annotations import AnnotatedClass
 from scoremap.normalize import in_range
 from scoremap.regions import union_geometry
 
 
-def centres_inside(l0_coords: np.ndarray, l0_patch: int, geometry) -> np.ndarray:
+def centres_inside(l0_coords: np.ndarray, l0_patch: int, geometry: BaseGeometry) -> np.ndarray:
     centres = np.asarray(l0_coords, np.float64) + l0_patch / 2.0
     return shapely.contains_xy(geometry, centres[:, 0], centres[:, 1])
 
@@ -40,18 +43,36 @@ def auroc(scores: np.ndarray, positive: np.ndarray) -> float | None:
     return float(u / (n1 * n0))
 
 
-def localization(l0_coords: np.ndarray, l0_patch: int, raw: np.ndarray, values01: np.ndarray,
-                 annotated: AnnotatedClass, threshold: float, hi: float = 1.0) -> dict:
+def localization(
+    l0_coords: np.ndarray,
+    l0_patch: int,
+    raw: np.ndarray,
+    values01: np.ndarray,
+    annotated: AnnotatedClass,
+    threshold: float,
+    hi: float = 1.0,
+) -> dict[str, Any]:
     inside = centres_inside(l0_coords, l0_patch, annotated.geometry)
     finite = np.isfinite(raw)
     order = np.argsort(-np.where(finite, raw, -np.inf), kind="stable")[: int(finite.sum())]
     k5 = max(1, math.ceil(0.05 * len(order)))
-    top = {str(k): (float(inside[order[:k]].mean()) if len(order) else None)
-           for k in (10,)} | {"5%": float(inside[order[:k5]].mean()) if len(order) else None}
+    top = {str(k): (float(inside[order[:k]].mean()) if len(order) else None) for k in (10,)} | {
+        "5%": float(inside[order[:k5]].mean()) if len(order) else None
+    }
     chosen = in_range(values01, threshold, hi)
     region = union_geometry(np.asarray(l0_coords)[chosen], l0_patch)
     denominator = region.area + annotated.area
-    dice = 2 * region.intersection(annotated.geometry).area / denominator if denominator > 0 else None
-    return {"class": annotated.name, "auroc": auroc(raw, inside), "top_inside": top, "top_5pct_k": k5,
-            "dice": None if dice is None else float(dice), "threshold": float(threshold), "hi": float(hi),
-            "patches_inside": int(inside.sum()), "annotated_area_px": annotated.area}
+    dice = (
+        2 * region.intersection(annotated.geometry).area / denominator if denominator > 0 else None
+    )
+    return {
+        "class": annotated.name,
+        "auroc": auroc(raw, inside),
+        "top_inside": top,
+        "top_5pct_k": k5,
+        "dice": None if dice is None else float(dice),
+        "threshold": float(threshold),
+        "hi": float(hi),
+        "patches_inside": int(inside.sum()),
+        "annotated_area_px": annotated.area,
+    }

@@ -10,6 +10,7 @@ keeps every block of 1 MB and more a mapping of its own.
 
 Only glibc has `mallopt`; elsewhere this does nothing.
 """
+
 from __future__ import annotations
 
 import ctypes

@@ -4,6 +4,7 @@ Attention logits of different models and slides differ wildly in scale (ABMIL lo
 softmax weights, TransMIL dot products); CLAM's heatmaps normalise them per slide before colouring,
 and so does every view here.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -14,7 +15,10 @@ NormalizeMode = Literal["percentile", "raw"]
 NORMS: tuple[str, ...] = ("percentile", "raw")
 #: How each normalisation is named and explained wherever a user picks one.
 NORM_LABELS = {
-    "percentile": ("Percentile", "Each score's percentile in this slide (CLAM's convert_to_percentiles)"),
+    "percentile": (
+        "Percentile",
+        "Each score's percentile in this slide (CLAM's convert_to_percentiles)",
+    ),
     "raw": ("Raw", "Raw attention scores, min-max scaled"),
 }
 
@@ -93,4 +97,5 @@ def in_range(values01: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """Which patches a score range [lo, hi] (normalised scale) selects: finite and within, both ends
     included (the histogram's read-out, the regions and the overlay all select with this)."""
     values = np.asarray(values01)
-    return np.isfinite(values) & (values >= lo) & (values <= hi)
+    chosen: np.ndarray = np.isfinite(values) & (values >= lo) & (values <= hi)
+    return chosen

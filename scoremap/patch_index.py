@@ -10,6 +10,7 @@ All bounds are converted to integers before searching: NumPy's `searchsorted` wi
 an int64 array converts the whole array on every call (1 ms instead of 10 µs on a million patches).
 Patch i covers level-0 [x, x + s) x [y, y + s).
 """
+
 from __future__ import annotations
 
 import math
@@ -72,9 +73,11 @@ class PatchIndex:
             pos = np.arange(lo[0], hi[0])
         else:
             lengths = hi - lo
-            pos = np.repeat(lo - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
+            pos = np.repeat(lo - np.cumsum(lengths) + lengths, lengths) + np.arange(
+                int(lengths.sum())
+            )
         ys = self._l0_y[pos]
-        found = self._order[pos[(ys >= ya) & (ys < yb)]]
+        found: np.ndarray = self._order[pos[(ys >= ya) & (ys < yb)]]
         found.sort()
         return found
 

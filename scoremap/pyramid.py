@@ -30,6 +30,7 @@ How fine. The pyramid serves the levels whose tiles would meet more than `COARSE
 all levels. Levels between the two are painted directly; they meet at most a few times
 `COARSE_PATCHES` patches.
 """
+
 from __future__ import annotations
 
 import math
@@ -98,23 +99,39 @@ class _Bag:
             size = len(self.ux) * len(self.uy)
             # float32: counts are exact, sums of scores in [0, 1] off by ~1e-6 of a palette step
             self.tables = np.empty((len(self.ux), len(self.uy), 2), np.float32)
-            self.tables[:, :, 0].flat = np.bincount(cells, weights=self.values, minlength=size)
-            self.tables[:, :, 1].flat = np.bincount(cells, minlength=size)
+            shape = (len(self.ux), len(self.uy))
+            self.tables[:, :, 0] = np.bincount(cells, weights=self.values, minlength=size).reshape(
+                shape
+            )
+            self.tables[:, :, 1] = np.bincount(cells, minlength=size).reshape(shape)
             del self.values  # held in the tables
         else:
             self.coords = coords
 
     @property
     def nbytes(self) -> int:
-        held = [getattr(self, "values", None), getattr(self, "tables", None), getattr(self, "coords", None),
-                getattr(self, "ux", None), getattr(self, "uy", None)]
+        held = [
+            getattr(self, "values", None),
+            getattr(self, "tables", None),
+            getattr(self, "coords", None),
+            getattr(self, "ux", None),
+            getattr(self, "uy", None),
+        ]
         return int(sum(a.nbytes for a in held if a is not None))
 
-    def footprints(self, l0_starts: np.ndarray, l0_origin: float, downsample: float, n: int):
+    def footprints(
+        self, l0_starts: np.ndarray, l0_origin: float, downsample: float, n: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         return _o_edges(l0_starts.astype(np.float64), self.l0_patch, l0_origin, downsample, 0, n, n)
 
-    def paint(self, l0_origin: tuple[float, float], downsample: float, rows: int, cols: int,
-              with_sums: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
+    def paint(
+        self,
+        l0_origin: tuple[float, float],
+        downsample: float,
+        rows: int,
+        cols: int,
+        with_sums: bool = True,
+    ) -> tuple[np.ndarray | None, np.ndarray]:
         """(sum of scores, number of patches) touching each pixel of the rows x cols raster whose
         pixel (0, 0) starts at `l0_origin`, at `downsample` level-0 pixels per pixel."""
         ox, oy = l0_origin
@@ -123,26 +140,37 @@ class _Bag:
             fy0, fy1 = self.footprints(self.uy, oy, downsample, rows)
             tables = self.tables if with_sums else self.tables[:, :, 1:]  # (x, y, [sum,] count)
             nx, ny, k = tables.shape
-            along_x = (_edge_matrix(fx0, fx1, cols) @ tables.reshape(nx, ny * k)).cumsum(axis=0)[:cols]
-            by_y = np.ascontiguousarray(along_x.reshape(cols, ny, k).transpose(1, 0, 2)).reshape(ny, cols * k)
-            painted = (_edge_matrix(fy0, fy1, rows) @ by_y).cumsum(axis=0)[:rows].reshape(rows, cols, k)
+            along_x = (_edge_matrix(fx0, fx1, cols) @ tables.reshape(nx, ny * k)).cumsum(axis=0)[
+                :cols
+            ]
+            by_y = np.ascontiguousarray(along_x.reshape(cols, ny, k).transpose(1, 0, 2)).reshape(
+                ny, cols * k
+            )
+            painted = (
+                (_edge_matrix(fy0, fy1, rows) @ by_y).cumsum(axis=0)[:rows].reshape(rows, cols, k)
+            )
             if with_sums:
                 return painted[:, :, 0], painted[:, :, 1]
             return None, painted[:, :, 0]
         fx0, fx1 = self.footprints(self.coords[:, 0], ox, downsample, cols)
         fy0, fy1 = self.footprints(self.coords[:, 1], oy, downsample, rows)
         stride = cols + 1
-        corners = np.concatenate((fy0 * stride + fx0, fy1 * stride + fx1, fy0 * stride + fx1, fy1 * stride + fx0))
+        corners = np.concatenate(
+            (fy0 * stride + fx0, fy1 * stride + fx1, fy0 * stride + fx1, fy1 * stride + fx0)
+        )
         signs = np.repeat(np.array([1.0, 1.0, -1.0, -1.0]), len(self.coords))
         size = (rows + 1) * stride
 
         def accumulate(weights: np.ndarray) -> np.ndarray:
             grid = np.bincount(corners, weights=weights, minlength=size).reshape(rows + 1, stride)
             return grid[:rows, :cols].cumsum(0).cumsum(1)
+
         counts = accumulate(signs)
         return (accumulate(np.tile(self.values, 4) * signs) if with_sums else None), counts
 
-    def mean(self, l0_origin: tuple[float, float], downsample: float, rows: int, cols: int) -> np.ndarray:
+    def mean(
+        self, l0_origin: tuple[float, float], downsample: float, rows: int, cols: int
+    ) -> np.ndarray:
         """The raster itself: mean score of the patches touching each pixel (float16, NaN: none)."""
         if self.lattice:
             return self._lattice_mean(l0_origin, downsample, rows, cols)
@@ -150,8 +178,14 @@ class _Bag:
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(counts > 0.5, sums / counts, np.nan).astype(np.float16)
 
-    def _lattice_mean(self, l0_origin: tuple[float, float], downsample: float, rows: int, cols: int,
-                      band: int = 128) -> np.ndarray:
+    def _lattice_mean(
+        self,
+        l0_origin: tuple[float, float],
+        downsample: float,
+        rows: int,
+        cols: int,
+        band: int = 128,
+    ) -> np.ndarray:
         """`mean` on the lattice path, painted along y a band of rows at a time: the full-size sums
         and counts are never held (a 2500 x 1875 base needs ~40 MB of work, not ~260 MB)."""
         ox, oy = l0_origin
@@ -160,7 +194,9 @@ class _Bag:
         nx, ny, k = self.tables.shape
         along_x = _edge_matrix(fx0, fx1, cols) @ self.tables.reshape(nx, ny * k)
         np.cumsum(along_x, axis=0, out=along_x)
-        by_y = np.ascontiguousarray(along_x[:cols].reshape(cols, ny, k).transpose(1, 0, 2)).reshape(ny, cols * k)
+        by_y = np.ascontiguousarray(along_x[:cols].reshape(cols, ny, k).transpose(1, 0, 2)).reshape(
+            ny, cols * k
+        )
         del along_x
         edges_y = _edge_matrix(fy0, fy1, rows)
         out = np.empty((rows, cols), np.float16)
@@ -177,32 +213,36 @@ class _Bag:
                 out[r0:r1] = np.where(counts > 0.5, sums / counts, np.nan)
         return out
 
-    def max_per_tile(self, l0_origin: tuple[float, float], l0_tile: float, l0_extent: tuple[float, float]) -> int:
+    def max_per_tile(
+        self, l0_origin: tuple[float, float], l0_tile: float, l0_extent: tuple[float, float]
+    ) -> int:
         """The most patches that meet one tile of the lattice of side `l0_tile` over the extent."""
         if self.empty:
             return 0
         cols = max(1, math.ceil(l0_extent[0] / l0_tile))
         rows = max(1, math.ceil(l0_extent[1] / l0_tile))
         _, counts = self.paint(l0_origin, l0_tile, rows, cols, with_sums=False)
-        return int(round(counts.max()))
+        return round(float(counts.max()))
 
 
-def coarse_downsample(bag: _Bag, l0_window: tuple[float, float, float, float], tile_size: int) -> int | None:
+def coarse_downsample(
+    bag: _Bag, l0_window: tuple[float, float, float, float], tile_size: int
+) -> int | None:
     """The smallest power-of-two downsample whose tiles meet more than COARSE_PATCHES patches
     (None: no level does). Tiles of coarser levels are unions of finer ones, so the count grows
     with the downsample and a binary search over the exponents finds the first."""
     origin, extent = l0_window[:2], l0_window[2:]
     top = math.ceil(math.log2(max(l0_window[2], l0_window[3], 1)))
-    if bag.max_per_tile(origin, tile_size * 2 ** top, extent) <= COARSE_PATCHES:
+    if bag.max_per_tile(origin, tile_size * 2**top, extent) <= COARSE_PATCHES:
         return None
     lo, hi = 0, top  # the answer's exponent lies in [lo, hi]
     while lo < hi:
         mid = (lo + hi) // 2
-        if bag.max_per_tile(origin, tile_size * 2 ** mid, extent) > COARSE_PATCHES:
+        if bag.max_per_tile(origin, tile_size * 2**mid, extent) > COARSE_PATCHES:
             hi = mid
         else:
             lo = mid + 1
-    return 2 ** hi
+    return 1 << hi
 
 
 def base_downsample_for(l0_window: tuple[float, float, float, float], coarse: int) -> int:
@@ -221,11 +261,14 @@ class ScorePyramid:
     bag's tables and every level as if all were painted, so the cache's bound holds from the start.
     """
 
-    def __init__(self, bag: _Bag, l0_window: tuple[int, int, int, int], base_downsample: int,
-                 coarse: int):
+    def __init__(
+        self, bag: _Bag, l0_window: tuple[int, int, int, int], base_downsample: int, coarse: int
+    ):
         self.l0_window = l0_window
         self.base_downsample = int(base_downsample)
-        self.coarse_downsample = max(int(coarse), self.base_downsample)  # tiles this coarse come from here
+        self.coarse_downsample = max(
+            int(coarse), self.base_downsample
+        )  # tiles this coarse come from here
         self._bag = bag
         self._shapes: list[tuple[int, int]] = []
         d = self.base_downsample
@@ -248,10 +291,17 @@ class ScorePyramid:
         return int(levels + self._bag.nbytes)
 
     @classmethod
-    def build(cls, l0_coords: np.ndarray, values01: np.ndarray, l0_patch: int,
-              l0_window: tuple[int, int, int, int], tile_size: int) -> ScorePyramid | None:
+    def build(
+        cls,
+        l0_coords: np.ndarray,
+        values01: np.ndarray,
+        l0_patch: int,
+        l0_window: tuple[int, int, int, int],
+        tile_size: int,
+    ) -> ScorePyramid | None:
         """The pyramid of a bag on a Deep Zoom window, or None when no tile meets many patches."""
-        window = tuple(int(v) for v in l0_window)
+        x, y, w, h = (int(v) for v in l0_window)
+        window = (x, y, w, h)
         bag = _Bag(l0_coords, values01, l0_patch)
         if bag.empty:
             return None
@@ -269,14 +319,17 @@ class ScorePyramid:
             found = self._levels.get(k)
             if found is None:
                 rows, cols = self._shapes[k]
-                found = self._bag.mean(self.l0_window[:2], self.base_downsample * 2 ** k, rows, cols)
+                found = self._bag.mean(self.l0_window[:2], self.base_downsample * 2**k, rows, cols)
                 found.setflags(write=False)
                 self._levels[k] = found
         return found
 
     def serves(self, downsample: float, l0_origin: tuple[float, float]) -> bool:
         """Whether a raster of this downsample and origin is one of the pyramid's coarse levels."""
-        if (float(l0_origin[0]), float(l0_origin[1])) != (float(self.l0_window[0]), float(self.l0_window[1])):
+        if (float(l0_origin[0]), float(l0_origin[1])) != (
+            float(self.l0_window[0]),
+            float(self.l0_window[1]),
+        ):
             return False
         if downsample < self.coarse_downsample:
             return False
@@ -286,10 +339,10 @@ class ScorePyramid:
     def cut(self, downsample: float, o_row0: int, o_col0: int, rows: int, cols: int) -> np.ndarray:
         """Scores (float32, NaN = no patch) of output pixels [row0, row0+rows) x [col0, col0+cols)
         of the level at `downsample`; pixels past the level's edge are NaN."""
-        level = self.level(int(round(math.log2(downsample / self.base_downsample))))
+        level = self.level(round(math.log2(downsample / self.base_downsample)))
         out = np.full((rows, cols), np.nan, np.float32)
         r0, c0 = max(0, o_row0), max(0, o_col0)
         r1, c1 = min(level.shape[0], o_row0 + rows), min(level.shape[1], o_col0 + cols)
         if r1 > r0 and c1 > c0:
-            out[r0 - o_row0:r1 - o_row0, c0 - o_col0:c1 - o_col0] = level[r0:r1, c0:c1]
+            out[r0 - o_row0 : r1 - o_row0, c0 - o_col0 : c1 - o_col0] = level[r0:r1, c0:c1]
         return out

@@ -15,6 +15,7 @@ follows the registration rule of `scoremap.grid` everywhere:
 patches or from the pyramid cut alike. `threshold` hides scores below it; `transform` lets a caller
 remap the averaged scores before colouring (the static heatmap's `binarize`).
 """
+
 from __future__ import annotations
 
 import math
@@ -51,8 +52,12 @@ class Window:
         """The level-0 box (x0, y0, x1, y1) that the part's pixels cover."""
         x, y = self.l0_window[0], self.l0_window[1]
         d = self.downsample
-        return (x + self.o_col0 * d, y + self.o_row0 * d,
-                x + (self.o_col0 + self.cols) * d, y + (self.o_row0 + self.rows) * d)
+        return (
+            x + self.o_col0 * d,
+            y + self.o_row0 * d,
+            x + (self.o_col0 + self.cols) * d,
+            y + (self.o_row0 + self.rows) * d,
+        )
 
 
 @dataclass(frozen=True)
@@ -96,11 +101,17 @@ def _pyramid_cells(pyramid: ScorePyramid, l0_patch: int, window: Window, blur: b
         return _dense(pyramid.cut(d, window.o_row0, window.o_col0, window.rows, window.cols))
     sigma = blur_sigma(l0_patch, d)
     radius = max(1, math.ceil(l0_patch / d))
-    halo = pyramid.cut(d, window.o_row0 - radius, window.o_col0 - radius,
-                       window.rows + 2 * radius, window.cols + 2 * radius)
+    halo = pyramid.cut(
+        d,
+        window.o_row0 - radius,
+        window.o_col0 - radius,
+        window.rows + 2 * radius,
+        window.cols + 2 * radius,
+    )
     covered = np.isfinite(halo)
-    num = ndimage.gaussian_filter(np.where(covered, halo, 0.0).astype(np.float32), sigma, mode="constant",
-                                  radius=radius)
+    num = ndimage.gaussian_filter(
+        np.where(covered, halo, 0.0).astype(np.float32), sigma, mode="constant", radius=radius
+    )
     den = ndimage.gaussian_filter(covered.astype(np.float32), sigma, mode="constant", radius=radius)
     inner = (slice(radius, radius + window.rows), slice(radius, radius + window.cols))
     smooth = np.where(covered[inner], num[inner] / np.maximum(den[inner], 1e-6), np.nan)
@@ -116,13 +127,30 @@ def window_cells(source: ScoreSource, window: Window, blur: bool = False) -> Cel
     l0_coords, values = _near(source, window, blur)
     shape, offset = (window.rows, window.cols), (window.o_row0, window.o_col0)
     if blur:
-        return _dense(rasterize_blurred(l0_coords, values, source.l0_patch, window.downsample,
-                                        window.l0_window, shape, offset))
-    return cell_grid(l0_coords, values, source.l0_patch, window.downsample, window.l0_window, shape, offset)
+        return _dense(
+            rasterize_blurred(
+                l0_coords,
+                values,
+                source.l0_patch,
+                window.downsample,
+                window.l0_window,
+                shape,
+                offset,
+            )
+        )
+    return cell_grid(
+        l0_coords, values, source.l0_patch, window.downsample, window.l0_window, shape, offset
+    )
 
 
-def window_indices(source: ScoreSource, window: Window, *, threshold: float | None = None, blur: bool = False,
-                   transform: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray | None:
+def window_indices(
+    source: ScoreSource,
+    window: Window,
+    *,
+    threshold: float | None = None,
+    blur: bool = False,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> np.ndarray | None:
     """Palette indices (rows, cols) of the window, TRANSPARENT where nothing is shown; None when no
     pixel of the window is coloured (most tiles of a slide lie on glass)."""
     cells = window_cells(source, window, blur)

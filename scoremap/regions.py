@@ -8,13 +8,17 @@ say which. The area is the sum of the covered cells' areas, exactly; the outline
 each grid row's runs of covered cells, rectangles that only share edges, which shapely's coverage
 union merges in linear time (a plain union of 500,000 overlapping squares takes 19 s).
 """
+
 from __future__ import annotations
 
 import numpy as np
 import shapely
+from shapely.geometry.base import BaseGeometry
 
 
-def covered_cells(l0_coords: np.ndarray, l0_patch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def covered_cells(
+    l0_coords: np.ndarray, l0_patch: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(x edges, y edges, covered (ny, nx) bool) of the patches' compressed grid."""
     coords = np.asarray(l0_coords, np.int64).reshape(-1, 2)
     if len(coords) == 0:
@@ -37,10 +41,14 @@ def union_area(l0_coords: np.ndarray, l0_patch: int) -> float:
     x_edges, y_edges, covered = covered_cells(l0_coords, l0_patch)
     if covered.size == 0:
         return 0.0
-    return float(np.diff(y_edges.astype(np.float64)) @ covered.astype(np.float64) @ np.diff(x_edges.astype(np.float64)))
+    return float(
+        np.diff(y_edges.astype(np.float64))
+        @ covered.astype(np.float64)
+        @ np.diff(x_edges.astype(np.float64))
+    )
 
 
-def union_geometry(l0_coords: np.ndarray, l0_patch: int):
+def union_geometry(l0_coords: np.ndarray, l0_patch: int) -> BaseGeometry:
     """The union of the patch squares as a shapely (Multi)Polygon (empty for no patch)."""
     x_edges, y_edges, covered = covered_cells(l0_coords, l0_patch)
     if not covered.any():

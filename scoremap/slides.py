@@ -5,6 +5,7 @@ MIRAX, ...), and Pillow (openslide's `ImageSlide`) for plain images such as PNG 
 slide that scores is a slide that views. A file neither can read raises `SlideOpenError` naming
 the file and the reason, on both sides alike.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,8 +18,12 @@ from PIL import Image
 from scoremap.errors import SlideOpenError
 
 #: What OpenSlide and Pillow raise for a file they cannot read (a decompression-bomb refusal too).
-READ_ERRORS: tuple[type[BaseException], ...] = (openslide.OpenSlideError, OSError, ValueError,
-                                               Image.DecompressionBombError)
+READ_ERRORS: tuple[type[BaseException], ...] = (
+    openslide.OpenSlideError,
+    OSError,
+    ValueError,
+    Image.DecompressionBombError,
+)
 
 
 def error_reason(exc: BaseException) -> str:
@@ -27,15 +32,19 @@ def error_reason(exc: BaseException) -> str:
     return text.splitlines()[0][:200]
 
 
-def open_slide(path: os.PathLike | str) -> openslide.AbstractSlide:
+def open_slide(path: os.PathLike[str] | str) -> openslide.AbstractSlide:
     """An open slide; SlideOpenError (with `.path` and `.reason`) when it cannot be read."""
     path = Path(path)
     if not path.is_file():
-        raise SlideOpenError(f"{path}: slide file not found", path=path, reason="slide file not found")
+        raise SlideOpenError(
+            f"{path}: slide file not found", path=path, reason="slide file not found"
+        )
     try:
         return openslide.open_slide(str(path))
     except PIL.UnidentifiedImageError:
-        reason = "OpenSlide cannot open it: not a format OpenSlide reads, nor a plain image Pillow reads"
+        reason = (
+            "OpenSlide cannot open it: not a format OpenSlide reads, nor a plain image Pillow reads"
+        )
     except READ_ERRORS as exc:
         reason = f"OpenSlide cannot open it ({error_reason(exc)})"
     raise SlideOpenError(f"{path}: {reason}", path=path, reason=reason)

@@ -5,6 +5,7 @@ patch, and every model's prediction on all of them. Inside the models, the per-p
 chunk of patches at a time where the result is the same (scoring.models.base.attention_pool), so
 memory is bounded by the model, not the bag.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -40,19 +41,29 @@ def _as_tensor(features: np.ndarray | torch.Tensor, in_dim: int | None) -> torch
         try:
             x = torch.from_numpy(np.asarray(features))
         except (TypeError, ValueError) as exc:
-            raise FeatureError(f"features must be a numeric (N, D) array; got {type(features).__name__}: {exc}") from exc
+            raise FeatureError(
+                f"features must be a numeric (N, D) array; got {type(features).__name__}: {exc}"
+            ) from exc
     if x.dim() != 2:
-        raise FeatureError(f"features must be a 2-D (N, D) array of patch features; got shape {tuple(x.shape)}")
+        raise FeatureError(
+            f"features must be a 2-D (N, D) array of patch features; got shape {tuple(x.shape)}"
+        )
     if x.shape[0] == 0:
         raise FeatureError("the bag is empty: features have 0 patches")
     if in_dim is not None and x.shape[1] != in_dim:
         raise FeatureError(
             f"features are {x.shape[1]} wide but the model expects {in_dim}-wide features "
-            f"(expected (N, {in_dim}), got {tuple(x.shape)}); were they made by the encoder the model was trained on?"
+            f"(expected (N, {in_dim}), got {tuple(x.shape)}); "
+            "were they made by the encoder the model was trained on?"
         )
-    if not (x.is_floating_point() or x.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)):
+    if not (
+        x.is_floating_point()
+        or x.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+    ):
         raise FeatureError(f"features must be numeric; got dtype {x.dtype}")
-    x = x.detach().to("cpu", torch.float32)  # no copy when it already is (features are read as float32)
+    x = x.detach().to(
+        "cpu", torch.float32
+    )  # no copy when it already is (features are read as float32)
     bad = sum(int((~torch.isfinite(x[rows])).any(dim=1).sum()) for rows in chunks(x.shape[0]))
     if bad:  # checked a chunk at a time: torch.isfinite of a whole 200,000 x 1024 bag takes 1.4 GB
         raise FeatureError(f"features hold NaN or infinite values in {bad} of {x.shape[0]} patches")
@@ -86,4 +97,6 @@ def score_bag(model: torch.nn.Module, features: np.ndarray | torch.Tensor) -> Ba
         attention = np.ascontiguousarray(attn[:, pred])
     else:
         attention = np.ascontiguousarray(attn.reshape(-1))
-    return BagScores(logits=logits, probs=probs, pred=pred, attention=attention, attention_per_class=per_class)
+    return BagScores(
+        logits=logits, probs=probs, pred=pred, attention=attention, attention_per_class=per_class
+    )

@@ -3,6 +3,7 @@
 The process list is checked as a whole before any work, like the config: a wrong column or an
 unknown data_dir key is a config mistake, not a per-slide failure.
 """
+
 from __future__ import annotations
 
 import csv
@@ -74,7 +75,9 @@ def _split_slide_id(raw: str, slide_ext: str) -> tuple[str, str | None]:
     """`slide_001.svs` -> (`slide_001`, `.svs`); an id without an extension keeps slide_ext."""
     name = raw.strip()
     if name.lower().endswith(slide_ext.lower()):
-        return name[: -len(slide_ext)], name[-len(slide_ext):]  # the row's spelling: S1.SVS stays .SVS
+        return name[: -len(slide_ext)], name[
+            -len(slide_ext) :
+        ]  # the row's spelling: S1.SVS stays .SVS
     return name, None
 
 
@@ -96,18 +99,24 @@ def _roi(row: dict[str, str], where: str) -> tuple[int, int, int, int] | None:
     if all(_is_blank(v) for v in values):
         return None
     if any(_is_blank(v) for v in values):
-        raise ConfigError(f"{where}: ROI needs all of x1, y1, x2, y2 (level-0 pixels), got "
-                          + ", ".join(f"{c}={v!r}" for c, v in zip(ROI_COLUMNS, values)))
+        raise ConfigError(
+            f"{where}: ROI needs all of x1, y1, x2, y2 (level-0 pixels), got "
+            + ", ".join(f"{c}={v!r}" for c, v in zip(ROI_COLUMNS, values, strict=True))
+        )
     try:
         nums = [float(v) for v in values]  # type: ignore[arg-type]
         if not all(math.isfinite(n) for n in nums):
             raise ValueError
     except ValueError:
-        raise ConfigError(f"{where}: ROI x1, y1, x2, y2 must be level-0 pixel numbers, got "
-                          + ", ".join(str(v) for v in values)) from None
-    x1, y1, x2, y2 = (int(round(n)) for n in nums)
+        raise ConfigError(
+            f"{where}: ROI x1, y1, x2, y2 must be level-0 pixel numbers, got "
+            + ", ".join(str(v) for v in values)
+        ) from None
+    x1, y1, x2, y2 = (round(n) for n in nums)
     if x2 <= x1 or y2 <= y1:
-        raise ConfigError(f"{where}: ROI must have x2 > x1 and y2 > y1, got ({x1}, {y1}, {x2}, {y2})")
+        raise ConfigError(
+            f"{where}: ROI must have x2 > x1 and y2 > y1, got ({x1}, {y1}, {x2}, {y2})"
+        )
     return x1, y1, x2, y2
 
 
@@ -122,17 +131,25 @@ def _from_process_list(config: Config) -> list[SlideJob]:
             columns = [c.strip() for c in (reader.fieldnames or [])]
             rows = [{(k or "").strip(): v for k, v in row.items()} for row in reader]
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{source}: data_arguments.process_list is not a UTF-8 text CSV (byte {exc.start} "
-                          "cannot be decoded); expected columns slide_id, label, process, ...") from None
+        raise ConfigError(
+            f"{source}: data_arguments.process_list is not a UTF-8 text CSV (byte {exc.start} "
+            "cannot be decoded); expected columns slide_id, label, process, ..."
+        ) from None
     except (csv.Error, OSError) as exc:
-        raise ConfigError(f"{source}: data_arguments.process_list cannot be read as CSV: {exc}") from None
+        raise ConfigError(
+            f"{source}: data_arguments.process_list cannot be read as CSV: {exc}"
+        ) from None
     if "slide_id" not in columns:
-        raise ConfigError(f"{source}: process list has no 'slide_id' column; columns found: "
-                          f"{', '.join(columns) or 'none'}")
+        raise ConfigError(
+            f"{source}: process list has no 'slide_id' column; columns found: "
+            f"{', '.join(columns) or 'none'}"
+        )
     key_column = config.data_dir_key
     if isinstance(config.data_dir, dict) and key_column not in columns:
-        raise ConfigError(f"{source}: process list has no '{key_column}' column, which data_arguments.data_dir_key "
-                          f"names to choose among data_dir keys {', '.join(config.data_dir)}")
+        raise ConfigError(
+            f"{source}: process list has no '{key_column}' column, which data_arguments.data_dir_key "
+            f"names to choose among data_dir keys {', '.join(config.data_dir)}"
+        )
     jobs: list[SlideJob] = []
     seen: dict[str, int] = {}
     for line, row in enumerate(rows, start=2):
@@ -145,25 +162,31 @@ def _from_process_list(config: Config) -> list[SlideJob]:
         if isinstance(config.data_dir, dict):
             key = (row.get(key_column) or "").strip()  # type: ignore[arg-type]
             if key not in config.data_dir:
-                raise ConfigError(f"{where}: {key_column}={key!r} is not a key of data_arguments.data_dir "
-                                  f"(expected one of {', '.join(config.data_dir)})")
+                raise ConfigError(
+                    f"{where}: {key_column}={key!r} is not a key of data_arguments.data_dir "
+                    f"(expected one of {', '.join(config.data_dir)})"
+                )
             folder = config.data_dir[key]
         else:
             folder = config.data_dir
         name, ext = _split_slide_id(raw_id, config.slide_ext)  # type: ignore[arg-type]
         slide_id, slide_path = _find_slide(folder, name, ext, config.slide_ext)
         if slide_id in seen:
-            raise ConfigError(f"{where}: slide_id {slide_id!r} is listed twice (first on line {seen[slide_id]})")
+            raise ConfigError(
+                f"{where}: slide_id {slide_id!r} is listed twice (first on line {seen[slide_id]})"
+            )
         seen[slide_id] = line
-        jobs.append(SlideJob(
-            index=len(jobs),
-            slide_id=slide_id,
-            slide_path=slide_path,
-            label=_label_name(row.get("label"), config),
-            features_path=_resolve_listed(row.get("features_path"), source.parent),
-            coords_path=_resolve_listed(row.get("coords_path"), source.parent),
-            roi=_roi(row, where),
-        ))
+        jobs.append(
+            SlideJob(
+                index=len(jobs),
+                slide_id=slide_id,
+                slide_path=slide_path,
+                label=_label_name(row.get("label"), config),
+                features_path=_resolve_listed(row.get("features_path"), source.parent),
+                coords_path=_resolve_listed(row.get("coords_path"), source.parent),
+                roi=_roi(row, where),
+            )
+        )
     return jobs
 
 
@@ -173,8 +196,15 @@ def _from_data_dir(config: Config) -> list[SlideJob]:
     if not folder.is_dir():
         raise ConfigError(f"{config.source}: data_arguments.data_dir: folder not found: {folder}")
     paths = sorted(p for p in folder.iterdir() if p.name.lower().endswith(config.slide_ext.lower()))
-    return [SlideJob(index=i, slide_id=p.name[: -len(config.slide_ext)], slide_path=p, label=UNSPECIFIED_LABEL)
-            for i, p in enumerate(paths)]
+    return [
+        SlideJob(
+            index=i,
+            slide_id=p.name[: -len(config.slide_ext)],
+            slide_path=p,
+            label=UNSPECIFIED_LABEL,
+        )
+        for i, p in enumerate(paths)
+    ]
 
 
 def list_slides(config: Config) -> list[SlideJob]:
@@ -188,7 +218,9 @@ def parse_shard(text: str) -> tuple[int, int]:
         i_text, n_text = text.split("/")
         i, n = int(i_text), int(n_text)
     except ValueError:
-        raise ConfigError(f"--shard must be I/N with whole numbers, e.g. 1/4; got {text!r}") from None
+        raise ConfigError(
+            f"--shard must be I/N with whole numbers, e.g. 1/4; got {text!r}"
+        ) from None
     if n < 1 or not 1 <= i <= n:
         raise ConfigError(f"--shard I/N needs 1 <= I <= N, got {text!r}")
     return i, n

@@ -11,6 +11,7 @@ the whole cohort, which also heals whatever an earlier, killed run left.
 `Pred_X` is 1 for the predicted class X and 0 otherwise; `p_X` is the probability of class X.
 Rows follow the process-list order.
 """
+
 from __future__ import annotations
 
 import csv
@@ -28,13 +29,21 @@ log = logging.getLogger(__name__)
 
 
 def header_for(n_classes: int) -> list[str]:
-    return (["slide_id", "label", "bag_size"] + [f"Pred_{c}" for c in range(n_classes)]
-            + [f"p_{c}" for c in range(n_classes)])
+    return (
+        ["slide_id", "label", "bag_size"]
+        + [f"Pred_{c}" for c in range(n_classes)]
+        + [f"p_{c}" for c in range(n_classes)]
+    )
 
 
 def row_for(bm: BlockmapHeader) -> list[str]:
-    return [bm.slide_id, bm.label, str(bm.bag_size), *[str(int(c == bm.pred)) for c in range(bm.n_classes)],
-            *[f"{p:.6f}" for p in bm.probs]]
+    return [
+        bm.slide_id,
+        bm.label,
+        str(bm.bag_size),
+        *[str(int(c == bm.pred)) for c in range(bm.n_classes)],
+        *[f"{p:.6f}" for p in bm.probs],
+    ]
 
 
 def write_csv(path: Path, header: list[str], rows: list[list[object]]) -> None:

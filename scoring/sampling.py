@@ -3,6 +3,7 @@
 A pathologist checks what the model attends to by looking at the patches themselves, so they are
 read at level 0 and named so that sorting a folder by name keeps the selection order.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -35,8 +36,15 @@ def patch_filename(i: int, slide_id: str, x: int, y: int, score: float) -> str:
     return f"{i}_{slide_id}_x_{x}_y_{y}_score_{score:.4f}.png"
 
 
-def save_samples(slide: openslide.AbstractSlide, slide_id: str, scores: np.ndarray, l0_coords: np.ndarray,
-                 l0_patch: int, spec: SampleSpec, out_dir: Path) -> list[Path]:
+def save_samples(
+    slide: openslide.AbstractSlide,
+    slide_id: str,
+    scores: np.ndarray,
+    l0_coords: np.ndarray,
+    l0_patch: int,
+    spec: SampleSpec,
+    out_dir: Path,
+) -> list[Path]:
     """Write the chosen patches (level-0 pixels) as PNGs; each file appears complete or not at all."""
     written: list[Path] = []
     for i, idx in enumerate(select_indices(scores, spec)):

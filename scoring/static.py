@@ -15,6 +15,7 @@ each under a hidden name renamed when complete (`scoremap.atomic`).
 Planes (see scoremap.grid): l0_ level-0 pixels, l_ pixels of the chosen level, o_ pixels of
 the output image (l_ divided by `custom_downsample`).
 """
+
 from __future__ import annotations
 
 import math
@@ -34,10 +35,10 @@ from scoremap.atomic import atomic_output
 from scoremap.colormap import TRANSPARENT, check_colormap, palette
 from scoremap.defaults import HEATMAP_ARGUMENTS
 from scoremap.errors import UnknownColormap
-from scoring.errors import ConfigError, FeatureError
+from scoremap.normalize import normalize_scores
 from scoremap.patch_index import PatchIndex
 from scoremap.raster import ScoreSource, Window, window_indices
-from scoremap.normalize import normalize_scores
+from scoring.errors import ConfigError, FeatureError
 
 TARGET_DOWNSAMPLE = 32.0  # vis_level -1: the level whose downsample is closest to this
 JPEG_QUALITY = 90
@@ -74,11 +75,15 @@ def choose_vis_level(slide: openslide.AbstractSlide, vis_level: int) -> int:
     rather than falling back to 16x, because scanners rarely produce exact powers of two.
     """
     n = slide.level_count
-    if isinstance(vis_level, bool) or not isinstance(vis_level, (int, np.integer)) \
-            or not -1 <= int(vis_level) < n:
+    if (
+        isinstance(vis_level, bool)
+        or not isinstance(vis_level, (int, np.integer))
+        or not -1 <= int(vis_level) < n
+    ):
         raise ConfigError(
             f"heatmap_arguments.vis_level: {vis_level!r} is not a level of this slide; expected an "
-            f"integer 0..{n - 1} ({n} levels) or -1 for the level closest to {TARGET_DOWNSAMPLE:g}x")
+            f"integer 0..{n - 1} ({n} levels) or -1 for the level closest to {TARGET_DOWNSAMPLE:g}x"
+        )
     if int(vis_level) >= 0:
         return int(vis_level)
     gaps = [abs(ds - TARGET_DOWNSAMPLE) for ds in slide.level_downsamples]
@@ -116,20 +121,25 @@ class _Geometry:
         return self.o_size != self.l_size
 
 
-def _roi_window(slide: openslide.AbstractSlide,
-                roi: tuple[int, int, int, int] | None) -> tuple[int, int, int, int]:
+def _roi_window(
+    slide: openslide.AbstractSlide, roi: tuple[int, int, int, int] | None
+) -> tuple[int, int, int, int]:
     """The level-0 box to render: the ROI clipped to the slide, or the whole slide."""
     l0_w, l0_h = slide.dimensions
     if roi is None:
         return 0, 0, l0_w, l0_h
     try:
-        x1, y1, x2, y2 = (int(round(float(v))) for v in roi)
+        x1, y1, x2, y2 = (round(float(v)) for v in roi)
     except (TypeError, ValueError):
-        raise ConfigError(f"ROI x1,y1,x2,y2: expected four level-0 pixel numbers, got {roi!r}") from None
+        raise ConfigError(
+            f"ROI x1,y1,x2,y2: expected four level-0 pixel numbers, got {roi!r}"
+        ) from None
     cx1, cy1, cx2, cy2 = max(0, x1), max(0, y1), min(l0_w, x2), min(l0_h, y2)
     if cx2 <= cx1 or cy2 <= cy1:
-        raise ConfigError(f"ROI x1,y1,x2,y2: ({x1}, {y1}, {x2}, {y2}) is empty or outside the "
-                          f"{l0_w}x{l0_h} slide; expected x1 < x2, y1 < y2 within the slide")
+        raise ConfigError(
+            f"ROI x1,y1,x2,y2: ({x1}, {y1}, {x2}, {y2}) is empty or outside the "
+            f"{l0_w}x{l0_h} slide; expected x1 < x2, y1 < y2 within the slide"
+        )
     return cx1, cy1, cx2 - cx1, cy2 - cy1
 
 
@@ -151,24 +161,32 @@ def _geometry(slide: openslide.AbstractSlide, params: HeatmapParams) -> _Geometr
         if 0 < tile_h <= l_rows:  # whole tile rows per strip: no tile is decoded twice
             l_rows = l_rows // tile_h * tile_h
         o_rows = min(l_rows, o_h)
-        strips = tuple(_Strip(r, min(o_h, r + o_rows), r, min(o_h, r + o_rows))
-                       for r in range(0, o_h, o_rows))
+        strips = tuple(
+            _Strip(r, min(o_h, r + o_rows), r, min(o_h, r + o_rows)) for r in range(0, o_h, o_rows)
+        )
     else:
         sy = l_h / o_h
         o_rows = max(1, min(o_h, int(l_rows / sy)))
         halo = 2  # box filter support is half an output pixel; 2 level rows cover rounding
         strips = tuple(
-            _Strip(r, min(o_h, r + o_rows), max(0, math.floor(r * sy) - halo),
-                   min(l_h, math.ceil(min(o_h, r + o_rows) * sy) + halo))
-            for r in range(0, o_h, o_rows))
+            _Strip(
+                r,
+                min(o_h, r + o_rows),
+                max(0, math.floor(r * sy) - halo),
+                min(l_h, math.ceil(min(o_h, r + o_rows) * sy) + halo),
+            )
+            for r in range(0, o_h, o_rows)
+        )
     return _Geometry(level, ds, l0_window, (l_w, l_h), (o_w, o_h), strips, o_rows)
 
 
 def _format(path: Path) -> str:
     fmt = _FORMATS.get(Path(path).suffix.lower())
     if fmt is None:
-        raise ConfigError(f"heatmap_arguments.save_ext: cannot write {Path(path).name!r}; expected "
-                          f"one of png, jpg, jpeg, tiff (tif)")
+        raise ConfigError(
+            f"heatmap_arguments.save_ext: cannot write {Path(path).name!r}; expected "
+            f"one of png, jpg, jpeg, tiff (tif)"
+        )
     return fmt
 
 
@@ -178,8 +196,11 @@ def _png_bytes(canvas: np.ndarray) -> bytes | memoryview:
     buffer itself would reserve as much again as the canvas. Incompressible images retry."""
     import imagecodecs
 
-    options = {"level": PNG_DEFLATE_LEVEL, "strategy": imagecodecs.PNG.STRATEGY.RLE,
-               "filter": imagecodecs.PNG.FILTER.SUB}
+    options = {
+        "level": PNG_DEFLATE_LEVEL,
+        "strategy": imagecodecs.PNG.STRATEGY.RLE,
+        "filter": imagecodecs.PNG.FILTER.SUB,
+    }
     try:
         return imagecodecs.png_encode(canvas, out=bytearray(canvas.nbytes // 3 + 65536), **options)
     except imagecodecs.PngError:
@@ -197,15 +218,23 @@ def _save(canvas: np.ndarray, path: Path, fmt: str) -> None:
     if fmt == "jpeg" and max(h, w) > _JPEG_MAX_SIDE:
         raise ConfigError(
             f"heatmap_arguments.save_ext: a {w}x{h} image is too large for JPEG (at most {_JPEG_MAX_SIDE} px "
-            f"a side); use png or tiff, a coarser vis_level or a custom_downsample")
+            f"a side); use png or tiff, a coarser vis_level or a custom_downsample"
+        )
     with atomic_output(path) as tmp:
         if fmt == "jpeg":
             tmp.write_bytes(imagecodecs.jpeg8_encode(canvas, level=JPEG_QUALITY))
         elif fmt == "png":
             tmp.write_bytes(_png_bytes(canvas))
         else:
-            tifffile.imwrite(tmp, canvas, photometric="rgb", compression="zlib", compressionargs={"level": 1},
-                             rowsperstrip=256, software="MIL Heatmap Viewer")
+            tifffile.imwrite(
+                tmp,
+                canvas,
+                photometric="rgb",
+                compression="zlib",
+                compressionargs={"level": 1},
+                rowsperstrip=256,
+                software="MIL Heatmap Viewer",
+            )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -220,7 +249,9 @@ def _workers() -> int:
     return max(1, min(8, cpus))
 
 
-def _ordered_map(fn: Callable[[_Strip], Any], items: Iterable[_Strip], workers: int) -> Iterator[Any]:
+def _ordered_map(
+    fn: Callable[[_Strip], Any], items: Iterable[_Strip], workers: int
+) -> Iterator[Any]:
     """fn over items on a thread pool, results in order, at most ~2 per worker in flight.
 
     Bounding the look-ahead bounds memory: finished strips wait only for earlier ones.
@@ -263,8 +294,15 @@ def _binary_shown(grid: np.ndarray) -> np.ndarray:
 class _Painter:
     """Renders strips onto one output canvas: slide pixels first, then the colour blend."""
 
-    def __init__(self, slide: openslide.AbstractSlide, geo: _Geometry, params: HeatmapParams,
-                 l0_coords: np.ndarray, values01: np.ndarray, l0_patch: float):
+    def __init__(
+        self,
+        slide: openslide.AbstractSlide,
+        geo: _Geometry,
+        params: HeatmapParams,
+        l0_coords: np.ndarray,
+        values01: np.ndarray,
+        l0_patch: float,
+    ):
         self.slide, self.geo, self.params = slide, geo, params
         # the index finds each strip's patches without visiting the whole bag
         coords = np.asarray(l0_coords, np.int64)
@@ -272,7 +310,7 @@ class _Painter:
         self.source = ScoreSource(coords, np.asarray(values01, np.float64), int(l0_patch), index)
         self.background = _background(slide)
         self.palette_bytes = palette(params.cmap).tobytes()
-        opacity = int(round(params.alpha * 255))
+        opacity = round(params.alpha * 255)
         self.mask_lut = [opacity] * TRANSPARENT + [0]
         # The colour is painted on the output raster: its downsample from level 0 includes
         # custom_downsample, so registration holds on the written image whatever its size.
@@ -286,22 +324,29 @@ class _Painter:
         geo = self.geo
         l_w, rows = geo.l_size[0], strip.l_row1 - strip.l_row0
         l0_x = geo.l0_window[0]
-        l0_y = int(round(geo.l0_window[1] + strip.l_row0 * geo.downsample))
+        l0_y = round(geo.l0_window[1] + strip.l_row0 * geo.downsample)
         region = self.slide.read_region((l0_x, l0_y), geo.level, (l_w, rows))
         if not geo.resized:
             pixels = np.asarray(region)
             if pixels[..., 3].min() == 255:
                 return pixels
         if region.getchannel("A").getextrema()[0] < 255:
-            base = Image.new("RGBA", region.size, self.background + (255,))
+            base = Image.new("RGBA", region.size, (*self.background, 255))
             base.alpha_composite(region)
             region = base
         region = region.convert("RGB")
         if geo.resized:
             (l_w, l_h), (o_w, o_h) = geo.l_size, geo.o_size
             sy = l_h / o_h
-            box = (0.0, strip.o_row0 * sy - strip.l_row0, float(l_w), strip.o_row1 * sy - strip.l_row0)
-            region = region.resize((o_w, strip.o_row1 - strip.o_row0), Image.Resampling.BOX, box=box)
+            box = (
+                0.0,
+                strip.o_row0 * sy - strip.l_row0,
+                float(l_w),
+                strip.o_row1 * sy - strip.l_row0,
+            )
+            region = region.resize(
+                (o_w, strip.o_row1 - strip.o_row0), Image.Resampling.BOX, box=box
+            )
         return np.asarray(region)
 
     def indices(self, strip: _Strip) -> tuple[np.ndarray, int] | None:
@@ -310,24 +355,34 @@ class _Painter:
         tissue is neither coloured nor copied), with the crop's first column; None when no patch
         colours the strip."""
         geo, p = self.geo, self.params
-        window = Window(geo.l0_window, self.o_downsample, strip.o_row1 - strip.o_row0, geo.o_size[0],
-                        strip.o_row0, 0)
-        idx = window_indices(self.source, window, blur=p.blur, transform=_binary_shown if p.binarize else None)
+        window = Window(
+            geo.l0_window,
+            self.o_downsample,
+            strip.o_row1 - strip.o_row0,
+            geo.o_size[0],
+            strip.o_row0,
+            0,
+        )
+        idx = window_indices(
+            self.source, window, blur=p.blur, transform=_binary_shown if p.binarize else None
+        )
         if idx is None:
             return None
         cols = np.flatnonzero((idx != TRANSPARENT).any(axis=0))
         if cols.size == 0:
             return None
-        return np.ascontiguousarray(idx[:, cols[0]:cols[-1] + 1]), int(cols[0])
+        return np.ascontiguousarray(idx[:, cols[0] : cols[-1] + 1]), int(cols[0])
 
-    def blend(self, canvas: np.ndarray, strip: _Strip, found: tuple[np.ndarray, int] | None) -> None:
+    def blend(
+        self, canvas: np.ndarray, strip: _Strip, found: tuple[np.ndarray, int] | None
+    ) -> None:
         """alpha * colour + (1 - alpha) * canvas where a patch lies, in place (Pillow's masked
         paste does the arithmetic in C, on a copy of just the block that patches touch)."""
         if found is None:
             return
         idx, o_col0 = found
         h, w = idx.shape
-        block = canvas[strip.o_row0:strip.o_row0 + h, o_col0:o_col0 + w]
+        block = canvas[strip.o_row0 : strip.o_row0 + h, o_col0 : o_col0 + w]
         colour = Image.frombuffer("P", (w, h), idx, "raw", "P", 0, 1)
         colour.putpalette(self.palette_bytes, "RGB")
         mask = Image.frombuffer("L", (w, h), idx, "raw", "L", 0, 1).point(self.mask_lut)
@@ -342,23 +397,34 @@ def _check_params(params: HeatmapParams) -> None:
     except (TypeError, ValueError):
         alpha = float("nan")
     if not 0.0 <= alpha <= 1.0:
-        raise ConfigError(f"heatmap_arguments.alpha: {params.alpha!r} is outside [0, 1]; expected "
-                          f"0 (slide only) ... 1 (heatmap only)")
+        raise ConfigError(
+            f"heatmap_arguments.alpha: {params.alpha!r} is outside [0, 1]; expected "
+            f"0 (slide only) ... 1 (heatmap only)"
+        )
     try:
         cd = float(params.custom_downsample)
     except (TypeError, ValueError):
         cd = float("nan")
     if not cd >= 1.0 or math.isinf(cd):
-        raise ConfigError(f"heatmap_arguments.custom_downsample: {params.custom_downsample!r}; "
-                          f"expected a number >= 1 (1 keeps the level's size, 2 halves it)")
+        raise ConfigError(
+            f"heatmap_arguments.custom_downsample: {params.custom_downsample!r}; "
+            f"expected a number >= 1 (1 keeps the level's size, 2 halves it)"
+        )
     try:
         check_colormap(params.cmap)
     except UnknownColormap as exc:
         raise ConfigError(f"heatmap_arguments.cmap: {exc}") from None
 
 
-def render_static(slide: openslide.AbstractSlide, l0_coords: np.ndarray, scores: np.ndarray, l0_patch: int,
-                  params: HeatmapParams, heatmap_path: Path, original_path: Path | None) -> None:
+def render_static(
+    slide: openslide.AbstractSlide,
+    l0_coords: np.ndarray,
+    scores: np.ndarray,
+    l0_patch: int,
+    params: HeatmapParams,
+    heatmap_path: Path,
+    original_path: Path | None,
+) -> None:
     """Write the heatmap (and, when `original_path` is given, the plain slide) at `params.vis_level`.
 
     The heatmap is the slide with each pixel under a patch replaced by alpha * colour + (1 -
@@ -375,8 +441,10 @@ def render_static(slide: openslide.AbstractSlide, l0_coords: np.ndarray, scores:
     if values.ndim == 2 and values.shape[1] == 1:
         values = values[:, 0]
     if coords.ndim != 2 or coords.shape[1] != 2 or values.shape != (coords.shape[0],):
-        raise FeatureError(f"coords {coords.shape} and scores {np.shape(scores)} do not match: "
-                           f"expected (N, 2) level-0 coordinates and N scores")
+        raise FeatureError(
+            f"coords {coords.shape} and scores {np.shape(scores)} do not match: "
+            f"expected (N, 2) level-0 coordinates and N scores"
+        )
     if not l0_patch or l0_patch <= 0:
         raise FeatureError(f"level-0 patch size must be positive, got {l0_patch!r}")
     geo = _geometry(slide, params)
@@ -384,8 +452,12 @@ def render_static(slide: openslide.AbstractSlide, l0_coords: np.ndarray, scores:
         # As CLAM does for an ROI: only the patches that reach into it are drawn and ranked, so
         # percentiles (and raw min-max) describe the region being looked at.
         l0_x, l0_y, l0_w, l0_h = geo.l0_window
-        inside = ((coords[:, 0] < l0_x + l0_w) & (coords[:, 0] + l0_patch > l0_x)
-                  & (coords[:, 1] < l0_y + l0_h) & (coords[:, 1] + l0_patch > l0_y))
+        inside = (
+            (coords[:, 0] < l0_x + l0_w)
+            & (coords[:, 0] + l0_patch > l0_x)
+            & (coords[:, 1] < l0_y + l0_h)
+            & (coords[:, 1] + l0_patch > l0_y)
+        )
         coords, values = coords[inside], values[inside]
 
     values01 = normalize_scores(values, "percentile" if params.convert_to_percentiles else "raw")
@@ -400,14 +472,18 @@ def render_static(slide: openslide.AbstractSlide, l0_coords: np.ndarray, scores:
     o_w, o_h = geo.o_size
     canvas = np.empty((o_h, o_w, 3), np.uint8)
     if original_path is not None or not params.blank_canvas:
-        for strip, pixels in zip(geo.strips, _ordered_map(painter.slide_strip, geo.strips, workers)):
-            canvas[strip.o_row0:strip.o_row1] = pixels[..., :3]
+        for strip, pixels in zip(
+            geo.strips, _ordered_map(painter.slide_strip, geo.strips, workers), strict=True
+        ):
+            canvas[strip.o_row0 : strip.o_row1] = pixels[..., :3]
             del pixels
         if original_path is not None:
             _save(canvas, original_path, orig_fmt)  # type: ignore[arg-type]
     if params.blank_canvas:
         canvas.fill(255)
     if params.alpha > 0:
-        for strip, found in zip(geo.strips, _ordered_map(painter.indices, geo.strips, workers)):
+        for strip, found in zip(
+            geo.strips, _ordered_map(painter.indices, geo.strips, workers), strict=True
+        ):
             painter.blend(canvas, strip, found)
     _save(canvas, heatmap_path, heat_fmt)

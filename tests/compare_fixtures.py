@@ -11,6 +11,7 @@
 Each config is run through `create_heatmaps.py`'s entry point (scoring.cli.main); the models have
 seeded random weights, saved as checkpoints the loader reads like any other.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -54,19 +55,35 @@ def build_compared(root: Path, cmu_slide: Path) -> ComparedCohort:
     for sid in SLIDES:
         path = slides / f"{sid}.svs"
         shutil.copyfile(cmu_slide, path)
-        write_clam(root / "features", sid, patch_features(path, clam_coords, 256), clam_coords,
-                   slide_path=path, patch_size=256)
+        write_clam(
+            root / "features",
+            sid,
+            patch_features(path, clam_coords, 256),
+            clam_coords,
+            slide_path=path,
+            patch_size=256,
+        )
         h5 = root / "trident" / f"{sid}.h5"
-        write_trident(h5, patch_features(path, trident_coords, 512), trident_coords, slide_path=path,
-                      patch_size_level0=512, target_magnification=20)
+        write_trident(
+            h5,
+            patch_features(path, trident_coords, 512),
+            trident_coords,
+            slide_path=path,
+            patch_size_level0=512,
+            target_magnification=20,
+        )
         lines.append(f"{sid},tumor,1,,")
         trident_lines.append(f"{sid},tumor,1,{h5},{h5}")
     (root / "process_list.csv").write_text("\n".join(lines) + "\n")
     (root / "process_list_trident.csv").write_text("\n".join(trident_lines) + "\n")
     configs = {}
-    for seed, (name, model_type, plist) in enumerate((("ABMIL_A", "abmil", "process_list.csv"),
-                                                      ("CLAM_B", "clam_sb", "process_list_trident.csv"),
-                                                      ("ABMIL_C", "abmil", "process_list.csv"))):
+    for seed, (name, model_type, plist) in enumerate(
+        (
+            ("ABMIL_A", "abmil", "process_list.csv"),
+            ("CLAM_B", "clam_sb", "process_list_trident.csv"),
+            ("ABMIL_C", "abmil", "process_list.csv"),
+        )
+    ):
         torch.manual_seed(seed)
         checkpoint = root / f"{name}.pt"
         weights = build_model(model_type, in_dim=FEATURE_DIM, n_classes=2).state_dict()
@@ -74,12 +91,25 @@ def build_compared(root: Path, cmu_slide: Path) -> ComparedCohort:
             weights["classifier.bias"] = torch.tensor([-50.0, 50.0])
         torch.save(weights, checkpoint)
         config = {
-            "exp_arguments": {"n_classes": 2, "save_exp_code": name, "raw_save_dir": str(root / "raw"),
-                              "production_save_dir": str(root / "prod")},
-            "data_arguments": {"data_dir": str(slides), "slide_ext": ".svs", "features_dir": str(root / "features"),
-                               "process_list": str(root / plist), "label_dict": {"normal": 0, "tumor": 1}},
-            "model_arguments": {"ckpt_path": str(checkpoint), "model_type": model_type, "n_classes": 2,
-                                "in_dim": FEATURE_DIM},
+            "exp_arguments": {
+                "n_classes": 2,
+                "save_exp_code": name,
+                "raw_save_dir": str(root / "raw"),
+                "production_save_dir": str(root / "prod"),
+            },
+            "data_arguments": {
+                "data_dir": str(slides),
+                "slide_ext": ".svs",
+                "features_dir": str(root / "features"),
+                "process_list": str(root / plist),
+                "label_dict": {"normal": 0, "tumor": 1},
+            },
+            "model_arguments": {
+                "ckpt_path": str(checkpoint),
+                "model_type": model_type,
+                "n_classes": 2,
+                "in_dim": FEATURE_DIM,
+            },
             "heatmap_arguments": {"vis_level": -1, "save_orig": False, "save_ext": "png"},
             "sample_arguments": {"samples": []},
         }

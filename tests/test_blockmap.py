@@ -1,4 +1,5 @@
 """The blockmap file round-trips, keeps CLAM's layout, and refuses files that are not blockmaps."""
+
 from __future__ import annotations
 
 import os
@@ -10,19 +11,35 @@ import numpy as np
 import pytest
 
 from scoremap.atomic import atomic_output, remove_stale_partials
-from scoremap.blockmap import (Blockmap, BlockmapError, blockmap_path, read_blockmap, read_blockmap_header,
-                               write_blockmap)
+from scoremap.blockmap import (
+    Blockmap,
+    BlockmapError,
+    blockmap_path,
+    read_blockmap,
+    read_blockmap_header,
+    write_blockmap,
+)
 
 
 def _bm(per_class=True) -> Blockmap:
     rng = np.random.default_rng(0)
     n = 7
     pc = rng.normal(size=(n, 3)).astype(np.float32)
-    return Blockmap(slide_id="s1", slide_path="/x/s1.svs", label="tumor", model_type="clam_mb",
-                    class_names=["a", "b", "c"], pred=2, probs=np.array([0.1, 0.2, 0.7]),
-                    logits=np.array([0.0, 1.0, 2.0]), l0_patch=512, attention=pc[:, 2].copy(),
-                    l0_coords=rng.integers(0, 10000, size=(n, 2)).astype(np.int32),
-                    attention_per_class=pc if per_class else None, extra={"ckpt_path": "/c.pt"})
+    return Blockmap(
+        slide_id="s1",
+        slide_path="/x/s1.svs",
+        label="tumor",
+        model_type="clam_mb",
+        class_names=["a", "b", "c"],
+        pred=2,
+        probs=np.array([0.1, 0.2, 0.7]),
+        logits=np.array([0.0, 1.0, 2.0]),
+        l0_patch=512,
+        attention=pc[:, 2].copy(),
+        l0_coords=rng.integers(0, 10000, size=(n, 2)).astype(np.int32),
+        attention_per_class=pc if per_class else None,
+        extra={"ckpt_path": "/c.pt"},
+    )
 
 
 def test_roundtrip_and_clam_compatible_datasets(tmp_path):
@@ -38,7 +55,12 @@ def test_roundtrip_and_clam_compatible_datasets(tmp_path):
     np.testing.assert_array_equal(back.attention, bm.attention)
     np.testing.assert_array_equal(back.l0_coords, bm.l0_coords)
     np.testing.assert_array_equal(back.attention_per_class, bm.attention_per_class)
-    assert (back.pred, back.class_names, back.label, back.l0_patch) == (2, ["a", "b", "c"], "tumor", 512)
+    assert (back.pred, back.class_names, back.label, back.l0_patch) == (
+        2,
+        ["a", "b", "c"],
+        "tumor",
+        512,
+    )
     assert back.extra["ckpt_path"] == "/c.pt"
     np.testing.assert_array_equal(back.scores_for_class(0), bm.attention_per_class[:, 0])
     assert [p.name for p in path.parent.iterdir()] == ["s1_blockmap.h5"]
@@ -66,21 +88,24 @@ def test_plain_clam_blockmap_is_refused_with_the_missing_attribute(tmp_path):
 
 def test_atomic_output_leaves_nothing_on_error(tmp_path):
     final = tmp_path / "out" / "x.png"
-    with pytest.raises(RuntimeError):
-        with atomic_output(final) as tmp:
-            tmp.write_bytes(b"half")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), atomic_output(final) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("boom")
     assert not final.exists() and list(final.parent.iterdir()) == []
 
 
 def test_sigkill_mid_write_leaves_no_final_file(tmp_path):
     final = tmp_path / "x.h5"
-    code = ("import os, signal, sys\n"
-            "from scoremap.atomic import atomic_output\n"
-            f"with atomic_output({str(final)!r}) as tmp:\n"
-            "    tmp.write_bytes(b'partial')\n"
-            "    os.kill(os.getpid(), signal.SIGKILL)\n")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(os.path.dirname(__file__)))
+    code = (
+        "import os, signal, sys\n"
+        "from scoremap.atomic import atomic_output\n"
+        f"with atomic_output({str(final)!r}) as tmp:\n"
+        "    tmp.write_bytes(b'partial')\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=os.path.dirname(os.path.dirname(__file__))
+    )
     assert proc.returncode == -9
     assert not final.exists()
     assert remove_stale_partials(tmp_path) == 1 and list(tmp_path.iterdir()) == []
@@ -88,8 +113,12 @@ def test_sigkill_mid_write_leaves_no_final_file(tmp_path):
 
 def test_blockmap_module_does_not_import_torch():
     code = "import sys, scoremap.blockmap, scoring.config, scoring.inventory; print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=os.path.dirname(os.path.dirname(__file__)))
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+    )
     assert out.stdout.strip() == "False", out.stderr
 
 
@@ -101,8 +130,9 @@ def test_partials_of_a_live_writer_are_kept(tmp_path):
 
         mine = tmp_path / f".a.partial-{_HOST}-{live.pid}.png"
         mine.write_bytes(b"in progress")
-        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                              capture_output=True, text=True)
+        dead = subprocess.run(
+            [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+        )
         gone = tmp_path / f".b.partial-{_HOST}-{int(dead.stdout)}.png"
         gone.write_bytes(b"left by a killed run")
         other_host = tmp_path / ".c.partial-otherhost-1.png"
@@ -131,27 +161,48 @@ def _rewrite(path, **changes):
                 fh.attrs[key] = value
 
 
-@pytest.mark.parametrize("changes,message", [
-    ({"class_names": "not json ["}, "attribute 'class_names' must be a JSON list"),
-    ({"class_names": "{\"a\": 1}"}, "must be a non-empty JSON list"),
-    ({"pred": "two"}, "attribute 'pred' must be a class index 0..2"),
-    ({"pred": 7}, "attribute 'pred' must be a class index 0..2"),
-    ({"pred": 1.5}, "attribute 'pred' must be a class index"),
-    ({"probs": "high"}, "attribute 'probs' must be 3 numbers"),
-    ({"probs": np.array([0.5, 0.5])}, r"attribute .probs. must be 3 numbers \(one per class\), got 2"),
-    ({"patch_size_level0": 0}, "attribute 'patch_size_level0' must be a level-0 patch size in pixels, 1..65536"),
-    ({"patch_size_level0": -256}, "patch_size_level0"),
-    ({"patch_size_level0": 200000}, "patch_size_level0"),
-    ({"patch_size_level0": "big"}, "patch_size_level0"),
-    ({"attention_scores": np.array([b"a", b"b", b"c", b"d", b"e", b"f", b"g"])}, "dataset 'attention_scores' must hold real numbers"),
-    ({"attention_scores": "<group>"}, "'attention_scores' must be a dataset, got a group"),
-    ({"coords": np.zeros((7, 3), np.int32)}, r"dataset 'coords' has shape \(7, 3\), expected \(N, 2\)"),
-    ({"coords": np.zeros((5, 2), np.int32)}, r"attention_scores \(7 patches\) and coords \(5\) disagree"),
-    ({"coords": np.full((7, 2), -5, np.int32)}, "coords must be non-negative"),
-    ({"attention_scores_per_class": np.zeros((7, 2), np.float32)}, r"attention_scores_per_class has shape \(7, 2\)"),
-    ({"slide_id": None}, "missing attribute 'slide_id'"),
-    ({"slide_path": np.array([1, 2])}, "attribute 'slide_path' must be text"),
-])
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        ({"class_names": "not json ["}, "attribute 'class_names' must be a JSON list"),
+        ({"class_names": '{"a": 1}'}, "must be a non-empty JSON list"),
+        ({"pred": "two"}, "attribute 'pred' must be a class index 0..2"),
+        ({"pred": 7}, "attribute 'pred' must be a class index 0..2"),
+        ({"pred": 1.5}, "attribute 'pred' must be a class index"),
+        ({"probs": "high"}, "attribute 'probs' must be 3 numbers"),
+        (
+            {"probs": np.array([0.5, 0.5])},
+            r"attribute .probs. must be 3 numbers \(one per class\), got 2",
+        ),
+        (
+            {"patch_size_level0": 0},
+            "attribute 'patch_size_level0' must be a level-0 patch size in pixels, 1..65536",
+        ),
+        ({"patch_size_level0": -256}, "patch_size_level0"),
+        ({"patch_size_level0": 200000}, "patch_size_level0"),
+        ({"patch_size_level0": "big"}, "patch_size_level0"),
+        (
+            {"attention_scores": np.array([b"a", b"b", b"c", b"d", b"e", b"f", b"g"])},
+            "dataset 'attention_scores' must hold real numbers",
+        ),
+        ({"attention_scores": "<group>"}, "'attention_scores' must be a dataset, got a group"),
+        (
+            {"coords": np.zeros((7, 3), np.int32)},
+            r"dataset 'coords' has shape \(7, 3\), expected \(N, 2\)",
+        ),
+        (
+            {"coords": np.zeros((5, 2), np.int32)},
+            r"attention_scores \(7 patches\) and coords \(5\) disagree",
+        ),
+        ({"coords": np.full((7, 2), -5, np.int32)}, "coords must be non-negative"),
+        (
+            {"attention_scores_per_class": np.zeros((7, 2), np.float32)},
+            r"attention_scores_per_class has shape \(7, 2\)",
+        ),
+        ({"slide_id": None}, "missing attribute 'slide_id'"),
+        ({"slide_path": np.array([1, 2])}, "attribute 'slide_path' must be text"),
+    ],
+)
 def test_every_malformed_attribute_or_dataset_is_one_blockmap_error(tmp_path, changes, message):
     """Hostile or broken files (issue 7): the reader names the file and what was expected; no JSON,
     type or value error escapes to a caller (the viewer answers 4xx, the CLI one line)."""
@@ -170,5 +221,11 @@ def test_the_header_reads_no_per_patch_arrays(tmp_path):
     path = tmp_path / "s1_blockmap.h5"
     write_blockmap(path, _bm())
     head = read_blockmap_header(path)
-    assert (head.bag_size, head.n_classes, head.pred, head.l0_patch, head.has_per_class) == (7, 3, 2, 512, True)
+    assert (head.bag_size, head.n_classes, head.pred, head.l0_patch, head.has_per_class) == (
+        7,
+        3,
+        2,
+        512,
+        True,
+    )
     assert not hasattr(head, "attention")

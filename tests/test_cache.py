@@ -1,4 +1,5 @@
 """The one cache (scoremap.cache): bounded in bytes, one load per key, loads outside the lock."""
+
 from __future__ import annotations
 
 import multiprocessing
@@ -13,7 +14,7 @@ from scoremap.cache import ByteLRU, file_identity
 def test_entries_are_weighed_in_bytes_and_the_least_recent_go_first():
     cache = ByteLRU(100)
     for key in "abc":
-        cache.get(key, lambda: (key, 40))  # 40 + 40 + 40 > 100: "a" goes
+        cache.get(key, lambda key=key: (key, 40))  # 40 + 40 + 40 > 100: "a" goes
     assert "a" not in cache and "b" in cache and "c" in cache and cache.nbytes == 80
     cache.get("b", lambda: pytest.fail("b is cached"))  # b becomes the most recent
     cache.get("d", lambda: ("d", 40))
@@ -40,7 +41,9 @@ def test_concurrent_requests_for_a_cold_key_load_it_once():
         return "opened", 1
 
     results = []
-    threads = [threading.Thread(target=lambda: results.append(cache.get("slide", load))) for _ in range(8)]
+    threads = [
+        threading.Thread(target=lambda: results.append(cache.get("slide", load))) for _ in range(8)
+    ]
     threads[0].start()
     assert started.wait(10)
     for t in threads[1:]:
@@ -93,7 +96,9 @@ def test_a_failed_load_reaches_every_waiter_and_is_not_kept():
     first.join(10)
     waiter.join(10)
     assert errors == ["disk gone", "disk gone"]
-    assert "k" not in cache and cache.get("k", lambda: ("ok", 1)) == "ok"  # the next request retries
+    assert (
+        "k" not in cache and cache.get("k", lambda: ("ok", 1)) == "ok"
+    )  # the next request retries
 
 
 def _child_sees(cache: ByteLRU, queue) -> None:

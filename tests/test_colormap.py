@@ -1,4 +1,5 @@
 """Scores to colours (scoremap.colormap): matplotlib's colours, transparency, palette PNG tiles."""
+
 from __future__ import annotations
 
 import io
@@ -8,8 +9,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scoremap.colormap import (TRANSPARENT, available_colormaps, check_colormap, colorbar, colorize_rgb,
-                               lookup_table, palette, palette_png, to_indices)
+from scoremap.colormap import (
+    TRANSPARENT,
+    available_colormaps,
+    check_colormap,
+    colorbar,
+    colorize_rgb,
+    lookup_table,
+    palette,
+    palette_png,
+    to_indices,
+)
 from scoremap.errors import UnknownColormap
 
 
@@ -75,7 +85,9 @@ def test_palette_png_decodes_to_colours_with_transparent_holes():
     opaque[10:20, 30:40] = False
     assert (rgba[opaque, 3] == 255).all()
     np.testing.assert_array_equal(rgba[opaque, :3], colorize_rgb(idx, "viridis")[opaque])
-    np.testing.assert_array_equal(rgba[-1, -1, :3], matplotlib.colormaps["viridis"](1.0, bytes=True)[:3])
+    np.testing.assert_array_equal(
+        rgba[-1, -1, :3], matplotlib.colormaps["viridis"](1.0, bytes=True)[:3]
+    )
 
 
 def test_palette_png_alpha_sets_the_opacity_of_every_colour():

@@ -1,5 +1,6 @@
 """Several experiments on one viewer: naming, the cohort, per-experiment routes, agreement figures
 against scipy's spearmanr and set-based Jaccard computed here (patches and a common raster)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -47,18 +48,26 @@ def test_the_cohort_lists_each_slide_once_with_every_experiment(compare_client):
         assert entry["viewer_url"].endswith("?exp=ABMIL_A,CLAM_B,ABMIL_C")
         names = {e["prediction"]["name"] for e in entry["experiments"]}
         assert entry["disagree"] == (len(names) > 1)
-        assert entry["experiments"][2]["prediction"]["name"] == "tumor"  # ABMIL_C calls everything tumour
+        assert (
+            entry["experiments"][2]["prediction"]["name"] == "tumor"
+        )  # ABMIL_C calls everything tumour
     assert any(entry["disagree"] for entry in body["slides"])
 
 
 def test_routes_serve_the_experiment_asked(compare_client, compared_cohort):
     meta = compare_client.get("/api/slides/alpha?exp=CLAM_B").get_json()
-    assert meta["experiment"] == "CLAM_B" and meta["model_type"] == "clam_sb" and meta["patch_size"] == 512
+    assert (
+        meta["experiment"] == "CLAM_B"
+        and meta["model_type"] == "clam_sb"
+        and meta["patch_size"] == 512
+    )
     assert meta["dzi"]["overlay"].endswith("?exp=CLAM_B") and "exp=CLAM_B" in meta["urls"]["topk"]
     top_b = compare_client.get(meta["urls"]["topk"] + "&k=3").get_json()
     scores_b = blockmap(compared_cohort, "CLAM_B", "alpha").attention
     assert [p["score"] for p in top_b["patches"]] == pytest.approx(np.sort(scores_b)[::-1][:3])
-    assert compare_client.get("/api/slides/alpha").get_json()["experiment"] == "ABMIL_A"  # the first
+    assert (
+        compare_client.get("/api/slides/alpha").get_json()["experiment"] == "ABMIL_A"
+    )  # the first
     assert compare_client.get("/overlay/alpha_files/12/1_1.png?exp=CLAM_B").status_code == 200
     missing = compare_client.get("/api/slides/alpha?exp=NOPE")
     assert missing.status_code == 404 and "unknown experiment 'NOPE'" in missing.get_json()["error"]
@@ -66,12 +75,17 @@ def test_routes_serve_the_experiment_asked(compare_client, compared_cohort):
 
 def test_agreement_on_shared_patches_equals_scipy_and_set_jaccard(compare_client, compared_cohort):
     body = compare_client.get("/api/slides/alpha/agreement?a=ABMIL_A&b=ABMIL_C&k=7").get_json()
-    a, c = blockmap(compared_cohort, "ABMIL_A", "alpha"), blockmap(compared_cohort, "ABMIL_C", "alpha")
+    a, c = (
+        blockmap(compared_cohort, "ABMIL_A", "alpha"),
+        blockmap(compared_cohort, "ABMIL_C", "alpha"),
+    )
     assert np.array_equal(a.l0_coords, c.l0_coords)
     assert body["unit"] == "patches" and body["n"] == a.bag_size
     assert body["spearman"] == pytest.approx(spearmanr(a.attention, c.attention).statistic)
     for k in (7, 10, 50):
-        assert body["jaccard"][str(k)] == pytest.approx(set_jaccard(top(a.attention, k), top(c.attention, k)))
+        assert body["jaccard"][str(k)] == pytest.approx(
+            set_jaccard(top(a.attention, k), top(c.attention, k))
+        )
     assert body["a"]["experiment"] == "ABMIL_A" and body["b"]["model_type"] == "abmil"
     assert body["a"]["prediction"]["name"] in ("normal", "tumor")
 
@@ -83,14 +97,22 @@ def test_agreement_across_grids_uses_the_cells_of_a_common_raster(compare_client
     a, b = blockmap(compared_cohort, "ABMIL_A", "beta"), blockmap(compared_cohort, "CLAM_B", "beta")
     assert body["unit"] == "cells" and body["l0_cell"] == 512
     ends = np.concatenate([a.l0_coords + 256, b.l0_coords + 512]).max(0)
-    cells = [box(x, y, x + 512, y + 512) for y in range(0, int(ends[1]), 512) for x in range(0, int(ends[0]), 512)]
+    cells = [
+        box(x, y, x + 512, y + 512)
+        for y in range(0, int(ends[1]), 512)
+        for x in range(0, int(ends[0]), 512)
+    ]
 
     def painted(bm, size):
         squares = [box(x, y, x + size, y + size) for x, y in bm.l0_coords]
         percentile = normalize_scores(bm.attention.astype(np.float64), "percentile")
         out = []
         for cell in cells:
-            hits = [s for s, squ in zip(percentile, squares) if cell.intersection(squ).area > 0]
+            hits = [
+                s
+                for s, squ in zip(percentile, squares, strict=True)
+                if cell.intersection(squ).area > 0
+            ]
             out.append(np.mean(hits) if hits else np.nan)
         return np.array(out)
 
@@ -103,8 +125,10 @@ def test_agreement_across_grids_uses_the_cells_of_a_common_raster(compare_client
 
 def test_cohort_agreement_means_the_slides(compare_client):
     body = compare_client.get("/api/agreement?a=ABMIL_A&b=ABMIL_C").get_json()
-    per_slide = [compare_client.get(f"/api/slides/{s}/agreement?a=ABMIL_A&b=ABMIL_C").get_json()["spearman"]
-                 for s in ("alpha", "beta")]
+    per_slide = [
+        compare_client.get(f"/api/slides/{s}/agreement?a=ABMIL_A&b=ABMIL_C").get_json()["spearman"]
+        for s in ("alpha", "beta")
+    ]
     assert sorted(s["slide_id"] for s in body["slides"]) == ["alpha", "beta"]
     assert body["mean_spearman"] == pytest.approx(np.mean(per_slide))
     assert compare_client.get("/api/agreement?a=ABMIL_A&b=ABMIL_A").status_code == 400
@@ -120,18 +144,26 @@ def test_run_viewer_takes_repeated_configs_and_results(compared_cohort, capsys):
 
     a, b = (str(compared_cohort.configs[n]) for n in ("ABMIL_A", "CLAM_B"))
     assert run_viewer.viewer_config(run_viewer.parse_args(["--config", a, "--config", b])) == {
-        "SCORING_CONFIG": [a, b]}
-    assert run_viewer.viewer_config(run_viewer.parse_args(["--results", "r1", "--results", "r2", "--slides", "s"])) == {
-        "RESULTS_DIR": ["r1", "r2"], "SLIDES_DIR": "s"}
+        "SCORING_CONFIG": [a, b]
+    }
+    assert run_viewer.viewer_config(
+        run_viewer.parse_args(["--results", "r1", "--results", "r2", "--slides", "s"])
+    ) == {"RESULTS_DIR": ["r1", "r2"], "SLIDES_DIR": "s"}
     assert run_viewer.main(["--config", a, "--config", a]) == 2
     assert "two experiments are named 'ABMIL_A'" in capsys.readouterr().err
     raw = compared_cohort.root / "raw"
-    app = create_app({"RESULTS_DIR": [str(raw / "ABMIL_A"), str(raw / "CLAM_B")],
-                      "SLIDES_DIR": str(compared_cohort.root / "slides")})
+    app = create_app(
+        {
+            "RESULTS_DIR": [str(raw / "ABMIL_A"), str(raw / "CLAM_B")],
+            "SLIDES_DIR": str(compared_cohort.root / "slides"),
+        }
+    )
     assert list(app.extensions["mil_viewer"].experiments) == ["ABMIL_A", "CLAM_B"]
 
 
-def test_difference_tiles_are_the_percentile_difference_of_the_two_maps(compare_client, compared_cohort):
+def test_difference_tiles_are_the_percentile_difference_of_the_two_maps(
+    compare_client, compared_cohort
+):
     """At the deepest level, the pixel at each ABMIL_A patch centre (away from CLAM_B's edges) is
     the diverging colormap at (pA - pB + 1) / 2, pB the mean percentile of the CLAM_B patches there."""
     import io
@@ -153,22 +185,38 @@ def test_difference_tiles_are_the_percentile_difference_of_the_two_maps(compare_
     checked = 0
     for x, y in a.l0_coords[::3]:
         cx, cy = x + 128 - dz["l0_offset"][0], y + 128 - dz["l0_offset"][1]
-        covering = [v for (bx, by), v in perc_b.items() if bx <= x + 128 < bx + 512 and by <= y + 128 < by + 512]
+        covering = [
+            v
+            for (bx, by), v in perc_b.items()
+            if bx <= x + 128 < bx + 512 and by <= y + 128 < by + 512
+        ]
         if not covering or min(abs(x + 128 - bx - e) for bx, _ in perc_b for e in (0, 512)) < 2:
             continue
         col, row = int(cx // tile), int(cy // tile)
-        png = compare_client.get(f"/overlay/alpha_files/{level}/{col}_{row}.png?exp=ABMIL_A&minus=CLAM_B")
+        png = compare_client.get(
+            f"/overlay/alpha_files/{level}/{col}_{row}.png?exp=ABMIL_A&minus=CLAM_B"
+        )
         assert png.status_code == 200
         image = Image.open(io.BytesIO(png.data)).convert("RGBA")
         ox, oy = cx - col * tile + (1 if col else 0), cy - row * tile + (1 if row else 0)
-        expected = colours[int(round(254 * np.clip((perc_a[(x, y)] - np.mean(covering) + 1) / 2, 0, 1)))]
-        assert np.abs(np.array(image.getpixel((int(ox), int(oy)))[:3]) - expected[:3]).max() <= 1, (x, y)
+        expected = colours[round(254 * np.clip((perc_a[(x, y)] - np.mean(covering) + 1) / 2, 0, 1))]
+        assert np.abs(np.array(image.getpixel((int(ox), int(oy)))[:3]) - expected[:3]).max() <= 1, (
+            x,
+            y,
+        )
         checked += 1
     assert checked >= 5
-    assert compare_client.get(f"/overlay/alpha_files/{level}/0_0.png?exp=ABMIL_A&minus=NOPE").status_code == 404
+    assert (
+        compare_client.get(
+            f"/overlay/alpha_files/{level}/0_0.png?exp=ABMIL_A&minus=NOPE"
+        ).status_code
+        == 404
+    )
 
 
-def test_bad_difference_and_missing_slide_requests_say_what_is_wrong(compare_client, compared_cohort):
+def test_bad_difference_and_missing_slide_requests_say_what_is_wrong(
+    compare_client, compared_cohort
+):
     level = compare_client.get("/api/slides/alpha").get_json()["deepzoom"]["level_count"] - 1
     tile = f"/overlay/alpha_files/{level}/0_0.png"
     same = compare_client.get(tile + "?exp=ABMIL_A&minus=ABMIL_A")
@@ -183,7 +231,10 @@ def test_bad_difference_and_missing_slide_requests_say_what_is_wrong(compare_cli
     client = create_app({"COHORT": [a, b]}).test_client()
     missing = client.get("/api/slides/beta?exp=CLAM_B")
     assert missing.status_code == 404
-    assert missing.get_json()["error"] == "experiment 'CLAM_B' did not score slide 'beta' (scored by ABMIL_A)"
+    assert (
+        missing.get_json()["error"]
+        == "experiment 'CLAM_B' did not score slide 'beta' (scored by ABMIL_A)"
+    )
     rows = {s["id"]: s for s in client.get("/api/slides").get_json()["slides"]}
     assert [e["experiment"] for e in rows["beta"]["experiments"]] == ["ABMIL_A"]
 
@@ -195,7 +246,7 @@ def test_cohort_links_open_at_most_three_experiments(compared_cohort):
     cohorts = [cohort_from_results(raw / n, slides) for n in ("ABMIL_A", "CLAM_B", "ABMIL_C")]
     extra = cohort_from_results(raw / "ABMIL_A", slides)
     extra.experiment = "ABMIL_A_AGAIN"
-    client = create_app({"COHORT": cohorts + [extra]}).test_client()
+    client = create_app({"COHORT": [*cohorts, extra]}).test_client()
     url = client.get("/api/slides").get_json()["slides"][0]["viewer_url"]
     assert url.endswith("?exp=ABMIL_A,CLAM_B,ABMIL_C")
     assert client.get(url).status_code == 200
@@ -208,10 +259,21 @@ def test_empty_bags_flat_maps_and_large_k_give_no_figures():
     coords = np.array([[0, 0], [256, 0], [512, 0], [768, 0]])
     varied = Bag(coords, 256, np.array([0.1, 0.4, 0.2, 0.9]))
     flat = Bag(coords, 256, np.full(4, 0.5))
-    assert agreement(empty, varied) == {"unit": "patches", "l0_cell": 256, "n": 0, "spearman": None,
-                                        "p_value": None, "jaccard": {"10": None, "50": None}}
-    assert agreement(flat, varied, ks=(2,))["jaccard"]["2"] is None and agreement(flat, varied)["spearman"] is None
-    figures = agreement(varied, Bag(coords, 256, np.array([0.5, 0.3, 0.1, 0.8])), ks=(2, 4))  # {3, 1} vs {3, 0}
+    assert agreement(empty, varied) == {
+        "unit": "patches",
+        "l0_cell": 256,
+        "n": 0,
+        "spearman": None,
+        "p_value": None,
+        "jaccard": {"10": None, "50": None},
+    }
+    assert (
+        agreement(flat, varied, ks=(2,))["jaccard"]["2"] is None
+        and agreement(flat, varied)["spearman"] is None
+    )
+    figures = agreement(
+        varied, Bag(coords, 256, np.array([0.5, 0.3, 0.1, 0.8])), ks=(2, 4)
+    )  # {3, 1} vs {3, 0}
     assert figures["jaccard"]["2"] == pytest.approx(1 / 3) and figures["jaccard"]["4"] is None
 
 
@@ -221,8 +283,12 @@ def test_experiment_names_with_commas_are_refused(compared_cohort, tmp_path):
     raw = tmp_path / "lr=1e-4,bs=32"
     shutil.copytree(compared_cohort.root / "raw" / "ABMIL_A", raw)
     with pytest.raises(ViewerConfigError, match="holds a comma"):
-        create_app({"RESULTS_DIR": [str(raw), str(compared_cohort.root / "raw" / "CLAM_B")],
-                    "SLIDES_DIR": str(compared_cohort.root / "slides")})
+        create_app(
+            {
+                "RESULTS_DIR": [str(raw), str(compared_cohort.root / "raw" / "CLAM_B")],
+                "SLIDES_DIR": str(compared_cohort.root / "slides"),
+            }
+        )
 
 
 def test_cohort_agreement_within_a_time_budget_lists_the_rest_as_pending(compared_cohort):
@@ -230,6 +296,10 @@ def test_cohort_agreement_within_a_time_budget_lists_the_rest_as_pending(compare
     client = create_app({"SCORING_CONFIG": configs, "COHORT_BUDGET_S": 0.0}).test_client()
     first = client.get("/api/agreement").get_json()
     assert len(first["slides"]) == 1 and first["pending"] == ["beta"] and not first["complete"]
-    second = client.get("/api/agreement").get_json()  # the first slide is cached, the second computed now
+    second = client.get(
+        "/api/agreement"
+    ).get_json()  # the first slide is cached, the second computed now
     assert [s["slide_id"] for s in second["slides"]] == ["alpha", "beta"] and second["complete"]
-    assert second["mean_spearman"] == pytest.approx(np.mean([s["spearman"] for s in second["slides"]]))
+    assert second["mean_spearman"] == pytest.approx(
+        np.mean([s["spearman"] for s in second["slides"]])
+    )

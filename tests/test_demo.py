@@ -4,6 +4,7 @@ Everything here runs on small sizes (a few thousand pixels a side, one slide a q
 demo's) so the module stays well under 30 s; the same code builds the 32768x24576 demo slide and
 the benchmark slides.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,7 +27,9 @@ SPARSE = (1750, 1900)
 GLASS = (100, 100)
 
 
-def _rgb(slide: openslide.OpenSlide, xy: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+def _rgb(
+    slide: openslide.OpenSlide, xy: tuple[int, int], level: int, size: tuple[int, int]
+) -> np.ndarray:
     return np.asarray(slide.read_region(xy, level, size).convert("RGB"))
 
 
@@ -98,8 +101,11 @@ def test_pixels_are_tissue_and_levels_agree(svs):
     assert np.abs(blocks(l2) - blocks(down2)).mean() < 3
     # registration: no one-pixel shift of level 1 fits level 0 better than none
     inner = l1[2:-2, 2:-2]
-    err = {(dy, dx): np.abs(inner - down1[2 + dy:510 + dy, 2 + dx:510 + dx]).mean()
-           for dy in (-1, 0, 1) for dx in (-1, 0, 1)}
+    err = {
+        (dy, dx): np.abs(inner - down1[2 + dy : 510 + dy, 2 + dx : 510 + dx]).mean()
+        for dy in (-1, 0, 1)
+        for dx in (-1, 0, 1)
+    }
     assert min(err, key=err.get) == (0, 0)
 
 
@@ -110,7 +116,10 @@ def test_tiled_tissue_is_continuous(svs):
         lw, lh = s.level_dimensions[2]
         low = _rgb(s, (0, 0), 2, (lw, lh)).astype(np.int16)
         ys, xs = np.nonzero(low.max(-1) - low.min(-1) > 40)
-        x0, y0 = (int(np.median(xs)) * 4 - 512) // 256 * 256, (int(np.median(ys)) * 4 - 512) // 256 * 256
+        x0, y0 = (
+            (int(np.median(xs)) * 4 - 512) // 256 * 256,
+            (int(np.median(ys)) * 4 - 512) // 256 * 256,
+        )
         px = _rgb(s, (x0, y0), 0, (1024, 1024)).astype(np.float32)
     assert px.std() > 20
     border = np.arange(1023) % 256 == 255  # the step from column/row 255 to 256, 511 to 512, ...
@@ -189,7 +198,9 @@ def test_tissue_mask_on_synthetic_slide_keeps_a_glass_margin(svs):
 def test_clam_layout(tmp_path, svs):
     coords = np.array([[0, 0], [512, 1024]], dtype=np.int64)
     feats = np.random.default_rng(0).normal(size=(2, 8)).astype(np.float32)
-    h5, pt = write_clam(tmp_path / "feats", "s1", feats, coords, slide_path=svs, patch_size=128, patch_level=1)
+    h5, pt = write_clam(
+        tmp_path / "feats", "s1", feats, coords, slide_path=svs, patch_size=128, patch_level=1
+    )
     assert h5 == tmp_path / "feats" / "h5_files" / "s1.h5"
     assert pt == tmp_path / "feats" / "pt_files" / "s1.pt"
     with h5py.File(h5) as f:
@@ -207,8 +218,14 @@ def test_clam_layout(tmp_path, svs):
 def test_trident_layout(tmp_path, svs):
     coords = np.array([[0, 0], [512, 0]], dtype=np.int64)
     feats = np.ones((2, 4), np.float32)
-    path = write_trident(tmp_path / "t" / "s2.h5", feats, coords, slide_path=svs, patch_size_level0=512,
-                         target_magnification=10)
+    path = write_trident(
+        tmp_path / "t" / "s2.h5",
+        feats,
+        coords,
+        slide_path=svs,
+        patch_size_level0=512,
+        target_magnification=10,
+    )
     with h5py.File(path) as f:
         attrs = dict(f["coords"].attrs)
         assert f["features"].shape == (2, 4)
@@ -221,8 +238,14 @@ def test_trident_layout(tmp_path, svs):
 
 def test_writers_reject_mismatched_shapes(tmp_path, svs):
     with pytest.raises(ValueError):
-        write_trident(tmp_path / "x.h5", np.ones((3, 4), np.float32), np.zeros((2, 2)), slide_path=svs,
-                      patch_size_level0=512, target_magnification=10)
+        write_trident(
+            tmp_path / "x.h5",
+            np.ones((3, 4), np.float32),
+            np.zeros((2, 2)),
+            slide_path=svs,
+            patch_size_level0=512,
+            target_magnification=10,
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -266,7 +289,11 @@ def test_build_small_cohort(tmp_path):
 
     specs = default_specs(large=(8192, 6144), stroma=(4096, 3072))
     cohort = build_cohort(tmp_path / "demo", specs=specs, steps=500)
-    assert [s.spec.slide_id for s in cohort.slides] == ["CMU-1-Small-Region", "CMU-tiled-large", "CMU-tiled-stroma"]
+    assert [s.spec.slide_id for s in cohort.slides] == [
+        "CMU-1-Small-Region",
+        "CMU-tiled-large",
+        "CMU-tiled-stroma",
+    ]
     for s in cohort.slides:
         assert s.slide_path.exists() and s.features_path.exists() and s.coords_path.exists()
         assert s.features.shape == (len(s.coords), FEATURE_DIM) and len(s.coords) >= 20
@@ -303,13 +330,19 @@ def test_build_small_cohort(tmp_path):
     # ground truth of the nuclei-dense tissue, measured from pixels: a file for the slides that have
     # such tissue (QuPath GeoJSON, ASAP XML), none for the stroma slide; inside it are the patches
     # whose own nuclei fraction (demo.features) says dense, outside the sparse ones
-    from scoremap.annotations import read_annotations
     from shapely import contains_xy
+
+    from scoremap.annotations import read_annotations
 
     folder = tmp_path / "demo" / "annotations"
     assert config.annotations_dir == folder.resolve()
-    assert sorted(p.name for p in folder.iterdir()) == ["CMU-1-Small-Region.geojson", "CMU-tiled-large.xml"]
-    for s, name in zip(cohort.slides[:2], ("CMU-1-Small-Region.geojson", "CMU-tiled-large.xml")):
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "CMU-1-Small-Region.geojson",
+        "CMU-tiled-large.xml",
+    ]
+    for s, name in zip(
+        cohort.slides[:2], ("CMU-1-Small-Region.geojson", "CMU-tiled-large.xml"), strict=True
+    ):
         (cls,) = read_annotations(folder / name)
         assert cls.name == "Nuclei-dense"
         centres = s.coords + s.spec.patch_size_level0 / 2
@@ -320,4 +353,6 @@ def test_build_small_cohort(tmp_path):
     # idempotent: a second build keeps every file
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "demo").rglob("*") if p.is_file()}
     build_cohort(tmp_path / "demo", specs=specs, steps=500)
-    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "demo").rglob("*") if p.is_file()} == stamps
+    assert {
+        p: p.stat().st_mtime_ns for p in (tmp_path / "demo").rglob("*") if p.is_file()
+    } == stamps

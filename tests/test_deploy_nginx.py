@@ -1,6 +1,7 @@
 """The README's deployment: Debian's nginx in front of gunicorn, with deploy/nginx-mil-viewer.conf
 as shipped (only ports and paths filled in). Tiles, headers and revalidation pass through; tiles
 are cached; and slow clients are nginx's business, not the viewer's."""
+
 from __future__ import annotations
 
 import http.client
@@ -22,9 +23,12 @@ TILE = "/overlay/pyramid_files/13/5_4.png?cmap=viridis"
 
 @pytest.fixture()
 def nginx(tmp_path, viewer_cohort):
-    binary = require_system_tool("/usr/sbin/nginx", "the nginx deployment tests", "apt-get install -y nginx-light")
-    viewer, base = start_viewer(["--config", str(viewer_cohort.config), "--workers", "1", "--threads", "4"],
-                                quiet=True)
+    binary = require_system_tool(
+        "/usr/sbin/nginx", "the nginx deployment tests", "apt-get install -y nginx-light"
+    )
+    viewer, base = start_viewer(
+        ["--config", str(viewer_cohort.config), "--workers", "1", "--threads", "4"], quiet=True
+    )
     port = free_port()
     site = RECIPE.read_text()
     site = site.replace("127.0.0.1:8000", f"127.0.0.1:{urlsplit(base).port}")
@@ -33,10 +37,12 @@ def nginx(tmp_path, viewer_cohort):
     temp = tmp_path / "temp"
     temp.mkdir()
     conf = tmp_path / "nginx.conf"
-    user = "user root;\n" if os.geteuid() == 0 else ""  # workers may then write the test's own folders
+    user = (
+        "user root;\n" if os.geteuid() == 0 else ""
+    )  # workers may then write the test's own folders
     conf.write_text(f"""daemon off;
-{user}pid {tmp_path / 'nginx.pid'};
-error_log {tmp_path / 'error.log'} warn;
+{user}pid {tmp_path / "nginx.pid"};
+error_log {tmp_path / "error.log"} warn;
 worker_processes 1;
 events {{ worker_connections 1024; }}
 http {{
@@ -46,9 +52,13 @@ http {{
 {site}
 }}
 """)
-    check = subprocess.run([str(binary), "-t", "-c", str(conf), "-p", str(tmp_path)], capture_output=True, text=True)
+    check = subprocess.run(
+        [str(binary), "-t", "-c", str(conf), "-p", str(tmp_path)], capture_output=True, text=True
+    )
     assert check.returncode == 0, check.stderr
-    proc = subprocess.Popen([str(binary), "-c", str(conf), "-p", str(tmp_path)], stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [str(binary), "-c", str(conf), "-p", str(tmp_path)], stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 15
     while True:
         try:
@@ -65,7 +75,9 @@ http {{
         stop_viewer(viewer)
 
 
-def get(port: int, path: str, headers: dict | None = None, timeout: float = 10) -> tuple[int, dict, bytes]:
+def get(
+    port: int, path: str, headers: dict | None = None, timeout: float = 10
+) -> tuple[int, dict, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request("GET", path, headers=headers or {})
@@ -78,7 +90,10 @@ def get(port: int, path: str, headers: dict | None = None, timeout: float = 10) 
 def test_pages_tiles_and_revalidation_pass_through_and_tiles_are_cached(nginx):
     status, headers, body = get(nginx, "/api/slides")
     assert status == 200 and b'"pyramid"' in body
-    assert headers["x-content-type-options"] == "nosniff" and "frame-ancestors" in headers["content-security-policy"]
+    assert (
+        headers["x-content-type-options"] == "nosniff"
+        and "frame-ancestors" in headers["content-security-policy"]
+    )
     status, first, png = get(nginx, TILE)
     assert status == 200 and png[:8] == b"\x89PNG\r\n\x1a\n" and first["x-cache-status"] == "MISS"
     status, again, png2 = get(nginx, TILE)
@@ -93,5 +108,10 @@ def test_pages_tiles_and_revalidation_pass_through_and_tiles_are_cached(nginx):
 def test_a_hundred_slow_clients_do_not_reach_the_viewer(nginx):
     """gunicorn here has 4 threads: 100 trickling clients straight at it would starve it."""
     with slow_clients(nginx, 100):
-        for path in ["/api/slides", TILE, "/slides/pyramid", "/slide/pyramid_files/13/5_4.jpeg"] * 3:
+        for path in [
+            "/api/slides",
+            TILE,
+            "/slides/pyramid",
+            "/slide/pyramid_files/13/5_4.jpeg",
+        ] * 3:
             assert get(nginx, path, timeout=5)[0] == 200, path

@@ -1,5 +1,6 @@
 """export_heatmaps.py: QuPath GeoJSON tiles and regions, the patch table, checked against independent
 computations (shapely, scipy, OpenSlide) on a real slide."""
+
 from __future__ import annotations
 
 import csv
@@ -32,7 +33,9 @@ def scored(tmp_path, cmu_slide):
     slide = slides / "cmu.svs"
     slide.symlink_to(cmu_slide)
     xs, ys = np.meshgrid(np.arange(100, 1400, PATCH), np.arange(100, 1600, PATCH))
-    coords = np.concatenate([np.stack([xs.ravel(), ys.ravel()], 1), [[1500, 2000], [1628, 2000], [300, 2500]]])
+    coords = np.concatenate(
+        [np.stack([xs.ravel(), ys.ravel()], 1), [[1500, 2000], [1628, 2000], [300, 2500]]]
+    )
     coords = coords.astype(np.int32)
     raw = tmp_path / "raw"
     _, scores, per_class = write_scored(raw / "EXP", "cmu", "tumor", slide, coords, seed=3)
@@ -41,15 +44,22 @@ def scored(tmp_path, cmu_slide):
     config.write_text(f"""exp_arguments:
   save_exp_code: EXP
   raw_save_dir: {raw}
-  production_save_dir: {tmp_path / 'prod'}
+  production_save_dir: {tmp_path / "prod"}
 data_arguments:
   data_dir: {slides}
 model_arguments:
-  ckpt_path: {tmp_path / 'none.pt'}
+  ckpt_path: {tmp_path / "none.pt"}
   model_type: clam_mb
 """)
-    return {"config": config, "coords": coords, "scores": scores, "per_class": per_class, "slide": slide,
-            "out": tmp_path / "prod" / "EXP" / "exports", "raw": raw / "EXP"}
+    return {
+        "config": config,
+        "coords": coords,
+        "scores": scores,
+        "per_class": per_class,
+        "slide": slide,
+        "out": tmp_path / "prod" / "EXP" / "exports",
+        "raw": raw / "EXP",
+    }
 
 
 def _geojson(path: Path) -> dict:
@@ -68,32 +78,55 @@ def test_qupath_tiles_are_the_patch_squares_with_the_models_measurements(scored)
         assert feature["properties"]["objectType"] == "tile"
         m = feature["properties"]["measurements"]
         assert m["attention"] == pytest.approx(float(scores[i]), abs=1e-6)
-        assert m["attention_percentile"] == pytest.approx(stats.percentileofscore(scores, scores[i], kind="rank"))
+        assert m["attention_percentile"] == pytest.approx(
+            stats.percentileofscore(scores, scores[i], kind="rank")
+        )
         for c, name in enumerate(CLASS_NAMES):
-            assert m[f"attention_{name}"] == pytest.approx(float(scored["per_class"][i, c]), abs=1e-6)
+            assert m[f"attention_{name}"] == pytest.approx(
+                float(scored["per_class"][i, c]), abs=1e-6
+            )
         assert all(isinstance(v, float) for v in m.values())
         ids.add(str(uuid.UUID(feature["id"])))
     assert len(ids) == len(doc["features"])
 
 
 def test_regions_are_the_union_of_the_patches_above_the_threshold(scored):
-    assert main(["--config", str(scored["config"]), "--to", "qupath", "--threshold", str(THRESHOLD),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "--config",
+                str(scored["config"]),
+                "--to",
+                "qupath",
+                "--threshold",
+                str(THRESHOLD),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     (feature,) = _geojson(scored["out"] / "qupath" / "cmu_regions.geojson")["features"]
     props = feature["properties"]
-    assert props["objectType"] == "annotation" and props["classification"]["name"] == f"attention >= {THRESHOLD:g}"
+    assert (
+        props["objectType"] == "annotation"
+        and props["classification"]["name"] == f"attention >= {THRESHOLD:g}"
+    )
     assert len(props["classification"]["color"]) == 3
     region = shape(feature["geometry"])
     scores = scored["scores"]
     percentile = stats.rankdata(scores) / len(scores)
     above = percentile >= THRESHOLD
     expected = unary_union([box(x, y, x + PATCH, y + PATCH) for x, y in scored["coords"][above]])
-    assert region.symmetric_difference(expected).area == 0  # the round trip covers exactly those patches
+    assert (
+        region.symmetric_difference(expected).area == 0
+    )  # the round trip covers exactly those patches
     m = props["measurements"]
     assert m["area_px"] == pytest.approx(expected.area) and m["n_patches"] == int(above.sum())
     assert m["mean_attention"] == pytest.approx(float(scores[above].mean()), abs=1e-6)
     with openslide.OpenSlide(str(scored["slide"])) as slide:
-        mpp = float(slide.properties["openslide.mpp-x"]) * float(slide.properties["openslide.mpp-y"])
+        mpp = float(slide.properties["openslide.mpp-x"]) * float(
+            slide.properties["openslide.mpp-y"]
+        )
     assert m["area_um2"] == pytest.approx(expected.area * mpp)
     # the overlapping pair (1500, 2000) and (1628, 2000) is merged where both are above
     for x, y in scored["coords"][above]:
@@ -101,29 +134,57 @@ def test_regions_are_the_union_of_the_patches_above_the_threshold(scored):
 
 
 def test_the_patch_table_has_wsinfers_columns_and_every_patch(scored):
-    assert main(["--config", str(scored["config"]), "--to", "csv", "--class", "normal", "--no-progress"]) == 0
+    assert (
+        main(
+            ["--config", str(scored["config"]), "--to", "csv", "--class", "normal", "--no-progress"]
+        )
+        == 0
+    )
     with open(scored["out"] / "csv" / "cmu_patches.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["slide_id", "index", "minx", "miny", "width", "height", "attention", "percentile",
-                             "rank", "attention_normal", "attention_tumor"]
+    assert list(rows[0]) == [
+        "slide_id",
+        "index",
+        "minx",
+        "miny",
+        "width",
+        "height",
+        "attention",
+        "percentile",
+        "rank",
+        "attention_normal",
+        "attention_tumor",
+    ]
     normal = scored["per_class"][:, 0]
     assert len(rows) == len(normal)
     order = np.argsort(-normal, kind="stable")
     for i, row in enumerate(rows):
-        assert (int(row["index"]), int(row["minx"]), int(row["miny"])) == (i, *map(int, scored["coords"][i]))
+        assert (int(row["index"]), int(row["minx"]), int(row["miny"])) == (
+            i,
+            *map(int, scored["coords"][i]),
+        )
         assert int(row["width"]) == int(row["height"]) == PATCH
-        assert float(row["attention"]) == pytest.approx(float(normal[i]), abs=1e-6)  # --class normal
-        assert float(row["percentile"]) == pytest.approx(stats.percentileofscore(normal, normal[i], kind="rank"))
+        assert float(row["attention"]) == pytest.approx(
+            float(normal[i]), abs=1e-6
+        )  # --class normal
+        assert float(row["percentile"]) == pytest.approx(
+            stats.percentileofscore(normal, normal[i], kind="rank")
+        )
         assert int(row["rank"]) == int(np.flatnonzero(order == i)[0]) + 1
-        assert float(row["attention_tumor"]) == pytest.approx(float(scored["per_class"][i, 1]), abs=1e-6)
+        assert float(row["attention_tumor"]) == pytest.approx(
+            float(scored["per_class"][i, 1]), abs=1e-6
+        )
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--to", "qupath,pdf"], "unknown format pdf"),
-    (["--to", "csv", "--cmap", "jett"], "--cmap: unknown colormap 'jett'"),
-    (["--to", "csv", "--threshold", "1.5"], "--threshold 1.5"),
-    (["--to", "csv", "--slides", "nope"], "--slides: no blockmap for nope"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--to", "qupath,pdf"], "unknown format pdf"),
+        (["--to", "csv", "--cmap", "jett"], "--cmap: unknown colormap 'jett'"),
+        (["--to", "csv", "--threshold", "1.5"], "--threshold 1.5"),
+        (["--to", "csv", "--slides", "nope"], "--slides: no blockmap for nope"),
+    ],
+)
 def test_bad_options_stop_before_writing_anything(scored, capsys, args, message):
     assert main(["--config", str(scored["config"]), *args, "--no-progress"]) == 2
     assert message in capsys.readouterr().err
@@ -138,17 +199,33 @@ def test_a_broken_blockmap_or_a_missing_class_is_named_and_the_others_are_export
     assert (scored["out"] / "csv" / "cmu_patches.csv").exists()
     assert not (scored["out"] / "csv" / "other_patches.csv").exists()
     caplog.clear()
-    assert main(["--config", str(scored["config"]), "--to", "csv", "--slides", "cmu", "--class", "9",
-                 "--no-progress"]) == 1
+    assert (
+        main(
+            [
+                "--config",
+                str(scored["config"]),
+                "--to",
+                "csv",
+                "--slides",
+                "cmu",
+                "--class",
+                "9",
+                "--no-progress",
+            ]
+        )
+        == 1
+    )
     assert "--class '9': slide cmu has classes 0 (normal), 1 (tumor)" in caplog.text
 
 
 def test_exports_never_import_torch(scored):
-    code = ("import sys\nclass NoTorch:\n    def find_spec(self, name, path=None, target=None):\n"
-            "        if name.split('.')[0] == 'torch': raise ImportError('exports must not import torch')\n"
-            "sys.meta_path.insert(0, NoTorch())\nfrom exports.cli import main\n"
-            f"sys.exit(main(['--config', {str(scored['config'])!r}, '--to', 'qupath,csv', '--threshold', '0.5', "
-            "'--no-progress']))\n")
+    code = (
+        "import sys\nclass NoTorch:\n    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'torch': raise ImportError('exports must not import torch')\n"
+        "sys.meta_path.insert(0, NoTorch())\nfrom exports.cli import main\n"
+        f"sys.exit(main(['--config', {str(scored['config'])!r}, '--to', 'qupath,csv', '--threshold', '0.5', "
+        "'--no-progress']))\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
 
@@ -156,7 +233,15 @@ def test_exports_never_import_torch(scored):
 def test_the_default_tiff_downsample_keeps_patches_8_pixels_wide():
     from exports.tiff import default_downsample
 
-    assert [default_downsample(s) for s in (256, 224, 512, 1024, 64, 8, 4)] == [32, 16, 32, 32, 8, 1, 1]
+    assert [default_downsample(s) for s in (256, 224, 512, 1024, 64, 8, 4)] == [
+        32,
+        16,
+        32,
+        32,
+        8,
+        1,
+        1,
+    ]
 
 
 def test_the_heatmap_tiff_opens_in_openslide_and_sits_on_its_patches(scored):
@@ -164,8 +249,22 @@ def test_the_heatmap_tiff_opens_in_openslide_and_sits_on_its_patches(scored):
 
     from scoremap.colormap import palette, to_indices
 
-    assert main(["--config", str(scored["config"]), "--to", "tiff", "--cmap", "viridis", "--downsample", "4",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "--config",
+                str(scored["config"]),
+                "--to",
+                "tiff",
+                "--cmap",
+                "viridis",
+                "--downsample",
+                "4",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     heat = openslide.OpenSlide(str(scored["out"] / "tiff" / "cmu_heatmap.tif"))
     likely = openslide.OpenSlide(str(scored["out"] / "tiff" / "cmu_likelihood_map.tif"))
     with openslide.OpenSlide(str(scored["slide"])) as slide:
@@ -180,7 +279,10 @@ def test_the_heatmap_tiff_opens_in_openslide_and_sits_on_its_patches(scored):
     lattice = scored["coords"][:-3]  # the lattice patches do not overlap
     for level in (0, 1, 2):  # 4, 8 and 16 level-0 px a pixel
         for i, (x, y) in enumerate(lattice[:25]):
-            px = ((x + PATCH // 2) // d, (y + PATCH // 2) // d)  # the patch centre, in TIFF level-0 pixels
+            px = (
+                (x + PATCH // 2) // d,
+                (y + PATCH // 2) // d,
+            )  # the patch centre, in TIFF level-0 pixels
             want = palette("viridis")[int(to_indices(np.array([percentile[i]]))[0])]
             rgba = np.asarray(heat.read_region(px, level, (1, 1)))[0, 0]  # level-0 TIFF coordinates
             assert tuple(rgba[:3]) == tuple(want) and rgba[3] == 255, (level, i)
@@ -194,30 +296,49 @@ def test_the_heatmap_tiff_opens_in_openslide_and_sits_on_its_patches(scored):
 # large_image's annotation schema for a `heatmap` element, written from its documentation
 # (girder_large_image_annotation's AnnotationSchema: annotation name/description/attributes/elements;
 # heatmap points are [x, y, z, value] in base-layer pixels; colours #rgb or rgb()/rgba() strings).
-COLOR = {"type": "string", "pattern": r"^(#[0-9a-fA-F]{3,6}|rgb\(\d+,\s*\d+,\s*\d+\)|rgba\(\d+,\s*\d+,\s*\d+,\s*(\d?\.|)\d+\))$"}
+COLOR = {
+    "type": "string",
+    "pattern": r"^(#[0-9a-fA-F]{3,6}|rgb\(\d+,\s*\d+,\s*\d+\)|rgba\(\d+,\s*\d+,\s*\d+,\s*(\d?\.|)\d+\))$",
+}
 HEATMAP_ANNOTATION_SCHEMA = {
     "type": "object",
     "properties": {
         "name": {"type": "string", "minLength": 1},
         "description": {"type": "string"},
         "attributes": {"type": "object"},
-        "elements": {"type": "array", "items": {
-            "type": "object",
-            "properties": {
-                "type": {"type": "string", "enum": ["heatmap"]},
-                "points": {"type": "array", "items": {"type": "array", "items": {"type": "number"},
-                                                      "minItems": 4, "maxItems": 4}},
-                "radius": {"type": "number", "exclusiveMinimum": 0},
-                "colorRange": {"type": "array", "items": COLOR},
-                "rangeValues": {"type": "array", "items": {"type": "number"}},
-                "normalizeRange": {"type": "boolean"},
-                "scaleWithZoom": {"type": "boolean"},
-                "label": {"type": "object", "properties": {"value": {"type": "string"}}, "required": ["value"]},
-                "id": {"type": "string", "pattern": "^[0-9a-f]{24}$"},
-                "group": {"type": "string"}, "user": {"type": "object"},
+        "elements": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "type": {"type": "string", "enum": ["heatmap"]},
+                    "points": {
+                        "type": "array",
+                        "items": {
+                            "type": "array",
+                            "items": {"type": "number"},
+                            "minItems": 4,
+                            "maxItems": 4,
+                        },
+                    },
+                    "radius": {"type": "number", "exclusiveMinimum": 0},
+                    "colorRange": {"type": "array", "items": COLOR},
+                    "rangeValues": {"type": "array", "items": {"type": "number"}},
+                    "normalizeRange": {"type": "boolean"},
+                    "scaleWithZoom": {"type": "boolean"},
+                    "label": {
+                        "type": "object",
+                        "properties": {"value": {"type": "string"}},
+                        "required": ["value"],
+                    },
+                    "id": {"type": "string", "pattern": "^[0-9a-f]{24}$"},
+                    "group": {"type": "string"},
+                    "user": {"type": "object"},
+                },
+                "required": ["type", "points"],
+                "additionalProperties": False,
             },
-            "required": ["type", "points"], "additionalProperties": False,
-        }},
+        },
     },
     "additionalProperties": False,
 }
@@ -226,12 +347,29 @@ HEATMAP_ANNOTATION_SCHEMA = {
 def test_the_dsa_annotation_validates_and_puts_a_point_on_every_patch_centre(scored):
     import jsonschema
 
-    assert main(["--config", str(scored["config"]), "--to", "dsa", "--norm", "raw", "--cmap", "plasma",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "--config",
+                str(scored["config"]),
+                "--to",
+                "dsa",
+                "--norm",
+                "raw",
+                "--cmap",
+                "plasma",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     doc = json.loads((scored["out"] / "dsa" / "cmu_annotation.json").read_text())
     jsonschema.Draft6Validator(HEATMAP_ANNOTATION_SCHEMA).validate(doc)
     (element,) = doc["elements"]
-    assert len(element["colorRange"]) == len(element["rangeValues"]) and element["normalizeRange"] is False
+    assert (
+        len(element["colorRange"]) == len(element["rangeValues"])
+        and element["normalizeRange"] is False
+    )
     points = np.array(element["points"])
     scores = scored["scores"].astype(np.float64)
     raw01 = (scores - scores.min()) / (scores.max() - scores.min())

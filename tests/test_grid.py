@@ -1,4 +1,5 @@
 """Score normalisation and the registration of patches on rasters (scoremap.grid)."""
+
 from __future__ import annotations
 
 import math
@@ -16,7 +17,7 @@ def reference_raster(coords, values, s, d, window, shape):
     wx, wy, ww, wh = window
     total = np.zeros(shape)
     count = np.zeros(shape)
-    for (x, y), v in zip(coords, values):
+    for (x, y), v in zip(coords, values, strict=True):
         c0, c1 = math.floor((x - wx) / d), math.ceil((x + s - wx) / d)
         r0, r1 = math.floor((y - wy) / d), math.ceil((y + s - wy) / d)
         c0, c1 = max(c0, 0), min(c1, shape[1], math.ceil(ww / d))
@@ -37,7 +38,7 @@ def test_percentiles_match_scipy_percentileofscore_with_ties():
     got = normalize_scores(scores, "percentile")
     want = np.array([stats.percentileofscore(scores, s, kind="rank") for s in scores]) / 100
     np.testing.assert_allclose(got, want, atol=1e-12)
-    assert 0 < got.min() and got.max() <= 1.0
+    assert got.min() > 0 and got.max() <= 1.0
 
 
 def test_percentiles_accept_column_vectors_and_keep_nan():
@@ -70,7 +71,9 @@ def test_floor_ceil_rule_at_downsample_4_with_window_offset():
     # cols floor(8/4)=2 .. ceil(16/4)=4, rows floor(0/4)=0 .. ceil(8/4)=2, nothing more.
     # Patch [10, 18) x [31, 39) straddles: cols floor(9/4)=2 .. ceil(17/4)=5,
     # rows floor(29/4)=7 .. ceil(37/4)=10: every output pixel it touches, partly or not.
-    grid = rasterize(np.array([[9, 2], [10, 31]]), np.array([1.0, 0.5]), 8, 4.0, (1, 2, 40, 48), (12, 10))
+    grid = rasterize(
+        np.array([[9, 2], [10, 31]]), np.array([1.0, 0.5]), 8, 4.0, (1, 2, 40, 48), (12, 10)
+    )
     assert np.isfinite(grid).sum() == 2 * 2 + 3 * 3
     np.testing.assert_array_equal(grid[0:2, 2:4], 1.0)
     np.testing.assert_array_equal(grid[7:10, 2:5], 0.5)
@@ -115,8 +118,12 @@ def test_strips_of_one_raster_join_exactly():
     window, d = (0, 0, 2256, 2256), 31.99
     shape = (math.ceil(2256 / d), math.ceil(2256 / d))
     whole = rasterize(coords, values, 256, d, window, shape)
-    parts = [cell_grid(coords, values, 256, d, window, (min(shape[0], r + 7) - r, shape[1]), (r, 0)).expand()
-             for r in range(0, shape[0], 7)]
+    parts = [
+        cell_grid(
+            coords, values, 256, d, window, (min(shape[0], r + 7) - r, shape[1]), (r, 0)
+        ).expand()
+        for r in range(0, shape[0], 7)
+    ]
     np.testing.assert_array_equal(np.vstack(parts), whole)
 
 
@@ -127,7 +134,9 @@ def test_lattice_of_18k_patches_compresses_to_its_own_cells():
     values = np.random.default_rng(3).random(len(coords))
     cells = cell_grid(coords, values, s, 4.0, (0, 0, 40000, 30000), (7500, 10000))
     assert cells.g_values.shape == (len(cells.o_row_edges) - 1, len(cells.o_col_edges) - 1)
-    assert cells.g_values.size < 200 * 200  # the lattice compresses to its own cells (speed: bench/)
+    assert (
+        cells.g_values.size < 200 * 200
+    )  # the lattice compresses to its own cells (speed: bench/)
 
 
 # -- blur ------------------------------------------------------------------------------------
@@ -151,7 +160,7 @@ def test_blur_smooths_inside_patches_only_and_keeps_constant_scores():
     raw = rasterize(coords, checker, 64, 4.0, window, shape)
     inside = np.isfinite(raw)
     assert np.abs(blurred[inside] - raw[inside]).max() > 0.2
-    assert 0.0 <= np.nanmin(blurred) and np.nanmax(blurred) <= 1.0
+    assert np.nanmin(blurred) >= 0.0 and np.nanmax(blurred) <= 1.0
 
 
 @pytest.mark.parametrize("d", [1.0, 4.0])
@@ -163,8 +172,10 @@ def test_blurred_strips_join(d):
     h = w = math.ceil(1800 / d)
     whole = rasterize_blurred(coords, values, 128, d, window, (h, w))
     rows = 97
-    parts = [rasterize_blurred(coords, values, 128, d, window, (min(h, r + rows) - r, w), (r, 0))
-             for r in range(0, h, rows)]
+    parts = [
+        rasterize_blurred(coords, values, 128, d, window, (min(h, r + rows) - r, w), (r, 0))
+        for r in range(0, h, rows)
+    ]
     np.testing.assert_allclose(np.vstack(parts), whole, rtol=1e-5, atol=1e-6)
 
 

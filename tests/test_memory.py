@@ -1,4 +1,5 @@
 """Freed large temporaries leave the process (scoremap.memory), measured on a streamed bag."""
+
 from __future__ import annotations
 
 import subprocess
@@ -21,7 +22,9 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
 
 
 def grown_mb(mode: str) -> int:
-    out = subprocess.run([sys.executable, "-c", CODE, mode], capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", CODE, mode], capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr
     return int(out.stdout.split()[-1])
 

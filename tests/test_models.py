@@ -1,4 +1,5 @@
 """The five MIL models: reference numerics (../shared), checkpoint layouts, errors, attention semantics."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,7 +34,9 @@ def _bag(n: int = 37, d: int = IN_DIM, seed: int = 0) -> np.ndarray:
 
 def _fresh(model_type: str, seed: int = 0, **extra) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return build_model(model_type, in_dim=IN_DIM, n_classes=N_CLASSES, **{**SMALL[model_type], **extra})
+    return build_model(
+        model_type, in_dim=IN_DIM, n_classes=N_CLASSES, **{**SMALL[model_type], **extra}
+    )
 
 
 def _assert_same(a: BagScores, b: BagScores) -> None:
@@ -83,7 +86,9 @@ def test_matches_reference_implementation(model_type: str, filename: str) -> Non
         np.testing.assert_allclose(scores.attention, per_class[:, scores.pred], **TOL)
     else:
         assert scores.attention_per_class is None
-        np.testing.assert_allclose(scores.attention, per_class[:, 0], **_attention_tolerance(model_type, per_class))
+        np.testing.assert_allclose(
+            scores.attention, per_class[:, 0], **_attention_tolerance(model_type, per_class)
+        )
 
 
 def _attention_tolerance(model_type: str, reference: np.ndarray) -> dict:
@@ -113,17 +118,33 @@ def test_real_trained_clam_checkpoint() -> None:
     features = _bag(300, 1024, seed=3)
     scores = score_bag(model, features)
 
-    w = {k.replace("attention_net.module.", "attention_net."): v.double().numpy() for k, v in raw.items()}
+    w = {
+        k.replace("attention_net.module.", "attention_net."): v.double().numpy()
+        for k, v in raw.items()
+    }
     x = features[[0, 17, 299]].astype(np.float64)
     h = np.maximum(x @ w["attention_net.0.weight"].T + w["attention_net.0.bias"], 0)
-    a = np.tanh(h @ w["attention_net.3.attention_a.0.weight"].T + w["attention_net.3.attention_a.0.bias"])
-    g = 1 / (1 + np.exp(-(h @ w["attention_net.3.attention_b.0.weight"].T + w["attention_net.3.attention_b.0.bias"])))
-    logits = (a * g) @ w["attention_net.3.attention_c.weight"].T + w["attention_net.3.attention_c.bias"]
+    a = np.tanh(
+        h @ w["attention_net.3.attention_a.0.weight"].T + w["attention_net.3.attention_a.0.bias"]
+    )
+    g = 1 / (
+        1
+        + np.exp(
+            -(
+                h @ w["attention_net.3.attention_b.0.weight"].T
+                + w["attention_net.3.attention_b.0.bias"]
+            )
+        )
+    )
+    logits = (a * g) @ w["attention_net.3.attention_c.weight"].T + w[
+        "attention_net.3.attention_c.bias"
+    ]
     np.testing.assert_allclose(scores.attention[[0, 17, 299]], logits[:, 0], **TOL)
     assert scores.logits.shape == (2,) and scores.probs.sum() == pytest.approx(1.0)
 
 
 # --------------------------------------------------------------------------- layouts (no shared data)
+
 
 def _save_layouts(state: dict[str, torch.Tensor], folder: Path) -> dict[str, Path]:
     from safetensors.torch import save_file
@@ -146,7 +167,9 @@ def _save_layouts(state: dict[str, torch.Tensor], folder: Path) -> dict[str, Pat
 
 
 @pytest.mark.parametrize("model_type", MODEL_TYPES)
-def test_every_layout_round_trips_with_widths_from_checkpoint(model_type: str, tmp_path: Path) -> None:
+def test_every_layout_round_trips_with_widths_from_checkpoint(
+    model_type: str, tmp_path: Path
+) -> None:
     model = _fresh(model_type)
     bag = _bag()
     before = score_bag(model, bag)
@@ -160,17 +183,25 @@ def test_every_layout_round_trips_with_widths_from_checkpoint(model_type: str, t
 def test_clam_inner_dataparallel_and_instance_loss_keys(tmp_path: Path) -> None:
     """CLAM's own DataParallel layout: only the attention net is wrapped; loss buffers are saved too."""
     model = _fresh("clam_sb")
-    state = {k.replace("attention_net.", "attention_net.module."): v for k, v in model.state_dict().items()}
+    state = {
+        k.replace("attention_net.", "attention_net.module."): v
+        for k, v in model.state_dict().items()
+    }
     state["instance_loss_fn.labels"] = torch.tensor([0, 1])
     torch.save(state, tmp_path / "s_0_checkpoint.pt")
-    _assert_same(score_bag(model, _bag()), score_bag(load_model("clam_sb", tmp_path / "s_0_checkpoint.pt"), _bag()))
+    _assert_same(
+        score_bag(model, _bag()),
+        score_bag(load_model("clam_sb", tmp_path / "s_0_checkpoint.pt"), _bag()),
+    )
 
 
 @pytest.mark.parametrize("model_type", ["abmil", "clam_sb", "clam_mb"])
 def test_ungated_attention_round_trips(model_type: str, tmp_path: Path) -> None:
     model = _fresh(model_type, gate=False)
     state = model.state_dict()
-    if model_type.startswith("clam"):  # CLAM's ungated head lives under `module`, also under DataParallel
+    if model_type.startswith(
+        "clam"
+    ):  # CLAM's ungated head lives under `module`, also under DataParallel
         assert "attention_net.3.module.0.weight" in state
         state = {k.replace("attention_net.", "attention_net.module."): v for k, v in state.items()}
     torch.save(state, tmp_path / "ungated.pt")
@@ -182,26 +213,46 @@ def test_ungated_attention_round_trips(model_type: str, tmp_path: Path) -> None:
 def test_fresh_models_have_the_reference_key_layouts() -> None:
     clam = build_model("clam_sb", in_dim=1024, n_classes=2)
     assert list(clam.state_dict()) == [
-        "attention_net.0.weight", "attention_net.0.bias",
-        "attention_net.3.attention_a.0.weight", "attention_net.3.attention_a.0.bias",
-        "attention_net.3.attention_b.0.weight", "attention_net.3.attention_b.0.bias",
-        "attention_net.3.attention_c.weight", "attention_net.3.attention_c.bias",
-        "classifiers.weight", "classifiers.bias",
-        "instance_classifiers.0.weight", "instance_classifiers.0.bias",
-        "instance_classifiers.1.weight", "instance_classifiers.1.bias",
+        "attention_net.0.weight",
+        "attention_net.0.bias",
+        "attention_net.3.attention_a.0.weight",
+        "attention_net.3.attention_a.0.bias",
+        "attention_net.3.attention_b.0.weight",
+        "attention_net.3.attention_b.0.bias",
+        "attention_net.3.attention_c.weight",
+        "attention_net.3.attention_c.bias",
+        "classifiers.weight",
+        "classifiers.bias",
+        "instance_classifiers.0.weight",
+        "instance_classifiers.0.bias",
+        "instance_classifiers.1.weight",
+        "instance_classifiers.1.bias",
     ]
     assert clam.state_dict()["attention_net.3.attention_c.weight"].shape == (1, 256)
     mb = build_model("clam_mb", in_dim=1024, n_classes=3).state_dict()
-    assert mb["attention_net.3.attention_c.weight"].shape == (3, 256) and mb["classifiers.2.weight"].shape == (1, 512)
+    assert mb["attention_net.3.attention_c.weight"].shape == (3, 256) and mb[
+        "classifiers.2.weight"
+    ].shape == (1, 512)
     abmil = build_model("abmil", in_dim=1024, n_classes=2).state_dict()
     assert abmil["global_attn.attention_b.0.weight"].shape == (384, 512)
     tm = build_model("transmil", in_dim=1024, n_classes=2).state_dict()
     assert tm["blocks.1.attention.res_conv.weight"].shape == (4, 1, 33, 1)
-    assert tm["pos_layer.proj.weight"].shape == (512, 1, 7, 7) and tm["cls_token"].shape == (1, 1, 512)
+    assert tm["pos_layer.proj.weight"].shape == (512, 1, 7, 7) and tm["cls_token"].shape == (
+        1,
+        1,
+        512,
+    )
     ds = build_model("dsmil", in_dim=1024, n_classes=2).state_dict()
-    assert ds["b_classifier.q.weight"].shape == (384, 512) and ds["classifier.weight"].shape == (2, 2, 512)
+    assert ds["b_classifier.q.weight"].shape == (384, 512) and ds["classifier.weight"].shape == (
+        2,
+        2,
+        512,
+    )
     assert "b_classifier.v.1.weight" in ds and "b_classifier.norm.weight" in ds
-    assert build_model("clam_sb", in_dim=1024, n_classes=2, model_size="big").config()["attention_dim"] == 384
+    assert (
+        build_model("clam_sb", in_dim=1024, n_classes=2, model_size="big").config()["attention_dim"]
+        == 384
+    )
 
 
 def test_a_briefly_trained_model_loads_as_a_clam_checkpoint(tmp_path: Path) -> None:
@@ -223,6 +274,7 @@ def test_a_briefly_trained_model_loads_as_a_clam_checkpoint(tmp_path: Path) -> N
 
 
 # --------------------------------------------------------------------------- errors
+
 
 def test_mismatch_names_missing_unexpected_and_misshaped_keys(tmp_path: Path) -> None:
     state = _fresh("clam_sb").state_dict()
@@ -254,12 +306,16 @@ def test_given_widths_that_contradict_the_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(CheckpointMismatch, match=r"in_dim=20.*in_dim=1024"):
         load_model("abmil", tmp_path / "m.pt", in_dim=1024)
     # Consistent values and a configured hidden width are fine: the checkpoint's width wins.
-    model = load_model("abmil", tmp_path / "m.pt", n_classes=3, in_dim=IN_DIM, embed_dim=512, attn_dim=384)
+    model = load_model(
+        "abmil", tmp_path / "m.pt", n_classes=3, in_dim=IN_DIM, embed_dim=512, attn_dim=384
+    )
     assert model.config()["embed_dim"] == 24
 
 
 def test_unknown_model_type_and_option() -> None:
-    with pytest.raises(ConfigError, match=r"model_arguments\.model_type.*abmil.*clam_sb.*clam_mb.*transmil.*dsmil"):
+    with pytest.raises(
+        ConfigError, match=r"model_arguments\.model_type.*abmil.*clam_sb.*clam_mb.*transmil.*dsmil"
+    ):
         build_model("resnet", in_dim=8, n_classes=2)
     with pytest.raises(ConfigError, match=r"model_arguments\.model_type"):
         load_model("clam", "whatever.pt")
@@ -295,11 +351,16 @@ def test_feature_errors_name_expected_and_got() -> None:
 
 # --------------------------------------------------------------------------- attention semantics
 
+
 @pytest.mark.parametrize("model_type", MODEL_TYPES)
 def test_scores_have_documented_types_and_shapes(model_type: str) -> None:
-    scores = score_bag(_fresh(model_type), torch.from_numpy(_bag()).double())  # a float64 tensor is fine too
+    scores = score_bag(
+        _fresh(model_type), torch.from_numpy(_bag()).double()
+    )  # a float64 tensor is fine too
     assert scores.logits.dtype == np.float64 and scores.logits.shape == (N_CLASSES,)
-    np.testing.assert_allclose(scores.probs, np.exp(scores.logits) / np.exp(scores.logits).sum(), atol=1e-12)
+    np.testing.assert_allclose(
+        scores.probs, np.exp(scores.logits) / np.exp(scores.logits).sum(), atol=1e-12
+    )
     assert scores.pred == int(np.argmax(scores.logits))
     assert scores.attention.dtype == np.float32 and scores.attention.shape == (37,)
     if model_type in ("clam_mb", "dsmil"):
@@ -312,7 +373,9 @@ def test_scores_have_documented_types_and_shapes(model_type: str) -> None:
 
 def test_dsmil_attention_columns_sum_to_one() -> None:
     scores = score_bag(_fresh("dsmil"), _bag())
-    np.testing.assert_allclose(scores.attention_per_class.sum(axis=0), np.ones(N_CLASSES), atol=1e-5)
+    np.testing.assert_allclose(
+        scores.attention_per_class.sum(axis=0), np.ones(N_CLASSES), atol=1e-5
+    )
     assert (scores.attention_per_class >= 0).all()
 
 
@@ -335,7 +398,11 @@ def test_attention_depends_on_the_whole_bag(model_type: str) -> None:
     changed = bag.copy()
     changed[20] = _bag(1, seed=99)[0] * 3
     a, b = score_bag(model, bag), score_bag(model, changed)
-    column = (lambda s: s.attention_per_class[:, 0]) if model_type == "dsmil" else (lambda s: s.attention)
+    column = (
+        (lambda s: s.attention_per_class[:, 0])
+        if model_type == "dsmil"
+        else (lambda s: s.attention)
+    )
     assert not np.allclose(column(a)[:20], column(b)[:20], atol=1e-6)
 
 
@@ -349,7 +416,9 @@ def test_transmil_handles_tiny_and_non_square_bags() -> None:
 @pytest.mark.shared
 def test_older_clam_layout_without_dropout_layer_matches_reference(tmp_path: Path) -> None:
     """CLAM versions that build no Dropout when trained without it save the head at attention_net.2."""
-    state = torch.load(shared_path("reference", "clam_sb.pt"), map_location="cpu", weights_only=True)
+    state = torch.load(
+        shared_path("reference", "clam_sb.pt"), map_location="cpu", weights_only=True
+    )
     old = {k.replace("attention_net.3.", "attention_net.2."): v for k, v in state.items()}
     torch.save(old, tmp_path / "old_clam.pt")
     expected = np.load(shared_path("reference", "clam_sb_expected.npz"))
@@ -367,12 +436,16 @@ def test_clam_head_at_index_2_round_trips(model_type: str, tmp_path: Path) -> No
     torch.save(model.state_dict(), tmp_path / "m.pt")
     features = np.random.default_rng(0).normal(size=(30, IN_DIM)).astype(np.float32)
     loaded = load_model(model_type, tmp_path / "m.pt")
-    np.testing.assert_array_equal(score_bag(loaded, features).attention, score_bag(model, features).attention)
+    np.testing.assert_array_equal(
+        score_bag(loaded, features).attention, score_bag(model, features).attention
+    )
 
 
 def test_contradicting_n_classes_names_the_config_keys(tmp_path: Path) -> None:
     torch.save(_fresh("abmil").state_dict(), tmp_path / "m.pt")
-    with pytest.raises(CheckpointMismatch, match=r"model_arguments.n_classes or exp_arguments.n_classes"):
+    with pytest.raises(
+        CheckpointMismatch, match=r"model_arguments.n_classes or exp_arguments.n_classes"
+    ):
         load_model("abmil", tmp_path / "m.pt", n_classes=5)
 
 
@@ -385,10 +458,14 @@ def test_streamed_scoring_of_large_bags_gives_the_whole_bag_scores(model_type, n
     """Bags above `patch_chunk` are scored a chunk at a time (memory bounded by the chunk): the
     logits and every patch's attention equal the plain whole-bag forward, to float64 rounding."""
     torch.manual_seed(5)
-    model = build_model(model_type, in_dim=IN_DIM, n_classes=N_CLASSES, **SMALL[model_type]).double().eval()
+    model = (
+        build_model(model_type, in_dim=IN_DIM, n_classes=N_CLASSES, **SMALL[model_type])
+        .double()
+        .eval()
+    )
     x = torch.from_numpy(_bag(n, seed=n)).double()
     with torch.inference_mode():
-        model.patch_chunk = 10 ** 9
+        model.patch_chunk = 10**9
         plain_logits, plain_attention = model.forward_with_attention(x)
         model.patch_chunk = 64  # 5 or 16 chunks, the last one short
         logits, attention = model.forward_with_attention(x)
@@ -401,7 +478,7 @@ def test_streamed_scoring_in_float32_matches_to_the_reference_tolerance(model_ty
     torch.manual_seed(6)
     model = _fresh(model_type, seed=6)
     features = _bag(700, seed=9)
-    model.patch_chunk = 10 ** 9
+    model.patch_chunk = 10**9
     plain = score_bag(model, features)
     model.patch_chunk = 100
     streamed = score_bag(model, features)

@@ -1,4 +1,5 @@
 """Box queries of the patch index (scoremap.patch_index) against a brute-force scan."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,18 +26,28 @@ def test_box_queries_equal_a_scan(layout):
         xs, ys = rng.integers(0, 20000, 5000), rng.integers(0, 15000, 5000)
     coords = np.stack([np.ravel(xs), np.ravel(ys)], 1).astype(np.int64)
     index = PatchIndex(coords, s)
-    boxes = [(0, 0, 1, 1), (255.5, 255.5, 256.5, 256.5), (-500, -500, 30000, 30000), (1000, 500, 1001, 501)]
+    boxes = [
+        (0, 0, 1, 1),
+        (255.5, 255.5, 256.5, 256.5),
+        (-500, -500, 30000, 30000),
+        (1000, 500, 1001, 501),
+    ]
     for _ in range(200):
         x0, y0 = rng.uniform(-300, 20000, 2)
         w, h = rng.uniform(0.001, 3000, 2)
         boxes.append((x0, y0, x0 + w, y0 + h))
     for box in boxes:
-        np.testing.assert_array_equal(index.overlapping(*box), brute(coords, s, *box), err_msg=str(box))
+        np.testing.assert_array_equal(
+            index.overlapping(*box), brute(coords, s, *box), err_msg=str(box)
+        )
 
 
 def test_points_on_patch_edges_follow_half_open_squares():
     index = PatchIndex(np.array([[100, 100], [356, 100]]), 256)
-    point = lambda x, y: index.overlapping(x, y, np.nextafter(x, np.inf), np.nextafter(y, np.inf)).tolist()
+
+    def point(x, y):
+        return index.overlapping(x, y, np.nextafter(x, np.inf), np.nextafter(y, np.inf)).tolist()
+
     assert point(100, 100) == [0]
     assert point(355.999, 200) == [0]
     assert point(356, 200) == [1]  # the first patch ends where the second begins

@@ -1,4 +1,5 @@
 """create_heatmaps.py end to end on the real CMU scan: outputs where the guide says, scores the model's."""
+
 from __future__ import annotations
 
 import csv
@@ -18,11 +19,11 @@ import torch
 import yaml
 from PIL import Image
 
-from scoring.attention import score_bag
 from scoremap.blockmap import read_blockmap
+from scoring.attention import score_bag
 from scoring.cli import main
-from tests.conftest import REPO_ROOT
 from scoring.models import build_model, load_model
+from tests.conftest import REPO_ROOT
 
 REPO = Path(__file__).resolve().parents[1]
 D = 16  # feature width of the test model
@@ -62,7 +63,8 @@ def _write_trident_h5(path: Path, coords: np.ndarray, feats: np.ndarray | None) 
 
 @pytest.fixture()
 def cohort(tmp_path: Path, cmu_slide: Path, monkeypatch) -> dict:
-    """Three real slides (copies of the CMU scan) with CLAM and TRIDENT layouts, one skipped row, one broken."""
+    """Three real slides (copies of the CMU scan) in CLAM and TRIDENT layouts: one row skipped,
+    one broken."""
     monkeypatch.chdir(tmp_path)
     slides = tmp_path / "slides"
     slides.mkdir()
@@ -70,7 +72,9 @@ def cohort(tmp_path: Path, cmu_slide: Path, monkeypatch) -> dict:
         os.symlink(cmu_slide, slides / f"{name}.svs")
     (slides / "broken.svs").write_bytes(b"this is not a slide")
     coords = _grid_coords(2220, 2967, PATCH, 60)
-    feats = {sid: _features(coords, i) for i, sid in enumerate(("alpha", "beta", "gamma", "broken"))}
+    feats = {
+        sid: _features(coords, i) for i, sid in enumerate(("alpha", "beta", "gamma", "broken"))
+    }
     fdir = tmp_path / "features"
     # alpha: CLAM pt_files + h5_files layout (found via features_dir)
     (fdir / "pt_files").mkdir(parents=True)
@@ -82,25 +86,56 @@ def cohort(tmp_path: Path, cmu_slide: Path, monkeypatch) -> dict:
     _write_clam_h5(fdir / "h5_files" / "gamma.h5", coords, feats["gamma"])
     _write_clam_h5(fdir / "h5_files" / "broken.h5", coords, feats["broken"])
     plist = tmp_path / "process_list.csv"
-    plist.write_text("slide_id,label,process,features_path,coords_path,x1,y1,x2,y2\n"
-                     "alpha.svs,tumor,1,,,,,,\n"
-                     "beta,normal,1,trident/beta.h5,trident/beta.h5,256,512,1280,2048\n"
-                     "gamma,tumor,0,,,,,,\n"
-                     "broken,normal,1,,,,,,\n")
+    plist.write_text(
+        "slide_id,label,process,features_path,coords_path,x1,y1,x2,y2\n"
+        "alpha.svs,tumor,1,,,,,,\n"
+        "beta,normal,1,trident/beta.h5,trident/beta.h5,256,512,1280,2048\n"
+        "gamma,tumor,0,,,,,,\n"
+        "broken,normal,1,,,,,,\n"
+    )
     torch.manual_seed(0)
     model = build_model("clam_sb", in_dim=D, n_classes=2)
     torch.save(model.state_dict(), tmp_path / "s_0_checkpoint.pt")
     config = {
-        "exp_arguments": {"n_classes": 2, "save_exp_code": "EXP", "raw_save_dir": "raw",
-                          "production_save_dir": "prod"},
-        "data_arguments": {"data_dir": "slides", "slide_ext": ".svs", "features_dir": "features",
-                           "process_list": "process_list.csv", "label_dict": {"normal": 0, "tumor": 1}},
-        "model_arguments": {"ckpt_path": "s_0_checkpoint.pt", "model_type": "clam_sb", "n_classes": 2},
-        "heatmap_arguments": {"vis_level": -1, "alpha": 0.5, "cmap": "jet", "save_orig": True, "save_ext": "png"},
-        "sample_arguments": {"samples": [{"name": "top", "k": 5, "mode": "topk"},
-                                         {"name": "bottom", "k": 3, "mode": "reverse_topk"},
-                                         {"name": "band", "k": 4, "mode": "range_sample", "score_start": 0.4,
-                                          "score_end": 0.6, "seed": 3}]},
+        "exp_arguments": {
+            "n_classes": 2,
+            "save_exp_code": "EXP",
+            "raw_save_dir": "raw",
+            "production_save_dir": "prod",
+        },
+        "data_arguments": {
+            "data_dir": "slides",
+            "slide_ext": ".svs",
+            "features_dir": "features",
+            "process_list": "process_list.csv",
+            "label_dict": {"normal": 0, "tumor": 1},
+        },
+        "model_arguments": {
+            "ckpt_path": "s_0_checkpoint.pt",
+            "model_type": "clam_sb",
+            "n_classes": 2,
+        },
+        "heatmap_arguments": {
+            "vis_level": -1,
+            "alpha": 0.5,
+            "cmap": "jet",
+            "save_orig": True,
+            "save_ext": "png",
+        },
+        "sample_arguments": {
+            "samples": [
+                {"name": "top", "k": 5, "mode": "topk"},
+                {"name": "bottom", "k": 3, "mode": "reverse_topk"},
+                {
+                    "name": "band",
+                    "k": 4,
+                    "mode": "range_sample",
+                    "score_start": 0.4,
+                    "score_end": 0.6,
+                    "seed": 3,
+                },
+            ]
+        },
     }
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -114,7 +149,9 @@ def _results(root: Path) -> list[dict[str, str]]:
 
 def test_cohort_outputs_at_guide_paths_with_model_scores(cohort):
     root = cohort["root"]
-    assert main(["--config", str(cohort["config"]), "--no-progress"]) == 1  # `broken` failed, others done
+    assert (
+        main(["--config", str(cohort["config"]), "--no-progress"]) == 1
+    )  # `broken` failed, others done
     model = load_model("clam_sb", root / "s_0_checkpoint.pt")
     for sid, label in (("alpha", "tumor"), ("beta", "normal")):
         bm_path = root / "raw" / "EXP" / label / sid / f"{sid}_blockmap.h5"
@@ -131,24 +168,33 @@ def test_cohort_outputs_at_guide_paths_with_model_scores(cohort):
         size = (2220, 2967) if sid == "alpha" else (1024, 1536)
         assert Image.open(heat).size == Image.open(orig).size == size
         for name, k in (("top", 5), ("bottom", 3), ("band", 4)):
-            folder = root / "prod" / "EXP" / "sampled_patches" / f"label_{label}_pred_{bm.pred}" / name
+            folder = (
+                root / "prod" / "EXP" / "sampled_patches" / f"label_{label}_pred_{bm.pred}" / name
+            )
             files = sorted(folder.glob(f"*_{sid}_x_*"))
             assert len(files) == k, (sid, name)
-        top = sorted((root / "prod" / "EXP" / "sampled_patches" / f"label_{label}_pred_{bm.pred}" / "top")
-                     .glob(f"*_{sid}_x_*"), key=lambda p: int(p.name.split("_")[0]))
+        top = sorted(
+            (
+                root / "prod" / "EXP" / "sampled_patches" / f"label_{label}_pred_{bm.pred}" / "top"
+            ).glob(f"*_{sid}_x_*"),
+            key=lambda p: int(p.name.split("_")[0]),
+        )
         best = np.argsort(-bm.attention, kind="stable")[:5]
         with openslide.OpenSlide(root / "slides" / f"{sid}.svs") as slide:
-            for i, (path, idx) in enumerate(zip(top, best)):
+            for i, (path, idx) in enumerate(zip(top, best, strict=True)):
                 x, y = bm.l0_coords[idx]
                 assert path.name == f"{i}_{sid}_x_{x}_y_{y}_score_{bm.attention[idx]:.4f}.png"
-                level0 = np.asarray(slide.read_region((int(x), int(y)), 0, (PATCH, PATCH)).convert("RGB"))
+                level0 = np.asarray(
+                    slide.read_region((int(x), int(y)), 0, (PATCH, PATCH)).convert("RGB")
+                )
                 np.testing.assert_array_equal(np.asarray(Image.open(path)), level0)
     rows = _results(root)
     assert [r["slide_id"] for r in rows] == ["alpha", "beta"]
     assert list(rows[0]) == ["slide_id", "label", "bag_size", "Pred_0", "Pred_1", "p_0", "p_1"]
     for row in rows:
-        bm = read_blockmap(root / "raw" / "EXP" / row["label"] / row["slide_id"] /
-                           f"{row['slide_id']}_blockmap.h5")
+        bm = read_blockmap(
+            root / "raw" / "EXP" / row["label"] / row["slide_id"] / f"{row['slide_id']}_blockmap.h5"
+        )
         assert int(row["bag_size"]) == 60
         assert [int(row["Pred_0"]), int(row["Pred_1"])] == [int(bm.pred == 0), int(bm.pred == 1)]
         np.testing.assert_allclose([float(row["p_0"]), float(row["p_1"])], bm.probs, atol=1e-6)
@@ -182,7 +228,9 @@ def test_rerun_skips_finished_slides_and_overwrite_redoes_them(cohort):
 def test_shards_split_the_cohort(cohort):
     root, config = cohort["root"], str(cohort["config"])
     # processed rows: alpha (0), beta (1), broken (2); gamma has process=0
-    assert main(["--config", config, "--no-progress", "--shard", "1/2"]) == 1  # alpha ok, broken fails
+    assert (
+        main(["--config", config, "--no-progress", "--shard", "1/2"]) == 1
+    )  # alpha ok, broken fails
     assert (root / "raw/EXP/tumor/alpha/alpha_blockmap.h5").exists()
     assert not (root / "raw/EXP/normal/beta").exists()
     assert (root / "prod/EXP/errors_shard_1_of_2.csv").exists()
@@ -193,8 +241,13 @@ def test_shards_split_the_cohort(cohort):
 
 
 def _run_cli(root: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "create_heatmaps.py"), *args], cwd=root,
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    return subprocess.run(
+        [sys.executable, str(REPO / "create_heatmaps.py"), *args],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
 
 
 def test_config_typo_stops_before_any_output(cohort):
@@ -205,7 +258,9 @@ def test_config_typo_stops_before_any_output(cohort):
     bad.write_text(yaml.safe_dump(raw))
     proc = _run_cli(root, "--config_file", str(bad))
     assert proc.returncode == 2
-    assert re.search(r"typo.yaml: heatmap_arguments.cmpa: unknown key \(did you mean 'cmap'\?\)", proc.stderr)
+    assert re.search(
+        r"typo.yaml: heatmap_arguments.cmpa: unknown key \(did you mean 'cmap'\?\)", proc.stderr
+    )
     assert "Traceback" not in proc.stderr
     assert not (root / "raw").exists() and not (root / "prod").exists()
 
@@ -228,7 +283,10 @@ def test_missing_features_fail_that_slide_only(cohort):
     with open(root / "prod" / "EXP" / "errors.csv", newline="") as fh:
         errors = {e["slide_id"]: e["error"] for e in csv.DictReader(fh)}
     assert set(errors) == {"beta", "broken"}
-    assert "features not found for slide beta" in errors["beta"] and "trident/beta.h5" in errors["beta"]
+    assert (
+        "features not found for slide beta" in errors["beta"]
+        and "trident/beta.h5" in errors["beta"]
+    )
     assert (root / "raw/EXP/tumor/alpha/alpha_blockmap.h5").exists()
 
 
@@ -245,15 +303,26 @@ def test_overwrite_that_fails_leaves_the_slide_unfinished(cohort):
     assert [r["slide_id"] for r in _results(root)] == ["beta"]
 
 
-@pytest.mark.parametrize("change,message", [
-    (lambda raw, root: raw["exp_arguments"].update(class_names=["a", "b", "c"]),
-     "exp_arguments.class_names has 3 names but the checkpoint"),
-    (lambda raw, root: raw["data_arguments"].update(data_dir="no_such_folder"),
-     "data_arguments.data_dir: folder not found: no_such_folder"),
-    (lambda raw, root: (root.joinpath("afile").write_text("x"),
-                        raw["exp_arguments"].update(production_save_dir="afile/prod")),
-     "exp_arguments.production_save_dir: cannot create afile/prod/EXP"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (
+            lambda raw, root: raw["exp_arguments"].update(class_names=["a", "b", "c"]),
+            "exp_arguments.class_names has 3 names but the checkpoint",
+        ),
+        (
+            lambda raw, root: raw["data_arguments"].update(data_dir="no_such_folder"),
+            "data_arguments.data_dir: folder not found: no_such_folder",
+        ),
+        (
+            lambda raw, root: (
+                root.joinpath("afile").write_text("x"),
+                raw["exp_arguments"].update(production_save_dir="afile/prod"),
+            ),
+            "exp_arguments.production_save_dir: cannot create afile/prod/EXP",
+        ),
+    ],
+)
 def test_cohort_level_mistakes_stop_before_any_slide(cohort, change, message):
     root, raw = cohort["root"], cohort["raw"]
     change(raw, root)
@@ -277,8 +346,12 @@ def test_vis_level_the_slide_lacks_falls_back_to_its_coarsest(cohort, caplog):
 def test_slide_id_keeps_its_own_extension_case(cohort):
     root = cohort["root"]
     os.symlink(root / "slides" / "alpha.svs", root / "slides" / "UPPER.SVS")
-    shutil.copy(root / "features" / "pt_files" / "alpha.pt", root / "features" / "pt_files" / "UPPER.pt")
-    shutil.copy(root / "features" / "h5_files" / "alpha.h5", root / "features" / "h5_files" / "UPPER.h5")
+    shutil.copy(
+        root / "features" / "pt_files" / "alpha.pt", root / "features" / "pt_files" / "UPPER.pt"
+    )
+    shutil.copy(
+        root / "features" / "h5_files" / "alpha.h5", root / "features" / "h5_files" / "UPPER.h5"
+    )
     (root / "process_list.csv").write_text("slide_id,label\nUPPER.SVS,tumor\n")
     assert main(["--config", str(cohort["config"]), "--no-progress"]) == 0
     assert (root / "raw/EXP/tumor/UPPER/UPPER_blockmap.h5").exists()
@@ -309,7 +382,9 @@ def test_a_full_disk_names_the_file_being_written(cohort, tmp_path_factory, caps
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
     full = tmp_path_factory.mktemp("full")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(full)], capture_output=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(full)], capture_output=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
     try:
@@ -334,11 +409,17 @@ def test_killed_while_overwriting_results_csv_lists_exactly_the_finished_slides(
     root = cohort["root"]
     plist = root / "process_list.csv"
     rows = [f"s{i},tumor,1,,,,,,\n" for i in range(6)]
-    plist.write_text("slide_id,label,process,features_path,coords_path,x1,y1,x2,y2\n" + "".join(rows))
+    plist.write_text(
+        "slide_id,label,process,features_path,coords_path,x1,y1,x2,y2\n" + "".join(rows)
+    )
     for i in range(6):
         os.symlink(root / "slides" / "alpha.svs", root / "slides" / f"s{i}.svs")
-        shutil.copy(root / "features" / "pt_files" / "alpha.pt", root / "features" / "pt_files" / f"s{i}.pt")
-        shutil.copy(root / "features" / "h5_files" / "alpha.h5", root / "features" / "h5_files" / f"s{i}.h5")
+        shutil.copy(
+            root / "features" / "pt_files" / "alpha.pt", root / "features" / "pt_files" / f"s{i}.pt"
+        )
+        shutil.copy(
+            root / "features" / "h5_files" / "alpha.h5", root / "features" / "h5_files" / f"s{i}.h5"
+        )
     assert main(["--config", str(cohort["config"]), "--no-progress"]) == 0
 
     def listed() -> set[str]:
@@ -349,11 +430,23 @@ def test_killed_while_overwriting_results_csv_lists_exactly_the_finished_slides(
 
     assert listed() == finished() == {f"s{i}" for i in range(6)}
     for kill_after in (1, 3):  # kill once some blockmaps are gone
-        proc = subprocess.Popen([sys.executable, str(REPO_ROOT / "create_heatmaps.py"), "--config",
-                                 str(cohort["config"]), "--overwrite", "--no-progress"], cwd=root,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(REPO_ROOT / "create_heatmaps.py"),
+                "--config",
+                str(cohort["config"]),
+                "--overwrite",
+                "--no-progress",
+            ],
+            cwd=root,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 120
-        while len(finished()) > 6 - kill_after and proc.poll() is None and time.monotonic() < deadline:
+        while (
+            len(finished()) > 6 - kill_after and proc.poll() is None and time.monotonic() < deadline
+        ):
             time.sleep(0.005)
         proc.kill()
         proc.wait()

@@ -1,5 +1,6 @@
 """A cohort the other tests never see: NDPI, JPEG 2000 SVS without MPP and DICOM slides from
 ../shared/testdata, scored with the real trained CLAM-SB checkpoint (skipped where absent)."""
+
 from __future__ import annotations
 
 import csv
@@ -11,8 +12,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from scoring.attention import score_bag
 from scoremap.blockmap import read_blockmap
+from scoring.attention import score_bag
 from scoring.cli import main
 from scoring.models import load_model
 from tests.conftest import shared_path
@@ -22,7 +23,9 @@ pytestmark = pytest.mark.shared
 
 def _grid(dims: tuple[int, int], l0_patch: int, n: int) -> np.ndarray:
     w, h = dims
-    xs, ys = np.meshgrid(np.arange(0, w - l0_patch + 1, l0_patch), np.arange(0, h - l0_patch + 1, l0_patch))
+    xs, ys = np.meshgrid(
+        np.arange(0, w - l0_patch + 1, l0_patch), np.arange(0, h - l0_patch + 1, l0_patch)
+    )
     return np.stack([xs.ravel(), ys.ravel()], 1)[:n].astype(np.int64)
 
 
@@ -35,7 +38,11 @@ def test_real_clam_checkpoint_on_other_formats(tmp_path, monkeypatch):
         # slide id: (data_dir key, file name, coords layout)
         "test3-DAPI-2-(387)": ("main", "test3-DAPI-2-(387).ndpi", "trident"),
         "tcga-cr-7395-01a-01-ts1": ("main", "tcga-cr-7395-01a-01-ts1.svs", "clam_level1"),
-        "multiframe_camelyon_challenge_image": ("dicom", "multiframe_camelyon_challenge_image.dcm", "clam"),
+        "multiframe_camelyon_challenge_image": (
+            "dicom",
+            "multiframe_camelyon_challenge_image.dcm",
+            "clam",
+        ),
     }
     roots = {"main": slides, "dicom": slides / "dicom-camelyon"}
     feats: dict[str, np.ndarray] = {}
@@ -60,12 +67,26 @@ def test_real_clam_checkpoint_on_other_formats(tmp_path, monkeypatch):
     rows.append("not-there.svs,main,LUAD,0,,")  # skipped row: its files do not even exist
     (tmp_path / "list.csv").write_text("\n".join(rows) + "\n")
     config = {
-        "exp_arguments": {"n_classes": 2, "save_exp_code": "REAL", "raw_save_dir": "raw",
-                          "production_save_dir": "prod"},
-        "data_arguments": {"data_dir": {k: str(v) for k, v in roots.items()}, "data_dir_key": "source",
-                           "process_list": "list.csv", "slide_ext": ".svs", "label_dict": {"LUAD": 0, "LSCC": 1}},
-        "model_arguments": {"ckpt_path": str(ckpt), "model_type": "clam_sb", "model_size": "small",
-                            "drop_out": 0.25, "embed_dim": 1024},
+        "exp_arguments": {
+            "n_classes": 2,
+            "save_exp_code": "REAL",
+            "raw_save_dir": "raw",
+            "production_save_dir": "prod",
+        },
+        "data_arguments": {
+            "data_dir": {k: str(v) for k, v in roots.items()},
+            "data_dir_key": "source",
+            "process_list": "list.csv",
+            "slide_ext": ".svs",
+            "label_dict": {"LUAD": 0, "LSCC": 1},
+        },
+        "model_arguments": {
+            "ckpt_path": str(ckpt),
+            "model_type": "clam_sb",
+            "model_size": "small",
+            "drop_out": 0.25,
+            "embed_dim": 1024,
+        },
         "heatmap_arguments": {"vis_level": -1, "cmap": "coolwarm", "save_ext": "jpg"},
         "sample_arguments": {"samples": [{"name": "topk", "k": 3, "mode": "topk"}]},
     }
@@ -88,4 +109,7 @@ def test_real_clam_checkpoint_on_other_formats(tmp_path, monkeypatch):
         with openslide.OpenSlide(roots[key] / fname) as slide:
             level = slide.get_best_level_for_downsample(32)
             assert Image.open(heat).size == Image.open(orig).size == slide.level_dimensions[level]
-        assert len(list((tmp_path / "prod" / "REAL" / "sampled_patches").glob(f"*/topk/*_{sid}_x_*"))) == 3
+        assert (
+            len(list((tmp_path / "prod" / "REAL" / "sampled_patches").glob(f"*/topk/*_{sid}_x_*")))
+            == 3
+        )

@@ -4,6 +4,7 @@ The bags are what heatmap bags look like: 256-px patches every 32 px over an ell
 tissue (64 patches over every point, as TRIDENT/CLAM overlap gives), with attention that is a
 smooth field plus patch-level noise, or pure noise (the hardest case for any averaging shortcut).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,10 +24,16 @@ def tissue_bag(width: int, height: int, kind: str, seed: int = 0) -> tuple[np.nd
     xs, ys = np.meshgrid(np.arange(0, width - PATCH, STEP), np.arange(0, height - PATCH, STEP))
     coords = np.stack([xs.ravel(), ys.ravel()], 1)
     cx, cy = coords[:, 0] + PATCH / 2, coords[:, 1] + PATCH / 2
-    coords = coords[((cx - width / 2) / (0.45 * width)) ** 2 + ((cy - height / 2) / (0.45 * height)) ** 2 < 1]
+    coords = coords[
+        ((cx - width / 2) / (0.45 * width)) ** 2 + ((cy - height / 2) / (0.45 * height)) ** 2 < 1
+    ]
     rng = np.random.default_rng(seed)
     if kind == "smooth":
-        raw = np.sin(coords[:, 0] / 1500) + np.cos(coords[:, 1] / 1100) + 0.3 * rng.standard_normal(len(coords))
+        raw = (
+            np.sin(coords[:, 0] / 1500)
+            + np.cos(coords[:, 1] / 1100)
+            + 0.3 * rng.standard_normal(len(coords))
+        )
     else:
         raw = rng.standard_normal(len(coords))
     return coords, normalize_scores(raw, "percentile").astype(np.float32)
@@ -44,7 +51,11 @@ def bag(request):
     geo = DeepZoomGeometry.for_slide((width, height), [(width, height)], {})
     pyramid = ScorePyramid.build(coords, values, PATCH, geo.l0_window(), geo.tile_size)
     index = PatchIndex(coords, PATCH)
-    return geo, ScoreSource(coords, values, PATCH, index), ScoreSource(coords, values, PATCH, index, pyramid)
+    return (
+        geo,
+        ScoreSource(coords, values, PATCH, index),
+        ScoreSource(coords, values, PATCH, index, pyramid),
+    )
 
 
 def test_every_coarse_tile_is_the_tile_painted_from_patches(bag):
@@ -123,11 +134,15 @@ def test_a_million_patch_bag_costs_tens_of_megabytes():
     pyramid = ScorePyramid.build(coords, values, PATCH, (0, 0, 40000, 30000), 254)
     assert len(coords) > 1_000_000
     assert pyramid.base_downsample == 16 and pyramid.coarse_downsample == 16
-    assert pyramid.nbytes < 40 * 2 ** 20  # every level and the tables it is painted from
+    assert pyramid.nbytes < 40 * 2**20  # every level and the tables it is painted from
     top = pyramid.level(pyramid.level_count - 1)
     assert top.shape == (1, 1) and abs(float(top[0, 0]) - values.mean()) < 1e-3
     # a coarse tile is cut: its cost no longer depends on the bag
-    assert pyramid.serves(64, (0, 0)) and not pyramid.serves(8, (0, 0)) and not pyramid.serves(64, (1, 0))
+    assert (
+        pyramid.serves(64, (0, 0))
+        and not pyramid.serves(8, (0, 0))
+        and not pyramid.serves(64, (1, 0))
+    )
 
 
 def test_the_coarse_level_is_where_tiles_meet_more_than_coarse_patches():
@@ -138,6 +153,9 @@ def test_the_coarse_level_is_where_tiles_meet_more_than_coarse_patches():
     assert bag.max_per_tile((0, 0), 254 * 4, (16000, 12000)) <= COARSE_PATCHES
     index = PatchIndex(coords, PATCH)
     tile = 254 * 8
-    worst = max(index.overlapping(x, y, x + tile, y + tile).size
-                for x in range(0, 16000, tile) for y in range(0, 12000, tile))
+    worst = max(
+        index.overlapping(x, y, x + tile, y + tile).size
+        for x in range(0, 16000, tile)
+        for y in range(0, 12000, tile)
+    )
     assert bag.max_per_tile((0, 0), tile, (16000, 12000)) == worst

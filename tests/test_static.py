@@ -1,4 +1,5 @@
 """Static heatmaps (scoring.static) on the real CMU scan and on small lossless pyramids."""
+
 from __future__ import annotations
 
 import subprocess
@@ -47,12 +48,15 @@ def cmu_pixels(cmu) -> np.ndarray:
 @pytest.fixture(scope="module")
 def default_render(cmu, tmp_path_factory):
     out = tmp_path_factory.mktemp("default")
-    render_static(cmu, COORDS, SCORES, PATCH, HeatmapParams(), out / "s_heatmap.png", out / "s_original.png")
+    render_static(
+        cmu, COORDS, SCORES, PATCH, HeatmapParams(), out / "s_heatmap.png", out / "s_original.png"
+    )
     return out
 
 
-def render(slide, tmp_path: Path, name: str = "h.png", coords=COORDS, scores=SCORES, patch=PATCH,
-           **params) -> np.ndarray:
+def render(
+    slide, tmp_path: Path, name: str = "h.png", coords=COORDS, scores=SCORES, patch=PATCH, **params
+) -> np.ndarray:
     path = tmp_path / name
     render_static(slide, coords, scores, patch, HeatmapParams(**params), path, None)
     return load(path)
@@ -61,7 +65,9 @@ def render(slide, tmp_path: Path, name: str = "h.png", coords=COORDS, scores=SCO
 # -- the real scan ---------------------------------------------------------------------------
 
 
-def test_top_patch_shows_the_top_colour_at_alpha_and_other_pixels_are_the_slide(default_render, cmu_pixels):
+def test_top_patch_shows_the_top_colour_at_alpha_and_other_pixels_are_the_slide(
+    default_render, cmu_pixels
+):
     heat = load(default_render / "s_heatmap.png")
     assert heat.shape == cmu_pixels.shape  # vis_level -1 on a 1-level slide: level 0
     top = np.array(matplotlib.colormaps["jet"](1.0, bytes=True)[:3], float)
@@ -91,13 +97,17 @@ def test_roi_renders_only_the_box(cmu, cmu_pixels, tmp_path):
 def test_roi_percentiles_rank_the_patches_inside_it(cmu, tmp_path):
     """As in CLAM, an ROI's colours rank its own patches: its best patch gets the top colour even
     though patches elsewhere on the slide score higher."""
-    inside = [int(np.flatnonzero((COORDS[:, 0] == x) & (COORDS[:, 1] == y))[0])
-              for x, y in ((0, 0), (256, 0), (0, 256), (256, 256))]
+    inside = [
+        int(np.flatnonzero((COORDS[:, 0] == x) & (COORDS[:, 1] == y))[0])
+        for x, y in ((0, 0), (256, 0), (0, 256), (256, 256))
+    ]
     best = max(inside, key=lambda i: SCORES[i])
     assert SCORES[best] < SCORES.max()
     heat = render(cmu, tmp_path, roi=(0, 0, 512, 512), alpha=1.0)
     x, y = COORDS[best]
-    np.testing.assert_array_equal(heat[y + 100, x + 100], matplotlib.colormaps["jet"](1.0, bytes=True)[:3])
+    np.testing.assert_array_equal(
+        heat[y + 100, x + 100], matplotlib.colormaps["jet"](1.0, bytes=True)[:3]
+    )
 
 
 def test_custom_downsample_halves_both_images(cmu, tmp_path):
@@ -107,7 +117,9 @@ def test_custom_downsample_halves_both_images(cmu, tmp_path):
     assert load(orig).shape == (1483, 1110, 3)
 
 
-def test_blur_smooths_the_colours_but_not_the_slide_outside_patches(cmu, cmu_pixels, default_render, tmp_path):
+def test_blur_smooths_the_colours_but_not_the_slide_outside_patches(
+    cmu, cmu_pixels, default_render, tmp_path
+):
     sharp = load(default_render / "s_heatmap.png")
     blurred = render(cmu, tmp_path, blur=True)
     inside = np.zeros(sharp.shape[:2], bool)
@@ -119,7 +131,9 @@ def test_blur_smooths_the_colours_but_not_the_slide_outside_patches(cmu, cmu_pix
 def test_alpha_zero_is_the_slide_and_alpha_one_the_pure_colours(cmu, cmu_pixels, tmp_path):
     np.testing.assert_array_equal(render(cmu, tmp_path, alpha=0.0), cmu_pixels)
     opaque = render(cmu, tmp_path, alpha=1.0, cmap="viridis")
-    np.testing.assert_array_equal(opaque[800, 600], matplotlib.colormaps["viridis"](1.0, bytes=True)[:3])
+    np.testing.assert_array_equal(
+        opaque[800, 600], matplotlib.colormaps["viridis"](1.0, bytes=True)[:3]
+    )
 
 
 def test_blank_canvas_and_binarize(cmu, tmp_path):
@@ -139,13 +153,16 @@ def test_tiff_is_lossless_like_png_and_jpeg_is_close(cmu, default_render, tmp_pa
     assert np.abs(render(cmu, tmp_path, "h.jpg").astype(int) - png).mean() < 3
 
 
-@pytest.mark.parametrize("params, key", [
-    ({"vis_level": 1}, "heatmap_arguments.vis_level"),
-    ({"vis_level": -2}, "heatmap_arguments.vis_level"),
-    ({"alpha": 1.5}, "heatmap_arguments.alpha"),
-    ({"cmap": "no_such_map"}, "heatmap_arguments.cmap"),
-    ({"custom_downsample": 0.5}, "heatmap_arguments.custom_downsample"),
-])
+@pytest.mark.parametrize(
+    "params, key",
+    [
+        ({"vis_level": 1}, "heatmap_arguments.vis_level"),
+        ({"vis_level": -2}, "heatmap_arguments.vis_level"),
+        ({"alpha": 1.5}, "heatmap_arguments.alpha"),
+        ({"cmap": "no_such_map"}, "heatmap_arguments.cmap"),
+        ({"custom_downsample": 0.5}, "heatmap_arguments.custom_downsample"),
+    ],
+)
 def test_bad_parameters_name_the_config_key_and_write_nothing(cmu, tmp_path, params, key):
     with pytest.raises(ConfigError) as err:
         render(cmu, tmp_path, **params)
@@ -165,7 +182,7 @@ def test_areas_without_scan_pixels_show_white_not_black(tmp_path):
 
 
 def test_unknown_extension_is_a_config_error(cmu, tmp_path):
-    with pytest.raises(ConfigError, match="heatmap_arguments.save_ext"):
+    with pytest.raises(ConfigError, match=r"heatmap_arguments.save_ext"):
         render(cmu, tmp_path, "h.bmp")
 
 
@@ -195,8 +212,13 @@ def pyramid(cmu, tmp_path_factory):
     with tifffile.TiffWriter(path) as tif:
         for k, pixels in enumerate(levels):
             tile = 256 if min(pixels.shape[:2]) >= 256 else 16
-            tif.write(pixels, tile=(tile, tile), photometric="rgb", compression="zlib",
-                      subfiletype=1 if k else 0)
+            tif.write(
+                pixels,
+                tile=(tile, tile),
+                photometric="rgb",
+                compression="zlib",
+                subfiletype=1 if k else 0,
+            )
     slide = openslide.OpenSlide(str(path))
     assert slide.level_downsamples == (1.0, 4.0, 16.0, 64.0)
     yield SimpleNamespace(slide=slide, levels=levels)
@@ -213,8 +235,15 @@ def test_auto_level_is_the_one_closest_to_32x(pyramid):
 def test_registration_at_4x_follows_the_floor_ceil_rule(pyramid, tmp_path):
     coords = np.array([[10, 6], [1000, 1001]])
     path, orig = tmp_path / "h.png", tmp_path / "o.png"
-    render_static(pyramid.slide, coords, np.array([1.0, 2.0]), 64,
-                  HeatmapParams(vis_level=1, alpha=1.0, blank_canvas=True), path, orig)
+    render_static(
+        pyramid.slide,
+        coords,
+        np.array([1.0, 2.0]),
+        64,
+        HeatmapParams(vis_level=1, alpha=1.0, blank_canvas=True),
+        path,
+        orig,
+    )
     painted = (load(path) != 255).any(axis=-1)
     want = np.zeros((512, 512), bool)
     want[1:18, 2:19] = True  # rows floor(6/4)..ceil(70/4), cols floor(10/4)..ceil(74/4)
@@ -223,11 +252,14 @@ def test_registration_at_4x_follows_the_floor_ceil_rule(pyramid, tmp_path):
     np.testing.assert_array_equal(load(orig), pyramid.levels[1])
 
 
-@pytest.mark.parametrize("params", [
-    {"vis_level": 0},
-    {"vis_level": 0, "blur": True, "custom_downsample": 3},
-    {"vis_level": 1, "roi": (100, 37, 1900, 2000), "custom_downsample": 1.7},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"vis_level": 0},
+        {"vis_level": 0, "blur": True, "custom_downsample": 3},
+        {"vis_level": 1, "roi": (100, 37, 1900, 2000), "custom_downsample": 1.7},
+    ],
+)
 def test_strips_join_without_seams(pyramid, tmp_path, monkeypatch, params):
     rng = np.random.default_rng(5)
     coords = rng.integers(0, 1900, size=(400, 2))
@@ -243,9 +275,13 @@ def test_strips_join_without_seams(pyramid, tmp_path, monkeypatch, params):
 
 
 def test_colouring_modules_do_not_import_torch():
-    code = ("import sys; import scoremap.colormap, scoremap.grid, scoring.static; "
-            "assert 'torch' not in sys.modules, 'torch imported'")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True)
+    code = (
+        "import sys; import scoremap.colormap, scoremap.grid, scoring.static; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -259,7 +295,9 @@ def test_every_format_decodes_to_the_canvas(tmp_path, ext):
     static._save(canvas, path, {"png": "png", "jpg": "jpeg", "tiff": "tiff"}[ext])
     back = np.asarray(Image.open(path).convert("RGB"))
     if ext == "jpg":
-        assert np.abs(back[:, :200].astype(int) - canvas[:, :200]).max() <= 3  # flat half, far from the noise
+        assert (
+            np.abs(back[:, :200].astype(int) - canvas[:, :200]).max() <= 3
+        )  # flat half, far from the noise
     else:
         np.testing.assert_array_equal(back, canvas)
     assert [p.name for p in tmp_path.iterdir()] == [f"x.{ext}"]

@@ -1,4 +1,5 @@
 """The JSON API, patch images, thumbnails, pages and the cohort-loading rules."""
+
 from __future__ import annotations
 
 import io
@@ -23,15 +24,28 @@ def test_cohort_json(client, viewer_cohort):
     assert body["count"] == 6
     cmu = body["slides"][1]
     assert cmu == {
-        "id": "CMU-1-Small-Region", "label": "tumor", "prediction": {"index": 1, "name": "tumor"},
-        "probabilities": [0.2, 0.8], "class_names": ["normal", "tumor"],
-        "bag_size": len(viewer_cohort.scored["CMU-1-Small-Region"].scores), "model_type": "clam_mb",
-        "readable": True, "error": None, "viewer_url": "/slides/CMU-1-Small-Region",
-        "api_url": "/api/slides/CMU-1-Small-Region", "thumbnail_url": "/slides/CMU-1-Small-Region/thumbnail.jpeg",
+        "id": "CMU-1-Small-Region",
+        "label": "tumor",
+        "prediction": {"index": 1, "name": "tumor"},
+        "probabilities": [0.2, 0.8],
+        "class_names": ["normal", "tumor"],
+        "bag_size": len(viewer_cohort.scored["CMU-1-Small-Region"].scores),
+        "model_type": "clam_mb",
+        "readable": True,
+        "error": None,
+        "viewer_url": "/slides/CMU-1-Small-Region",
+        "api_url": "/api/slides/CMU-1-Small-Region",
+        "thumbnail_url": "/slides/CMU-1-Small-Region/thumbnail.jpeg",
     }
     flags = {s["id"]: s["readable"] for s in body["slides"]}
-    assert flags == {"pyramid": True, "CMU-1-Small-Region": True, "not-a-slide": False, "escape": False,
-                     "outside": False, "missing": False}
+    assert flags == {
+        "pyramid": True,
+        "CMU-1-Small-Region": True,
+        "not-a-slide": False,
+        "escape": False,
+        "outside": False,
+        "missing": False,
+    }
     errors = {s["id"]: s["error"] for s in body["slides"]}
     assert "outside the configured slide folders" in errors["escape"]
     assert "outside the configured slide folders" in errors["outside"]
@@ -47,14 +61,23 @@ def test_slide_metadata(client, viewer_cohort):
         assert meta["mpp"]["x"] == pytest.approx(float(slide.properties["openslide.mpp-x"]))
         assert meta["mpp"]["y"] == pytest.approx(float(slide.properties["openslide.mpp-y"]))
     assert meta["levels"] == [{"level": 0, "dimensions": [2220, 2967], "downsample": 1.0}]
-    assert meta["dzi"] == {"slide": "/slide/CMU-1-Small-Region.dzi", "overlay": "/overlay/CMU-1-Small-Region.dzi"}
+    assert meta["dzi"] == {
+        "slide": "/slide/CMU-1-Small-Region.dzi",
+        "overlay": "/overlay/CMU-1-Small-Region.dzi",
+    }
     assert meta["patch_size"] == PATCH and meta["model_type"] == "clam_mb"
-    assert meta["prediction"] == {"index": 1, "name": "tumor"} and meta["probabilities"] == [0.2, 0.8]
+    assert meta["prediction"] == {"index": 1, "name": "tumor"} and meta["probabilities"] == [
+        0.2,
+        0.8,
+    ]
     assert [c["available"] for c in meta["classes"]] == [True, True]
     assert meta["deepzoom"]["tile_size"] == 254 and meta["deepzoom"]["overlap"] == 1
     assert meta["urls"]["patch_image"] == "/slides/CMU-1-Small-Region/patch/{index}.jpeg"
     pyramid = client.get("/api/slides/pyramid").get_json()
-    assert [c["available"] for c in pyramid["classes"]] == [False, True]  # abmil: predicted class only
+    assert [c["available"] for c in pyramid["classes"]] == [
+        False,
+        True,
+    ]  # abmil: predicted class only
     assert pyramid["level_count"] == 4 and pyramid["vendor"] == "generic-tiff"
 
 
@@ -119,21 +142,30 @@ def test_thumbnail_and_colorbar(client):
     r = client.get("/slides/pyramid/thumbnail.jpeg")
     img = Image.open(io.BytesIO(r.data))
     assert r.status_code == 200 and max(img.size) == 256
-    assert max(Image.open(io.BytesIO(client.get("/slides/pyramid/thumbnail.jpeg?size=64").data)).size) == 64
+    assert (
+        max(Image.open(io.BytesIO(client.get("/slides/pyramid/thumbnail.jpeg?size=64").data)).size)
+        == 64
+    )
     bar = client.get("/api/colorbar?cmap=viridis&width=200&height=10")
     assert bar.status_code == 200 and bar.mimetype == "image/png"
     legend = Image.open(io.BytesIO(bar.data))
     assert legend.size == (200, 10)
     from scoremap.colormap import colorbar
 
-    assert np.array_equal(np.asarray(legend.convert("RGB")), np.asarray(colorbar("viridis", 200, 10)))
+    assert np.array_equal(
+        np.asarray(legend.convert("RGB")), np.asarray(colorbar("viridis", 200, 10))
+    )
     names = client.get("/api/colormaps").get_json()
     assert "jet" in names["all"] and names["suggested"][0] == "jet"
 
 
 def test_pages(client):
     index = client.get("/")
-    assert index.status_code == 200 and b"CMU-1-Small-Region" in index.data and b"/slides/pyramid" in index.data
+    assert (
+        index.status_code == 200
+        and b"CMU-1-Small-Region" in index.data
+        and b"/slides/pyramid" in index.data
+    )
     page = client.get("/slides/pyramid")
     assert page.status_code == 200 and b'data-api="/api/slides/pyramid"' in page.data
     assert client.get("/slides/no-such-slide").status_code == 404
@@ -143,8 +175,15 @@ def test_results_mode_finds_moved_slides_by_name(tmp_path, viewer_cohort):
     """--results/--slides: a blockmap scored elsewhere (slide_path absent here) resolves by name."""
     raw = tmp_path / "raw"
     s = viewer_cohort.scored["pyramid"]
-    write_scored(raw, "pyramid", "normal", "/scoring-machine/slides/pyramid.tiff", s.l0_coords, seed=2,
-                 per_class=False)
+    write_scored(
+        raw,
+        "pyramid",
+        "normal",
+        "/scoring-machine/slides/pyramid.tiff",
+        s.l0_coords,
+        seed=2,
+        per_class=False,
+    )
     app = create_app({"RESULTS_DIR": str(raw), "SLIDES_DIR": str(viewer_cohort.slides_dir)})
     c = app.test_client()
     entry = c.get("/api/slides").get_json()["slides"][0]
@@ -155,8 +194,12 @@ def test_results_mode_finds_moved_slides_by_name(tmp_path, viewer_cohort):
     outside.mkdir()
     shutil.copy(s.slide_path, outside / "pyramid.tiff")
     raw2 = tmp_path / "raw2"
-    write_scored(raw2, "pyramid", "normal", outside / "pyramid.tiff", s.l0_coords, seed=2, per_class=False)
-    c2 = create_app({"RESULTS_DIR": str(raw2), "SLIDES_DIR": str(viewer_cohort.slides_dir)}).test_client()
+    write_scored(
+        raw2, "pyramid", "normal", outside / "pyramid.tiff", s.l0_coords, seed=2, per_class=False
+    )
+    c2 = create_app(
+        {"RESULTS_DIR": str(raw2), "SLIDES_DIR": str(viewer_cohort.slides_dir)}
+    ).test_client()
     assert c2.get("/slide/pyramid.dzi").status_code == 403
 
 
@@ -173,20 +216,51 @@ def test_config_errors_are_clear(tmp_path, viewer_cohort, monkeypatch):
     assert len(create_app().extensions["mil_viewer"].cohort) == 6  # settings from the environment
 
 
-def test_demo_cohort_when_built():
-    """`--demo` serves data/demo/demo_config.yaml's cohort (after `make demo`), from any cwd."""
+@pytest.mark.slow
+def test_the_demo_builds_scores_and_serves():
+    """The first README command: `make demo` builds the demo cohort, scores it with both models and
+    serves `mil-viewer --demo`. Run here as its steps (the Makefile's recipe, ~40 s; a built demo
+    is reused), then the real server (gunicorn) answers for every demo slide and experiment."""
+    import json
+    import subprocess
+    import sys
+    import urllib.request
+
+    from viewer.background import start_viewer, stop_viewer
     from viewer.cohort import DEMO_CONFIG, REPO_ROOT
 
-    if not DEMO_CONFIG.is_file() or not (REPO_ROOT / "heatmaps" / "heatmap_raw_results" / "DEMO").is_dir():
-        pytest.skip("demo not built (make demo)")
-    c = create_app({"DEMO": True}).test_client()
-    slides = c.get("/api/slides").get_json()["slides"]
-    assert slides and all(s["readable"] for s in slides)
-    first = slides[0]["id"]
-    meta = c.get(f"/api/slides/{first}").get_json()
-    top = meta["deepzoom"]["level_count"] - 1
-    assert c.get(f"/slide/{first}_files/{top}/0_0.jpeg").status_code == 200
-    assert c.get(f"/overlay/{first}_files/{top}/0_0.png").status_code == 200
+    steps = [[sys.executable, "-m", "demo.build"]] + [
+        [sys.executable, "create_heatmaps.py", "--config", str(config), "--no-progress"]
+        for config in (DEMO_CONFIG, DEMO_CONFIG.with_name("demo_config_abmil.yaml"))
+    ]
+    for step in steps:
+        done = subprocess.run(step, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, f"{' '.join(step[1:])}:\n{done.stdout}\n{done.stderr}"
+    proc, base = start_viewer(["--demo", "--workers", "1", "--threads", "4"], timeout=120)
+    try:
+
+        def get(path: str) -> tuple[int, bytes]:
+            with urllib.request.urlopen(base + path, timeout=30) as r:
+                return r.status, r.read()
+
+        slides = json.loads(get("/api/slides")[1])["slides"]
+        assert [s["id"] for s in slides] == [
+            "CMU-1-Small-Region",
+            "CMU-tiled-large",
+            "CMU-tiled-stroma",
+        ]
+        assert all(s["readable"] for s in slides)
+        for s in slides:
+            for exp in ("DEMO", "DEMO_ABMIL"):
+                meta = json.loads(get(f"/api/slides/{s['id']}?exp={exp}")[1])
+                top = meta["deepzoom"]["level_count"] - 1
+                status, png = get(f"/overlay/{s['id']}_files/{top}/0_0.png?exp={exp}")
+                assert status == 200 and png.startswith(b"\x89PNG")
+            status, jpeg = get(f"/slide/{s['id']}_files/{top}/0_0.jpeg")
+            assert status == 200 and jpeg.startswith(b"\xff\xd8")
+        assert get("/")[0] == 200
+    finally:
+        stop_viewer(proc)
 
 
 def test_the_page_takes_its_defaults_and_choices_from_the_server(client):
@@ -196,22 +270,40 @@ def test_the_page_takes_its_defaults_and_choices_from_the_server(client):
     from scoremap.normalize import NORMS
 
     meta = client.get("/api/slides/pyramid").get_json()
-    assert meta["defaults"] == {"cmap": OVERLAY["cmap"], "norm": OVERLAY["norm"], "class": meta["prediction"]["index"],
-                                "threshold": OVERLAY["threshold"], "blur": OVERLAY["blur"], "alpha": OVERLAY["alpha"],
-                                "difference_cmap": OVERLAY["difference_cmap"]}
+    assert meta["defaults"] == {
+        "cmap": OVERLAY["cmap"],
+        "norm": OVERLAY["norm"],
+        "class": meta["prediction"]["index"],
+        "threshold": OVERLAY["threshold"],
+        "blur": OVERLAY["blur"],
+        "alpha": OVERLAY["alpha"],
+        "difference_cmap": OVERLAY["difference_cmap"],
+    }
     choices = meta["choices"]
     assert choices["colormaps"] == list(SUGGESTED_CMAPS)
     assert [n["name"] for n in choices["norms"]] == list(NORMS)
-    assert choices["threshold"] == {"min": OVERLAY["threshold_min"], "max": OVERLAY["threshold_max"],
-                                    "step": OVERLAY["threshold_step"]}
+    assert choices["threshold"] == {
+        "min": OVERLAY["threshold_min"],
+        "max": OVERLAY["threshold_max"],
+        "step": OVERLAY["threshold_step"],
+    }
     page = client.get("/slides/pyramid").get_data(as_text=True)
     assert "<option" not in page and 'value="percentile"' not in page and 'max="0.99"' not in page
-    app = create_app({"SCORING_CONFIG": client.application.extensions["mil_viewer"].cohort.source,
-                      "DEFAULT_CMAP": "magma", "DEFAULT_NORM": "raw"})
+    app = create_app(
+        {
+            "SCORING_CONFIG": client.application.extensions["mil_viewer"].cohort.source,
+            "DEFAULT_CMAP": "magma",
+            "DEFAULT_NORM": "raw",
+        }
+    )
     assert app.test_client().get("/api/slides/pyramid").get_json()["defaults"]["cmap"] == "magma"
-    with pytest.raises(ViewerConfigError, match="DEFAULT_CMAP.*did you mean"):
-        create_app({"SCORING_CONFIG": client.application.extensions["mil_viewer"].cohort.source,
-                    "DEFAULT_CMAP": "viridiss"})
+    with pytest.raises(ViewerConfigError, match=r"DEFAULT_CMAP.*did you mean"):
+        create_app(
+            {
+                "SCORING_CONFIG": client.application.extensions["mil_viewer"].cohort.source,
+                "DEFAULT_CMAP": "viridiss",
+            }
+        )
 
 
 def test_a_patch_larger_than_the_screen_is_shown_scaled_not_read_whole(viewer_cohort, tmp_path):
@@ -221,10 +313,25 @@ def test_a_patch_larger_than_the_screen_is_shown_scaled_not_read_whole(viewer_co
     slide = viewer_cohort.scored["pyramid"].slide_path
     from scoremap.blockmap import Blockmap, blockmap_path, write_blockmap
 
-    write_blockmap(blockmap_path(raw, "l", "huge"), Blockmap(
-        "huge", str(slide), "l", "abmil", ["a", "b"], 1, np.array([0.4, 0.6]), np.zeros(2), 20000,
-        np.array([1.0], np.float32), np.array([[0, 0]], np.int32)))
-    client = create_app({"RESULTS_DIR": str(raw), "SLIDES_DIR": str(viewer_cohort.slides_dir)}).test_client()
+    write_blockmap(
+        blockmap_path(raw, "l", "huge"),
+        Blockmap(
+            "huge",
+            str(slide),
+            "l",
+            "abmil",
+            ["a", "b"],
+            1,
+            np.array([0.4, 0.6]),
+            np.zeros(2),
+            20000,
+            np.array([1.0], np.float32),
+            np.array([[0, 0]], np.int32),
+        ),
+    )
+    client = create_app(
+        {"RESULTS_DIR": str(raw), "SLIDES_DIR": str(viewer_cohort.slides_dir)}
+    ).test_client()
     r = client.get("/slides/huge/patch/0.jpeg")
     assert r.status_code == 200
     image = Image.open(io.BytesIO(r.data))
@@ -246,7 +353,9 @@ def test_export_routes_give_what_the_cli_writes_for_the_slide_on_screen(client, 
     want = unary_union([box(x, y, x + PATCH, y + PATCH) for x, y in above])
     assert shape(feature["geometry"]).symmetric_difference(want).area == 0
     assert feature["properties"]["measurements"]["n_patches"] == len(above)
-    assert client.get("/api/slides/pyramid/export/regions.geojson").status_code == 400  # threshold required
+    assert (
+        client.get("/api/slides/pyramid/export/regions.geojson").status_code == 400
+    )  # threshold required
 
     r = client.get("/api/slides/pyramid/export/patches.csv")
     rows = r.get_data(as_text=True).splitlines()
@@ -255,7 +364,9 @@ def test_export_routes_give_what_the_cli_writes_for_the_slide_on_screen(client, 
 
     meta = client.get("/api/slides/pyramid").get_json()
     w, h = meta["dimensions"]
-    r = client.get(f"/api/slides/pyramid/export/view.png?x=0&y=0&w={w}&h={h}&width=600&cmap=viridis&alpha=1")
+    r = client.get(
+        f"/api/slides/pyramid/export/view.png?x=0&y=0&w={w}&h={h}&width=600&cmap=viridis&alpha=1"
+    )
     assert r.status_code == 200 and r.mimetype == "image/png"
     image = np.asarray(Image.open(io.BytesIO(r.data)).convert("RGB"))
     height = round(h * 600 / w)
@@ -264,20 +375,25 @@ def test_export_routes_give_what_the_cli_writes_for_the_slide_on_screen(client, 
     i = scored.isolated
     cx, cy = (scored.l0_coords[i] + PATCH // 2) * 600 // w
     from scoremap.colormap import palette, to_indices
+
     want_rgb = palette("viridis")[int(to_indices(np.array([percentile[i]]))[0])]
     assert np.abs(image[cy, cx].astype(int) - want_rgb.astype(int)).max() <= 2
-    assert (image[height + 26:height + 38, 8:200] != 255).any()  # the colorbar is burned in
+    assert (image[height + 26 : height + 38, 8:200] != 255).any()  # the colorbar is burned in
     for bad in ("w=0", "width=99999", f"w=10&h={h * 100}&width=4000", "alpha=2", "class=7"):
         assert client.get(f"/api/slides/pyramid/export/view.png?{bad}").status_code == 400, bad
 
 
 def test_histogram_counts_every_scored_patch_of_the_class_and_norm(client, viewer_cohort):
     scored = viewer_cohort.scored["CMU-1-Small-Region"]
-    body = client.get("/api/slides/CMU-1-Small-Region/histogram?bins=20&class=0&norm=raw&lo=0.25&hi=0.75").get_json()
+    body = client.get(
+        "/api/slides/CMU-1-Small-Region/histogram?bins=20&class=0&norm=raw&lo=0.25&hi=0.75"
+    ).get_json()
     normal = scored.per_class[:, 0]
     raw01 = (normal - normal.min()) / (normal.max() - normal.min())
     want, edges = np.histogram(raw01, bins=20, range=(0, 1))
-    assert body["counts"] == want.tolist() and sum(body["counts"]) == len(normal) == body["bag_size"]
+    assert (
+        body["counts"] == want.tolist() and sum(body["counts"]) == len(normal) == body["bag_size"]
+    )
     np.testing.assert_allclose(body["edges"], edges)
     assert body["range"]["patches"] == int(((raw01 >= 0.25) & (raw01 <= 0.75)).sum())
     assert body["raw_min"] == pytest.approx(float(normal.min()))
@@ -296,16 +412,23 @@ def test_regions_area_is_the_union_of_the_patches_in_range(client, viewer_cohort
     union = unary_union([box(x, y, x + PATCH, y + PATCH) for x, y in scored.l0_coords[chosen]])
     everything = unary_union([box(x, y, x + PATCH, y + PATCH) for x, y in scored.l0_coords])
     assert body["patches"] == int(chosen.sum())
-    assert body["area_px"] == pytest.approx(union.area) and body["scored_area_px"] == pytest.approx(everything.area)
+    assert body["area_px"] == pytest.approx(union.area) and body["scored_area_px"] == pytest.approx(
+        everything.area
+    )
     assert body["share"] == pytest.approx(union.area / everything.area)
     with openslide.OpenSlide(str(scored.slide_path)) as slide:
-        mpp2 = float(slide.properties["openslide.mpp-x"]) * float(slide.properties["openslide.mpp-y"])
+        mpp2 = float(slide.properties["openslide.mpp-x"]) * float(
+            slide.properties["openslide.mpp-y"]
+        )
     assert body["area_mm2"] == pytest.approx(union.area * mpp2 * 1e-6)
     (feature,) = body["geojson"]["features"]
     assert shape(feature["geometry"]).symmetric_difference(union).area == 0
     assert feature["properties"]["classification"]["name"] == "attention in [0.3, 0.9]"
     # the overlapping pair counts once where both are chosen
-    assert client.get("/api/slides/CMU-1-Small-Region/regions?lo=0&hi=1&geojson=0").get_json()["share"] == 1.0
+    assert (
+        client.get("/api/slides/CMU-1-Small-Region/regions?lo=0&hi=1&geojson=0").get_json()["share"]
+        == 1.0
+    )
 
 
 def test_overlay_hides_patches_outside_the_score_range(client, viewer_cohort):
@@ -317,5 +440,7 @@ def test_overlay_hides_patches_outside_the_score_range(client, viewer_cohort):
     url = f"/overlay/pyramid_files/{geo_level}/{x // 254}_{y // 254}.png"
     inside = Image.open(io.BytesIO(client.get(f"{url}?lo={max(0, p - 0.01):.4f}&hi=1").data))
     outside = Image.open(io.BytesIO(client.get(f"{url}?lo=0&hi={max(0, p - 0.02):.4f}").data))
-    assert inside.getpixel((x % 254 + 1, y % 254 + 1)) != 255  # (overlap pixel: col 0 is the previous tile's)
+    assert (
+        inside.getpixel((x % 254 + 1, y % 254 + 1)) != 255
+    )  # (overlap pixel: col 0 is the previous tile's)
     assert outside.getpixel((x % 254 + 1, y % 254 + 1)) == 255

@@ -1,6 +1,7 @@
 """The viewer follows its files while it serves, on a real gunicorn server (2 workers): broken
 blockmaps, a rescore, a slide deleted and restored, a slide swapped for a symlink out of the roots.
 No answer is a 500, and none names a server folder."""
+
 from __future__ import annotations
 
 import http.client
@@ -70,11 +71,15 @@ def cohort(tmp_path, cmu_slide):
     (tmp_path / "outside").mkdir()
     for sid in ("good", "other", *BROKEN):
         slide = shutil.copy(cmu_slide, slides / f"{sid}.svs")
-        write_scored(raw, sid, "tumor", slide, COORDS, seed=len(sid), per_class=False, model_type="abmil")
+        write_scored(
+            raw, sid, "tumor", slide, COORDS, seed=len(sid), per_class=False, model_type="abmil"
+        )
     for sid, (key, value) in BROKEN.items():
         _break(blockmap_path(raw, "tumor", sid), key, value)
-    proc, base = start_viewer(["--results", str(raw), "--slides", str(slides), "--workers", "2", "--threads", "2"],
-                              quiet=True)
+    proc, base = start_viewer(
+        ["--results", str(raw), "--slides", str(slides), "--workers", "2", "--threads", "2"],
+        quiet=True,
+    )
     try:
         yield tmp_path, raw, slides, Server(base)
     finally:
@@ -89,11 +94,15 @@ def _no_paths(server: Server, root, *paths: str) -> None:
 
 
 def test_broken_blockmaps_leave_the_rest_of_the_cohort_served(cohort):
-    root, raw, slides, server = cohort
+    root, raw, _slides, server = cohort
     status, body = server.json("/api/slides")
     assert status == 200 and [s["id"] for s in body["slides"]] == ["good", "other"]
     for sid in BROKEN:
-        for path in (f"/api/slides/{sid}", f"/overlay/{sid}_files/11/0_0.png", f"/slides/{sid}/patch/0.jpeg"):
+        for path in (
+            f"/api/slides/{sid}",
+            f"/overlay/{sid}_files/11/0_0.png",
+            f"/slides/{sid}/patch/0.jpeg",
+        ):
             status, _, _ = server.get(path)
             assert status == 404, (path, status)
     assert server.get("/overlay/good_files/12/0_0.png")[0] == 200
@@ -101,8 +110,16 @@ def test_broken_blockmaps_leave_the_rest_of_the_cohort_served(cohort):
     _break(blockmap_path(raw, "tumor", "other"), "class_names", "{oops")
     status, body = server.json("/overlay/other_files/12/0_0.png")
     assert status == 404 and "class_names" in body["error"] and str(root) not in body["error"]
-    _no_paths(server, root, "/api/slides", "/api/slides/other", "/api/slides/nope", "/slides/other",
-              "/slide/other.dzi", "/")
+    _no_paths(
+        server,
+        root,
+        "/api/slides",
+        "/api/slides/other",
+        "/api/slides/nope",
+        "/slides/other",
+        "/slide/other.dzi",
+        "/",
+    )
 
 
 def _tile_indices(server: Server, sid: str, level: int) -> np.ndarray:
@@ -112,7 +129,7 @@ def _tile_indices(server: Server, sid: str, level: int) -> np.ndarray:
 
 
 def test_a_rescored_blockmap_is_served_fresh_by_every_worker(cohort):
-    root, raw, slides, server = cohort
+    _root, raw, slides, server = cohort
     meta = server.json("/api/slides/good")[1]
     level = meta["deepzoom"]["level_count"] - 1
     before, etag = _tile_indices(server, "good", level)
@@ -120,13 +137,25 @@ def test_a_rescored_blockmap_is_served_fresh_by_every_worker(cohort):
         assert _tile_indices(server, "good", level)[1] == etag
     # create_heatmaps.py --overwrite writes a new file and renames it over the old one
     new_coords = np.array([[100, 100], [612, 100]], np.int32)
-    _, scores, _ = write_scored(raw, "good", "tumor", slides / "good.svs", new_coords, seed=99, per_class=False,
-                                model_type="abmil")
-    geo = DeepZoomGeometry.for_slide(meta["dimensions"], [lv["dimensions"] for lv in meta["levels"]], {})
+    _, scores, _ = write_scored(
+        raw,
+        "good",
+        "tumor",
+        slides / "good.svs",
+        new_coords,
+        seed=99,
+        per_class=False,
+        model_type="abmil",
+    )
+    geo = DeepZoomGeometry.for_slide(
+        meta["dimensions"], [lv["dimensions"] for lv in meta["levels"]], {}
+    )
     box = geo.tile_box(level, 0, 0)
     values = normalize_scores(scores, "percentile").astype(np.float32)
-    want = window_indices(ScoreSource(new_coords.astype(np.int64), values, PATCH),
-                          Window(geo.l0_window(), 1, box.z_h, box.z_w, box.z_y, box.z_x))
+    want = window_indices(
+        ScoreSource(new_coords.astype(np.int64), values, PATCH),
+        Window(geo.l0_window(), 1, box.z_h, box.z_w, box.z_y, box.z_x),
+    )
     for _ in range(6):  # whichever worker answers
         got, new_etag = _tile_indices(server, "good", level)
         assert new_etag != etag and np.array_equal(got, want)
@@ -138,7 +167,7 @@ def test_a_rescored_blockmap_is_served_fresh_by_every_worker(cohort):
 
 
 def test_a_deleted_slide_comes_back_and_a_swapped_in_symlink_is_refused(cohort):
-    root, raw, slides, server = cohort
+    root, _raw, slides, server = cohort
     slide = slides / "good.svs"
     kept = root / "kept.svs"
     assert server.get("/slide/good_files/8/0_0.jpeg")[0] == 200
@@ -155,7 +184,11 @@ def test_a_deleted_slide_comes_back_and_a_swapped_in_symlink_is_refused(cohort):
     outside = shutil.copy(slide, root / "outside" / "secret.svs")
     slide.unlink()
     os.symlink(outside, slide)
-    for path in ("/slide/good_files/8/0_0.jpeg", "/slides/good/thumbnail.jpeg", "/slides/good/patch/0.jpeg"):
+    for path in (
+        "/slide/good_files/8/0_0.jpeg",
+        "/slides/good/thumbnail.jpeg",
+        "/slides/good/patch/0.jpeg",
+    ):
         for _ in range(3):
             status, _, body = server.get(path)
             assert status == 403, (path, status)

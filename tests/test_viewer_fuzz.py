@@ -1,4 +1,5 @@
 """Fuzzing every route and query parameter (hypothesis, bounded): no 5xx, errors are short JSON."""
+
 from __future__ import annotations
 
 import json
@@ -10,19 +11,73 @@ from hypothesis import strategies as st
 
 IDS = ["pyramid", "CMU-1-Small-Region", "escape", "outside", "not-a-slide", "missing"]
 ROUTES = [
-    "/", "/slides/{id}", "/slide/{id}.dzi", "/overlay/{id}.dzi",
-    "/slide/{id}_files/{a}/{b}_{c}.jpeg", "/overlay/{id}_files/{a}/{b}_{c}.png",
-    "/api/slides", "/api/slides/{id}", "/api/slides/{id}/topk", "/api/slides/{id}/patch",
-    "/api/colorbar", "/api/colormaps", "/slides/{id}/patch/{a}.jpeg", "/slides/{id}/thumbnail.jpeg",
-    "/vendor/openseadragon/{p}", "/static/{p}",
+    "/",
+    "/slides/{id}",
+    "/slide/{id}.dzi",
+    "/overlay/{id}.dzi",
+    "/slide/{id}_files/{a}/{b}_{c}.jpeg",
+    "/overlay/{id}_files/{a}/{b}_{c}.png",
+    "/api/slides",
+    "/api/slides/{id}",
+    "/api/slides/{id}/topk",
+    "/api/slides/{id}/patch",
+    "/api/colorbar",
+    "/api/colormaps",
+    "/slides/{id}/patch/{a}.jpeg",
+    "/slides/{id}/thumbnail.jpeg",
+    "/vendor/openseadragon/{p}",
+    "/static/{p}",
 ]
-PARAMS = ["cmap", "class", "norm", "threshold", "blur", "k", "order", "x", "y", "size", "width", "height"]
+PARAMS = [
+    "cmap",
+    "class",
+    "norm",
+    "threshold",
+    "blur",
+    "k",
+    "order",
+    "x",
+    "y",
+    "size",
+    "width",
+    "height",
+]
 
 hostile_text = st.one_of(
     st.text(max_size=30),
-    st.sampled_from(["..", "../..", "%2F", "%2e%2e", "/etc/passwd", "\x00", "nan", "inf", "-1", "1e999",
-                     "9" * 40, " 7", "+7", "7_0", "٣", "jet_r", "jet", "percentile", "raw", "top", "bottom",
-                     "0", "1", "0.5", "-0", "1e-320", "true", "[]", "{}"]),
+    st.sampled_from(
+        [
+            "..",
+            "../..",
+            "%2F",
+            "%2e%2e",
+            "/etc/passwd",
+            "\x00",
+            "nan",
+            "inf",
+            "-1",
+            "1e999",
+            "9" * 40,
+            " 7",
+            "+7",
+            "7_0",
+            "٣",
+            "jet_r",
+            "jet",
+            "percentile",
+            "raw",
+            "top",
+            "bottom",
+            "0",
+            "1",
+            "0.5",
+            "-0",
+            "1e-320",
+            "true",
+            "[]",
+            "{}",
+        ]
+    ),
 )
 number_like = st.one_of(st.integers(-5, 100_000).map(str), hostile_text)
 
@@ -32,14 +87,21 @@ def requests(draw):
     template = draw(st.sampled_from(ROUTES))
     path = template.format(
         id=quote(draw(st.one_of(st.sampled_from(IDS), hostile_text)), safe=""),
-        a=quote(draw(number_like), safe=""), b=quote(draw(number_like), safe=""),
-        c=quote(draw(number_like), safe=""), p=quote(draw(hostile_text), safe="/%"))
+        a=quote(draw(number_like), safe=""),
+        b=quote(draw(number_like), safe=""),
+        c=quote(draw(number_like), safe=""),
+        p=quote(draw(hostile_text), safe="/%"),
+    )
     query = draw(st.dictionaries(st.sampled_from(PARAMS), number_like, max_size=5))
     return path, query
 
 
-@settings(max_examples=600, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=600,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(request=requests())
 def test_no_request_gets_a_5xx_or_a_trace(client, request):
     check_answer(client, request)
@@ -59,13 +121,31 @@ def check_answer(client, request) -> None:
         assert error["status"] == response.status_code and 0 < len(error["error"]) < 500
 
 
-COMPARED_ROUTES = ROUTES + [
-    "/api/slides/{id}/agreement", "/api/agreement", "/api/slides/{id}/histogram", "/api/slides/{id}/regions",
-    "/api/slides/{id}/annotations", "/api/slides/{id}/localization", "/api/localization",
+COMPARED_ROUTES = [
+    *ROUTES,
+    "/api/slides/{id}/agreement",
+    "/api/agreement",
+    "/api/slides/{id}/histogram",
+    "/api/slides/{id}/regions",
+    "/api/slides/{id}/annotations",
+    "/api/slides/{id}/localization",
+    "/api/localization",
 ]
-COMPARED_PARAMS = PARAMS + ["exp", "minus", "a", "b", "lo", "hi", "bins"]
-experiment_like = st.one_of(st.sampled_from(["ABMIL_A", "CLAM_B", "ABMIL_C", "ABMIL_A,CLAM_B",
-                                             "ABMIL_A,ABMIL_A", "ABMIL_A,CLAM_B,ABMIL_C,X", ""]), hostile_text)
+COMPARED_PARAMS = [*PARAMS, "exp", "minus", "a", "b", "lo", "hi", "bins"]
+experiment_like = st.one_of(
+    st.sampled_from(
+        [
+            "ABMIL_A",
+            "CLAM_B",
+            "ABMIL_C",
+            "ABMIL_A,CLAM_B",
+            "ABMIL_A,ABMIL_A",
+            "ABMIL_A,CLAM_B,ABMIL_C,X",
+            "",
+        ]
+    ),
+    hostile_text,
+)
 
 
 @st.composite
@@ -73,10 +153,16 @@ def compared_requests(draw):
     template = draw(st.sampled_from(COMPARED_ROUTES))
     path = template.format(
         id=quote(draw(st.one_of(st.sampled_from(["alpha", "beta"]), hostile_text)), safe=""),
-        a=quote(draw(number_like), safe=""), b=quote(draw(number_like), safe=""),
-        c=quote(draw(number_like), safe=""), p=quote(draw(hostile_text), safe="/%"))
-    query = draw(st.dictionaries(st.sampled_from(COMPARED_PARAMS), st.one_of(number_like, experiment_like),
-                                 max_size=5))
+        a=quote(draw(number_like), safe=""),
+        b=quote(draw(number_like), safe=""),
+        c=quote(draw(number_like), safe=""),
+        p=quote(draw(hostile_text), safe="/%"),
+    )
+    query = draw(
+        st.dictionaries(
+            st.sampled_from(COMPARED_PARAMS), st.one_of(number_like, experiment_like), max_size=5
+        )
+    )
     return path, query
 
 
@@ -88,8 +174,12 @@ def compared_client(compared_cohort):
     return create_app({"SCORING_CONFIG": configs}).test_client()
 
 
-@settings(max_examples=400, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=400,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(request=compared_requests())
 def test_no_request_to_several_experiments_gets_a_5xx(compared_client, request):
     check_answer(compared_client, request)

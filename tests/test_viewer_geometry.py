@@ -4,6 +4,7 @@ The overlay's registration rests on this module: every level size, tile box and 
 limit_bounds offset must be the generator's, and our level-0 origin of each tile must be the
 generator's read position (exactly at the deepest level, within one Deep Zoom pixel above).
 """
+
 from __future__ import annotations
 
 import math
@@ -36,8 +37,9 @@ class FakeSlide:
 
 
 def geometry_of(slide, limit_bounds: bool = True) -> DeepZoomGeometry:
-    return DeepZoomGeometry.for_slide(slide.dimensions, slide.level_dimensions, slide.properties, 254, 1,
-                                      limit_bounds)
+    return DeepZoomGeometry.for_slide(
+        slide.dimensions, slide.level_dimensions, slide.properties, 254, 1, limit_bounds
+    )
 
 
 def assert_same_geometry(slide, limit_bounds: bool = True) -> None:
@@ -71,11 +73,18 @@ def test_cmu_scan_geometry(cmu_slide):
         assert_same_geometry(slide, limit_bounds=False)
 
 
-@pytest.mark.parametrize("props", [
-    {},
-    {"openslide.bounds-x": "1000", "openslide.bounds-y": "517", "openslide.bounds-width": "20001",
-     "openslide.bounds-height": "14333"},
-])
+@pytest.mark.parametrize(
+    "props",
+    [
+        {},
+        {
+            "openslide.bounds-x": "1000",
+            "openslide.bounds-y": "517",
+            "openslide.bounds-width": "20001",
+            "openslide.bounds-height": "14333",
+        },
+    ],
+)
 def test_bounds_offsets_and_odd_downsamples(props):
     slide = FakeSlide((40000, 30000), (1.0, 4.0, 16.02, 63.9), props)
     assert_same_geometry(slide)

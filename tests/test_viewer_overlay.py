@@ -5,6 +5,7 @@ level-0 coordinates with nothing around it, two patches overlapping by half, a l
 hole. Expected colours are computed from the scores with the same normalisation and palette
 that the static heatmaps use.
 """
+
 from __future__ import annotations
 
 import io
@@ -30,7 +31,9 @@ from viewer.state import EXTENSION_KEY
 
 def geometry(client, slide_id: str) -> DeepZoomGeometry:
     meta = client.get(f"/api/slides/{slide_id}").get_json()
-    return DeepZoomGeometry.for_slide(meta["dimensions"], [lv["dimensions"] for lv in meta["levels"]], {})
+    return DeepZoomGeometry.for_slide(
+        meta["dimensions"], [lv["dimensions"] for lv in meta["levels"]], {}
+    )
 
 
 def tile_png(client, slide_id: str, level: int, col: int, row: int, query: str = "") -> Image.Image:
@@ -92,8 +95,14 @@ def test_isolated_patch_registration_deepest_and_coarse(client, viewer_cohort, s
     # deepest level: exactly [x, x+s) x [y, y+s)
     for zx, zy in [(x, y), (x + PATCH - 1, y), (x, y + PATCH - 1), (x + PATCH - 1, y + PATCH - 1)]:
         assert px.rgba(top, zx, zy) == (*colour, 255), (zx, zy)
-    for zx, zy in [(x - 1, y), (x, y - 1), (x + PATCH, y), (x, y + PATCH), (x - 1, y - 1),
-                   (x + PATCH, y + PATCH)]:
+    for zx, zy in [
+        (x - 1, y),
+        (x, y - 1),
+        (x + PATCH, y),
+        (x, y + PATCH),
+        (x - 1, y - 1),
+        (x + PATCH, y + PATCH),
+    ]:
         assert px.rgba(top, zx, zy)[3] == 0, (zx, zy)
     # coarse levels (downsample 4 and 8): every pixel the patch touches, and no other
     for level in (top - 2, top - 3):
@@ -130,8 +139,11 @@ def test_transparent_where_no_patch(client, viewer_cohort):
     # the hole in the lattice is transparent, its neighbours are not
     s = viewer_cohort.scored["pyramid"]
     coords = {tuple(c) for c in s.l0_coords.tolist()}
-    hole = next((x + PATCH, y) for x, y in sorted(coords)
-                if (x + PATCH, y) not in coords and (x + 2 * PATCH, y) in coords)
+    hole = next(
+        (x + PATCH, y)
+        for x, y in sorted(coords)
+        if (x + PATCH, y) not in coords and (x + 2 * PATCH, y) in coords
+    )
     px = Pixels(client, "pyramid")
     assert px.rgba(top, hole[0] + 100, hole[1] + 100)[3] == 0
     assert px.rgba(top, hole[0] - 100, hole[1] + 100)[3] == 255
@@ -179,8 +191,9 @@ def test_blur_equals_blurring_the_whole_slide(client, viewer_cohort):
     window = geo.l0_window()
     for level, col, row in [(top, 5, 4), (top, 4, 3), (top - 2, 1, 1), (top - 4, 0, 0)]:
         box = geo.tile_box(level, col, row)
-        full = rasterize_blurred(s.l0_coords, v, PATCH, box.l0_downsample, window, (box.z_h, box.z_w),
-                                 (box.z_y, box.z_x))
+        full = rasterize_blurred(
+            s.l0_coords, v, PATCH, box.l0_downsample, window, (box.z_h, box.z_w), (box.z_y, box.z_x)
+        )
         want = to_indices(full)
         img = tile_png(client, "pyramid", level, col, row, "?blur=1")
         assert np.array_equal(np.asarray(img), want), (level, col, row)
@@ -190,12 +203,27 @@ def test_blur_equals_blurring_the_whole_slide(client, viewer_cohort):
 def test_limit_bounds_offset_moves_the_overlay():
     """With openslide.bounds-* the Deep Zoom image starts at the bounds corner (no such real slide
     is small enough to ship, so the geometry is built from properties)."""
-    props = {"openslide.bounds-x": "3000", "openslide.bounds-y": "1001", "openslide.bounds-width": "5000",
-             "openslide.bounds-height": "4000"}
+    props = {
+        "openslide.bounds-x": "3000",
+        "openslide.bounds-y": "1001",
+        "openslide.bounds-width": "5000",
+        "openslide.bounds-height": "4000",
+    }
     geo = DeepZoomGeometry.for_slide((12000, 9000), [(12000, 9000)], props)
     coords = np.array([[4000, 2000], [6001, 3003]], np.int32)
-    bm = Blockmap("s", "", "l", "abmil", ["a", "b"], 1, np.array([0.5, 0.5]), np.zeros(2), PATCH,
-                  np.array([0.0, 1.0], np.float32), coords)
+    bm = Blockmap(
+        "s",
+        "",
+        "l",
+        "abmil",
+        ["a", "b"],
+        1,
+        np.array([0.5, 0.5]),
+        np.zeros(2),
+        PATCH,
+        np.array([0.0, 1.0], np.float32),
+        coords,
+    )
     scores = SlideScores(bm)
     top = geo.level_count - 1
     x, y = 6001 - 3000, 3003 - 1001  # the patch in Deep Zoom pixels
@@ -222,13 +250,23 @@ def test_etag_and_304(client):
     assert other.headers["ETag"] != etag
     slide = client.get("/slide/pyramid_files/13/5_4.jpeg")
     assert slide.headers["ETag"] and "max-age" in slide.headers["Cache-Control"]
-    assert client.get("/slide/pyramid_files/13/5_4.jpeg",
-                      headers={"If-None-Match": slide.headers["ETag"]}).status_code == 304
-    assert client.get("/slide/pyramid_files/13/5_4.jpeg",
-                      headers={"If-None-Match": '"something-else"'}).status_code == 200
+    assert (
+        client.get(
+            "/slide/pyramid_files/13/5_4.jpeg", headers={"If-None-Match": slide.headers["ETag"]}
+        ).status_code
+        == 304
+    )
+    assert (
+        client.get(
+            "/slide/pyramid_files/13/5_4.jpeg", headers={"If-None-Match": '"something-else"'}
+        ).status_code
+        == 200
+    )
 
 
-def test_coarse_tiles_of_a_dense_bag_come_from_the_pyramid_and_equal_painted_ones(viewer_cohort, tmp_path):
+def test_coarse_tiles_of_a_dense_bag_come_from_the_pyramid_and_equal_painted_ones(
+    viewer_cohort, tmp_path
+):
     """47,000 overlapping patches (256 px every 16 px) on the real 6000 x 4500 slide: tiles at 4x
     and coarser meet thousands of patches, so the server cuts them from the score pyramid; every
     pixel still equals the tile painted from the patches (cell_grid) to within one palette step."""
@@ -236,8 +274,9 @@ def test_coarse_tiles_of_a_dense_bag_come_from_the_pyramid_and_equal_painted_one
     coords = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.int32)
     raw = tmp_path / "raw"
     slide = viewer_cohort.scored["pyramid"].slide_path
-    _, scores, _ = write_scored(raw, "dense", "normal", slide, coords, seed=11, per_class=False,
-                                model_type="abmil")
+    _, scores, _ = write_scored(
+        raw, "dense", "normal", slide, coords, seed=11, per_class=False, model_type="abmil"
+    )
     app = create_app({"RESULTS_DIR": str(raw), "SLIDES_DIR": str(viewer_cohort.slides_dir)})
     dense = app.test_client()
     geo = geometry(dense, "dense")
@@ -246,7 +285,9 @@ def test_coarse_tiles_of_a_dense_bag_come_from_the_pyramid_and_equal_painted_one
     state = app.extensions[EXTENSION_KEY]
     record = state.record("dense")
     pyramid = state.slide_scores(record).pyramid(1, "percentile", state.geometry(record))
-    assert pyramid is not None and pyramid.coarse_downsample == 4  # ((1016 + 256) / 16)^2 = 6,300 patches
+    assert (
+        pyramid is not None and pyramid.coarse_downsample == 4
+    )  # ((1016 + 256) / 16)^2 = 6,300 patches
     pixels = 0
     for level in range(geo.level_count):
         if not pyramid.serves(geo.l0_downsample(level), geo.l0_offset):
@@ -255,8 +296,10 @@ def test_coarse_tiles_of_a_dense_bag_come_from_the_pyramid_and_equal_painted_one
         for col in range(t_cols):
             for row in range(t_rows):
                 box = geo.tile_box(level, col, row)
-                want = window_indices(direct, Window(geo.l0_window(), box.l0_downsample, box.z_h, box.z_w,
-                                                     box.z_y, box.z_x))
+                want = window_indices(
+                    direct,
+                    Window(geo.l0_window(), box.l0_downsample, box.z_h, box.z_w, box.z_y, box.z_x),
+                )
                 got = np.asarray(tile_png(dense, "dense", level, col, row))
                 if want is None:
                     assert (got == TRANSPARENT).all()

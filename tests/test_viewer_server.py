@@ -1,4 +1,5 @@
 """The viewer as deployed: gunicorn (run_viewer.py and the factory string), and no torch import."""
+
 from __future__ import annotations
 
 import http.client
@@ -11,8 +12,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from viewer import cli as run_viewer
 from tests.conftest import REPO_ROOT
+from viewer import cli as run_viewer
 from viewer.background import free_port, start_viewer, stop_viewer, wait_until_serving
 
 TILE = "/slide/pyramid_files/13/5_4.jpeg"
@@ -32,19 +33,22 @@ def fetch(port: int, path: str, timeout: float = 10.0) -> tuple[int, dict, bytes
 def check_serving(port: int) -> None:
     with ThreadPoolExecutor(4) as pool:  # parallel requests, as a browser makes them
         results = list(pool.map(lambda p: fetch(port, p), [TILE, OVERLAY] * 4))
-    for status, headers, body in results:
+    for status, headers, _body in results:
         assert status == 200
         assert headers["server"].startswith("gunicorn")
         assert headers["etag"] and "max-age" in headers["cache-control"]
     assert results[0][1]["content-type"] == "image/jpeg" and results[0][2][:2] == b"\xff\xd8"
-    assert results[1][1]["content-type"] == "image/png" and results[1][2][:8] == b"\x89PNG\r\n\x1a\n"
+    assert (
+        results[1][1]["content-type"] == "image/png" and results[1][2][:8] == b"\x89PNG\r\n\x1a\n"
+    )
     status, _, body = fetch(port, "/slide/pyramid_files/99/0_0.jpeg")
     assert status == 404 and json.loads(body)["status"] == 404
 
 
 def test_run_viewer_serves_tiles_through_gunicorn(viewer_cohort):
-    proc, base = start_viewer(["--config", str(viewer_cohort.config), "--workers", "2", "--threads", "2"],
-                              timeout=40)
+    proc, base = start_viewer(
+        ["--config", str(viewer_cohort.config), "--workers", "2", "--threads", "2"], timeout=40
+    )
     port = urlsplit(base).port
     try:
         check_serving(port)
@@ -61,9 +65,21 @@ def test_gunicorn_factory_string(viewer_cohort):
     if not gunicorn.exists():
         pytest.skip("gunicorn script not beside the interpreter")
     factory = f"viewer.app:create_app({{'SCORING_CONFIG': {str(viewer_cohort.config)!r}}})"
-    proc = subprocess.Popen([str(gunicorn), "--bind", f"127.0.0.1:{port}", "--workers", "1",
-                             "--no-control-socket", factory],
-                            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            str(gunicorn),
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+            "--no-control-socket",
+            factory,
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         wait_until_serving(proc, f"http://127.0.0.1:{port}", timeout=40, name="gunicorn")
         check_serving(port)
@@ -87,7 +103,9 @@ for url in ["/", "/api/slides", "/api/slides/pyramid", "{TILE}", "{OVERLAY}", "{
     assert client.get(url).status_code == 200, url
 print(sorted(m for m in sys.modules if m.split(".")[0] == "torch"))
 """
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
@@ -96,10 +114,17 @@ def test_run_viewer_arguments(tmp_path, capsys):
     args = run_viewer.parse_args(["--demo"])
     assert (args.host, args.port) == ("127.0.0.1", 5000)
     assert run_viewer.viewer_config(run_viewer.parse_args(["--results", "r", "--slides", "s"])) == {
-        "RESULTS_DIR": "r", "SLIDES_DIR": "s"}
+        "RESULTS_DIR": "r",
+        "SLIDES_DIR": "s",
+    }
     assert run_viewer.bind_address("::1", 80) == "[::1]:80"
-    for bad in (["--results", "r"], ["--slides", "s", "--demo"], [], ["--demo", "--port", "0"],
-                ["--demo", "--config", "x"]):
+    for bad in (
+        ["--results", "r"],
+        ["--slides", "s", "--demo"],
+        [],
+        ["--demo", "--port", "0"],
+        ["--demo", "--config", "x"],
+    ):
         with pytest.raises(SystemExit) as exc:
             run_viewer.parse_args(bad)
         assert exc.value.code == 2

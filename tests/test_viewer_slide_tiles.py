@@ -5,6 +5,7 @@ limit_bounds=True).get_tile, the slide's ICC profile converted to sRGB with the 
 default intent (as openslide's Deep Zoom server does), JPEG-encoded at the server's quality.
 Checked at the deepest levels and coarser ones, at corner, edge and interior tiles.
 """
+
 from __future__ import annotations
 
 import io
@@ -24,12 +25,19 @@ from viewer.slides import OpenedSlide
 QUALITY = 75
 
 
-def reference_tile(slide: openslide.OpenSlide, dz: DeepZoomGenerator, level: int, col: int, row: int) -> Image.Image:
+def reference_tile(
+    slide: openslide.OpenSlide, dz: DeepZoomGenerator, level: int, col: int, row: int
+) -> Image.Image:
     tile = dz.get_tile(level, (col, row))
     profile = slide.color_profile
     if profile is not None:
-        transform = ImageCms.buildTransform(profile, ImageCms.createProfile("sRGB"), "RGB", "RGB",
-                                            ImageCms.getDefaultIntent(profile))
+        transform = ImageCms.buildTransform(
+            profile,
+            ImageCms.createProfile("sRGB"),
+            "RGB",
+            "RGB",
+            ImageCms.getDefaultIntent(profile),
+        )
         tile = ImageCms.applyTransform(tile, transform)
     return tile
 
@@ -51,14 +59,22 @@ def sample_tiles(dz: DeepZoomGenerator) -> list[tuple[int, int, int]]:
     out = []
     for level in levels:
         cols, rows = dz.level_tiles[level]
-        for col, row in {(0, 0), (cols - 1, rows - 1), (cols // 2, rows // 2), (cols - 1, 0), (0, rows - 1)}:
+        for col, row in {
+            (0, 0),
+            (cols - 1, rows - 1),
+            (cols // 2, rows // 2),
+            (cols - 1, 0),
+            (0, rows - 1),
+        }:
             out.append((level, col, row))
     return out
 
 
 def check_slide_tiles(client, slide_id: str, path: Path) -> int:
     """Compare the served tiles (and the in-process tile) with the reference; returns #tiles."""
-    with openslide.open_slide(str(path)) as slide:  # openslide's own choice: OpenSlide, else ImageSlide
+    with openslide.open_slide(
+        str(path)
+    ) as slide:  # openslide's own choice: OpenSlide, else ImageSlide
         dz = DeepZoomGenerator(slide, 254, 1, True)
         dzi = client.get(f"/slide/{slide_id}.dzi")
         assert dzi.status_code == 200
@@ -67,7 +83,11 @@ def check_slide_tiles(client, slide_id: str, path: Path) -> int:
         tiles = sample_tiles(dz)
         for level, col, row in tiles:
             ref = reference_tile(slide, dz, level, col, row)
-            assert np.array_equal(np.asarray(opened.tile(level, col, row)), np.asarray(ref)), (level, col, row)
+            assert np.array_equal(np.asarray(opened.tile(level, col, row)), np.asarray(ref)), (
+                level,
+                col,
+                row,
+            )
             got = client.get(f"/slide/{slide_id}_files/{level}/{col}_{row}.jpeg")
             assert got.status_code == 200, got.get_data(as_text=True)
             assert got.mimetype == "image/jpeg"
@@ -78,7 +98,12 @@ def check_slide_tiles(client, slide_id: str, path: Path) -> int:
 
 
 def test_cmu_scan_tiles_equal_deepzoom(client, viewer_cohort):
-    assert check_slide_tiles(client, "CMU-1-Small-Region", viewer_cohort.scored["CMU-1-Small-Region"].slide_path) >= 15
+    assert (
+        check_slide_tiles(
+            client, "CMU-1-Small-Region", viewer_cohort.scored["CMU-1-Small-Region"].slide_path
+        )
+        >= 15
+    )
 
 
 def test_multilevel_pyramid_tiles_equal_deepzoom(client, viewer_cohort):
@@ -140,9 +165,13 @@ def test_shared_cohort_marks_unreadable_slides(shared_client):
         entry = by_id[slide_id]
         assert entry["readable"] is False and entry["error"], entry
         assert entry["thumbnail_url"] is None
-        for url in (f"/slide/{slide_id}.dzi", f"/slide/{slide_id}_files/0/0_0.jpeg",
-                    f"/overlay/{slide_id}_files/0/0_0.png", f"/slides/{slide_id}/thumbnail.jpeg",
-                    f"/api/slides/{slide_id}"):
+        for url in (
+            f"/slide/{slide_id}.dzi",
+            f"/slide/{slide_id}_files/0/0_0.jpeg",
+            f"/overlay/{slide_id}_files/0/0_0.png",
+            f"/slides/{slide_id}/thumbnail.jpeg",
+            f"/api/slides/{slide_id}",
+        ):
             r = shared_client.get(url)
             assert r.status_code == 422, (url, r.status_code)
             assert "OpenSlide" in r.get_json()["error"]

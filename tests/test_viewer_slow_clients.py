@@ -1,4 +1,5 @@
 """Slow clients trickling their headers (slowloris) do not starve the viewer as it starts by default."""
+
 from __future__ import annotations
 
 import http.client
@@ -11,7 +12,9 @@ SLOW = 24  # the issue's bar is 16
 
 
 def test_the_default_server_answers_while_slow_clients_hold_connections(viewer_cohort):
-    proc, base = start_viewer(["--config", str(viewer_cohort.config)], quiet=True)  # default workers, threads
+    proc, base = start_viewer(
+        ["--config", str(viewer_cohort.config)], quiet=True
+    )  # default workers, threads
     port = urlsplit(base).port
     try:
         with slow_clients(port, SLOW):

@@ -15,6 +15,7 @@ Patches lie on a lattice over part of each slide, plus an isolated patch at odd 
 (registration checks need transparent pixels on every side of it) and two overlapping patches
 (averaging checks). Scores are deterministic.
 """
+
 from __future__ import annotations
 
 import csv
@@ -53,8 +54,13 @@ class ViewerCohort:
     scored: dict[str, ScoredSlide]
 
 
-def lattice_with_extras(width: int, height: int, region: tuple[int, int, int, int],
-                        isolated: tuple[int, int], overlap_at: tuple[int, int]) -> tuple[np.ndarray, int, tuple[int, int]]:
+def lattice_with_extras(
+    width: int,
+    height: int,
+    region: tuple[int, int, int, int],
+    isolated: tuple[int, int],
+    overlap_at: tuple[int, int],
+) -> tuple[np.ndarray, int, tuple[int, int]]:
     """Lattice patches (step = PATCH) inside `region` (x0, y0, x1, y1) with a hole, an isolated
     patch and two patches overlapping by half; returns coords, isolated index, overlap indices."""
     x0, y0, x1, y1 = region
@@ -77,16 +83,35 @@ def make_scores(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return per_class[:, 1].copy(), per_class
 
 
-def write_scored(raw_dir: Path, slide_id: str, label: str, slide_path: str | Path, coords: np.ndarray,
-                 seed: int, per_class: bool = True, model_type: str = "clam_mb") -> tuple[Path, np.ndarray, np.ndarray | None]:
+def write_scored(
+    raw_dir: Path,
+    slide_id: str,
+    label: str,
+    slide_path: str | Path,
+    coords: np.ndarray,
+    seed: int,
+    per_class: bool = True,
+    model_type: str = "clam_mb",
+) -> tuple[Path, np.ndarray, np.ndarray | None]:
     scores, all_classes = make_scores(len(coords), seed)
     path = blockmap_path(raw_dir, label, slide_id)
-    write_blockmap(path, Blockmap(
-        slide_id=slide_id, slide_path=str(slide_path), label=label, model_type=model_type,
-        class_names=list(CLASS_NAMES), pred=1, probs=np.array([0.2, 0.8]), logits=np.array([-0.7, 0.7]),
-        l0_patch=PATCH, attention=scores, l0_coords=coords,
-        attention_per_class=all_classes if per_class else None,
-    ))
+    write_blockmap(
+        path,
+        Blockmap(
+            slide_id=slide_id,
+            slide_path=str(slide_path),
+            label=label,
+            model_type=model_type,
+            class_names=list(CLASS_NAMES),
+            pred=1,
+            probs=np.array([0.2, 0.8]),
+            logits=np.array([-0.7, 0.7]),
+            l0_patch=PATCH,
+            attention=scores,
+            l0_coords=coords,
+            attention_per_class=all_classes if per_class else None,
+        ),
+    )
     return path, scores, (all_classes if per_class else None)
 
 
@@ -109,7 +134,9 @@ def write_config(path: Path, root: Path, slides_dir: Path) -> Path:
         "  slide_ext: .svs\n"
         "model_arguments:\n"
         f"  ckpt_path: {root / 'model.pt'}\n"
-        "  model_type: clam_mb\n", encoding="utf-8")
+        "  model_type: clam_mb\n",
+        encoding="utf-8",
+    )
     return path
 
 
@@ -127,20 +154,48 @@ def build_cohort(root: Path, cmu_slide: Path) -> ViewerCohort:
 
     scored: dict[str, ScoredSlide] = {}
 
-    def add(slide_id: str, label: str, slide_path: Path | str, coords: np.ndarray, isolated: int,
-            pair: tuple[int, int], seed: int, per_class: bool = True, real: Path | None = None) -> None:
-        bm, scores, pc = write_scored(raw, slide_id, label, slide_path, coords, seed, per_class,
-                                      "clam_mb" if per_class else "abmil")
-        scored[slide_id] = ScoredSlide(slide_id, label, Path(real or slide_path), bm, coords, scores, pc,
-                                       isolated, pair)
+    def add(
+        slide_id: str,
+        label: str,
+        slide_path: Path | str,
+        coords: np.ndarray,
+        isolated: int,
+        pair: tuple[int, int],
+        seed: int,
+        per_class: bool = True,
+        real: Path | None = None,
+    ) -> None:
+        bm, scores, pc = write_scored(
+            raw,
+            slide_id,
+            label,
+            slide_path,
+            coords,
+            seed,
+            per_class,
+            "clam_mb" if per_class else "abmil",
+        )
+        scored[slide_id] = ScoredSlide(
+            slide_id, label, Path(real or slide_path), bm, coords, scores, pc, isolated, pair
+        )
 
     # CMU 2220 x 2967: lattice on the upper part, isolated patch bottom-left, overlap pair right
-    coords, iso, pair = lattice_with_extras(2220, 2967, (100, 100, 100 + 6 * PATCH, 100 + 5 * PATCH),
-                                            isolated=(301, 2203), overlap_at=(1700, 1900))
+    coords, iso, pair = lattice_with_extras(
+        2220,
+        2967,
+        (100, 100, 100 + 6 * PATCH, 100 + 5 * PATCH),
+        isolated=(301, 2203),
+        overlap_at=(1700, 1900),
+    )
     add("CMU-1-Small-Region", "tumor", cmu, coords, iso, pair, seed=1)
     # pyramid 6000 x 4500: lattice in the middle, isolated patch at odd coordinates
-    coords, iso, pair = lattice_with_extras(6000, 4500, (1024, 768, 1024 + 12 * PATCH, 768 + 8 * PATCH),
-                                            isolated=(4801, 3503), overlap_at=(600, 3600))
+    coords, iso, pair = lattice_with_extras(
+        6000,
+        4500,
+        (1024, 768, 1024 + 12 * PATCH, 768 + 8 * PATCH),
+        isolated=(4801, 3503),
+        overlap_at=(600, 3600),
+    )
     add("pyramid", "normal", pyramid, coords, iso, pair, seed=2, per_class=False)
     # slides that must not be served
     small = np.array([[0, 0], [256, 0]], dtype=np.int32)

@@ -8,6 +8,7 @@ counted once, exactly: scoremap.regions), its share of the scored area (the unio
 and the regions as QuPath GeoJSON (as `export_heatmaps.py --to qupath --threshold lo` writes them).
 The page's histogram, threshold range and read-out come from these.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,8 @@ from flask import Blueprint, Response, jsonify, request
 from exports.options import ExportScores
 from exports.qupath import region_feature
 from scoremap.cache import file_identity
-from scoremap.normalize import in_range
 from scoremap.localization import localization
+from scoremap.normalize import in_range
 from scoremap.regions import union_area
 from viewer.errors import ViewerError
 from viewer.params import OverlayParams, query_float, query_int, score_range
@@ -36,7 +37,9 @@ def _selection(slide_id: str):
     state = viewer_state()
     record = state.record(slide_id)
     scores = state.slide_scores(record)
-    params = OverlayParams.from_query(request.args, state.settings.default_cmap, state.settings.default_norm)
+    params = OverlayParams.from_query(
+        request.args, state.settings.default_cmap, state.settings.default_norm
+    )
     class_index = scores.resolve_class(params.class_index)
     values = scores.normalized(class_index, params.norm)
     return state, record, scores, params, class_index, values
@@ -51,13 +54,21 @@ def histogram(slide_id: str) -> Response:
     counts, edges = np.histogram(finite, bins=bins, range=(0.0, 1.0))
     raw = scores.raw(class_index)
     raw = raw[np.isfinite(raw)]
-    return jsonify({
-        "slide_id": slide_id, "class": class_ref(record, class_index), "norm": params.norm, "bins": bins,
-        "edges": [float(e) for e in edges], "counts": [int(c) for c in counts], "total": int(finite.size),
-        "bag_size": scores.bag_size,
-        "raw_min": number(raw.min()) if raw.size else None, "raw_max": number(raw.max()) if raw.size else None,
-        "range": {"lo": lo, "hi": hi, "patches": int(in_range(values, lo, hi).sum())},
-    })
+    return jsonify(
+        {
+            "slide_id": slide_id,
+            "class": class_ref(record, class_index),
+            "norm": params.norm,
+            "bins": bins,
+            "edges": [float(e) for e in edges],
+            "counts": [int(c) for c in counts],
+            "total": int(finite.size),
+            "bag_size": scores.bag_size,
+            "raw_min": number(raw.min()) if raw.size else None,
+            "raw_max": number(raw.max()) if raw.size else None,
+            "range": {"lo": lo, "hi": hi, "patches": int(in_range(values, lo, hi).sum())},
+        }
+    )
 
 
 def _scored_area(state, record, scores) -> float:
@@ -76,27 +87,54 @@ def regions(slide_id: str) -> Response:
     _, info = record.require_slide()
     mpp = (info.mpp_x, info.mpp_y) if info.mpp_x and info.mpp_y else None
     body = {
-        "slide_id": slide_id, "class": class_ref(record, class_index), "norm": params.norm,
-        "range": {"lo": lo, "hi": hi}, "patches": int(chosen.sum()), "bag_size": scores.bag_size,
-        "area_px": area_px, "area_mm2": area_px * mpp[0] * mpp[1] * 1e-6 if mpp else None,
-        "scored_area_px": scored, "share": area_px / scored if scored else None,
+        "slide_id": slide_id,
+        "class": class_ref(record, class_index),
+        "norm": params.norm,
+        "range": {"lo": lo, "hi": hi},
+        "patches": int(chosen.sum()),
+        "bag_size": scores.bag_size,
+        "area_px": area_px,
+        "area_mm2": area_px * mpp[0] * mpp[1] * 1e-6 if mpp else None,
+        "scored_area_px": scored,
+        "share": area_px / scored if scored else None,
     }
     if request.args.get("geojson", "1") != "0":
         ranks = scores.class_scores(class_index)
-        exported = ExportScores(scores.blockmap, class_index, ranks.raw, values, ranks.percentile, ranks.rank)
-        body["geojson"] = {"type": "FeatureCollection",
-                           "features": [region_feature(exported, lo, params.cmap, mpp, hi)]}
+        exported = ExportScores(
+            scores.blockmap, class_index, ranks.raw, values, ranks.percentile, ranks.rank
+        )
+        body["geojson"] = {
+            "type": "FeatureCollection",
+            "features": [region_feature(exported, lo, params.cmap, mpp, hi)],
+        }
     return jsonify(body)
 
 
 def _annotation_body(record, classes, name, problem, mpp) -> dict:
     return {
-        "slide_id": record.slide_id, "file": name, "error": problem,
-        "classes": [{"name": c.name, "color": list(c.colour), "area_px": c.area,
-                     "area_mm2": c.area * mpp[0] * mpp[1] * 1e-6 if mpp else None} for c in classes],
-        "geojson": {"type": "FeatureCollection", "features": [
-            {"type": "Feature", "geometry": json.loads(shapely.to_geojson(c.geometry)),
-             "properties": {"classification": {"name": c.name, "color": list(c.colour)}}} for c in classes]},
+        "slide_id": record.slide_id,
+        "file": name,
+        "error": problem,
+        "classes": [
+            {
+                "name": c.name,
+                "color": list(c.colour),
+                "area_px": c.area,
+                "area_mm2": c.area * mpp[0] * mpp[1] * 1e-6 if mpp else None,
+            }
+            for c in classes
+        ],
+        "geojson": {
+            "type": "FeatureCollection",
+            "features": [
+                {
+                    "type": "Feature",
+                    "geometry": json.loads(shapely.to_geojson(c.geometry)),
+                    "properties": {"classification": {"name": c.name, "color": list(c.colour)}},
+                }
+                for c in classes
+            ],
+        },
     }
 
 
@@ -114,24 +152,53 @@ def annotations(slide_id: str) -> Response:
 def _localization_key(state, record, index: int, norm: str, lo: float, hi: float) -> tuple:
     """Figures are kept while the blockmap, the ground-truth file and the slide are unchanged: the
     cohort table asks for every slide's at each load, and a million-patch slide's take a second."""
-    return ("localization", file_identity(record.blockmap_path), file_identity(state.annotation_path(record)),
-            record.slide_stamp, index, norm, lo, hi)
+    return (
+        "localization",
+        file_identity(record.blockmap_path),
+        file_identity(state.annotation_path(record)),
+        record.slide_stamp,
+        index,
+        norm,
+        lo,
+        hi,
+    )
 
 
-def slide_localization(state, record, class_index: int | None, norm: str, lo: float, hi: float = 1.0) -> dict:
+def slide_localization(
+    state, record, class_index: int | None, norm: str, lo: float, hi: float = 1.0
+) -> dict:
     classes, name, problem = state.annotations(record)
     if not classes:
-        return {"slide_id": record.slide_id, "file": name, "error": problem, "range": {"lo": lo, "hi": hi},
-                "classes": []}
-    index = record.prediction.pred if class_index is None else state.slide_scores(record).resolve_class(class_index)
+        return {
+            "slide_id": record.slide_id,
+            "file": name,
+            "error": problem,
+            "range": {"lo": lo, "hi": hi},
+            "classes": [],
+        }
+    index = (
+        record.prediction.pred
+        if class_index is None
+        else state.slide_scores(record).resolve_class(class_index)
+    )
 
     def compute():
         scores = state.slide_scores(record)  # read only when the figures are not cached
         raw, values = scores.raw(index), scores.normalized(index, norm)
-        return [localization(scores.l0_coords, scores.l0_patch, raw, values, c, lo, hi) for c in classes], 4096
+        return [
+            localization(scores.l0_coords, scores.l0_patch, raw, values, c, lo, hi) for c in classes
+        ], 4096
+
     figures = state.cache.get(_localization_key(state, record, index, norm, lo, hi), compute)
-    return {"slide_id": record.slide_id, "file": name, "error": problem, "attention_class": class_ref(record, index),
-            "norm": norm, "range": {"lo": lo, "hi": hi}, "classes": figures}
+    return {
+        "slide_id": record.slide_id,
+        "file": name,
+        "error": problem,
+        "attention_class": class_ref(record, index),
+        "norm": norm,
+        "range": {"lo": lo, "hi": hi},
+        "classes": figures,
+    }
 
 
 def _dice_range() -> tuple[float, float]:
@@ -150,8 +217,12 @@ def slide_localization_route(slide_id: str) -> Response:
     `threshold`, 0.5) with it."""
     state = viewer_state()
     record = state.record(slide_id)
-    params = OverlayParams.from_query(request.args, state.settings.default_cmap, state.settings.default_norm)
-    return jsonify(slide_localization(state, record, params.class_index, params.norm, *_dice_range()))
+    params = OverlayParams.from_query(
+        request.args, state.settings.default_cmap, state.settings.default_norm
+    )
+    return jsonify(
+        slide_localization(state, record, params.class_index, params.norm, *_dice_range())
+    )
 
 
 cohort_bp = Blueprint("cohort_analysis", __name__, url_prefix="/api")
@@ -166,14 +237,20 @@ def cohort_localization() -> Response:
     lo, hi = _dice_range()
     slides, sums, budget = [], {}, WorkBudget(state.settings.cohort_budget_s)
     exp = request.args.get("exp")
-    records = list(state.experiment(exp) if exp else state.cohort)  # one experiment's attention: the first by default
+    records = list(
+        state.experiment(exp) if exp else state.cohort
+    )  # one experiment's attention: the first by default
     for record in records:
         if state.annotations_dir is None:
             break
         classes, _, problem = state.annotations(record)
         if not classes and not problem:
             continue  # no ground truth for this slide
-        key = _localization_key(state, record, record.prediction.pred, "percentile", lo, hi) if classes else None
+        key = (
+            _localization_key(state, record, record.prediction.pred, "percentile", lo, hi)
+            if classes
+            else None
+        )
         if key is not None and key not in state.cache and not budget.allows(record.slide_id):
             continue  # in `pending`: the next request computes it
         try:
@@ -185,12 +262,30 @@ def cohort_localization() -> Response:
         slides.append(body)  # with its error where the file could not be read
         for c in body["classes"]:
             acc = sums.setdefault(c["class"], {"auroc": [], "top10": [], "top5pct": [], "dice": []})
-            for key, value in (("auroc", c["auroc"]), ("top10", c["top_inside"]["10"]),
-                               ("top5pct", c["top_inside"]["5%"]), ("dice", c["dice"])):
+            for key, value in (
+                ("auroc", c["auroc"]),
+                ("top10", c["top_inside"]["10"]),
+                ("top5pct", c["top_inside"]["5%"]),
+                ("dice", c["dice"]),
+            ):
                 if value is not None:
                     acc[key].append(value)
-    means = {name: {k: (float(np.mean(v)) if v else None) for k, v in acc.items()}
-             | {"slides": max(len(v) for v in acc.values()), "counts": {k: len(v) for k, v in acc.items()}}
-             for name, acc in sums.items()}  # AUROC is undefined on a slide wholly inside (or outside)
-    return jsonify({"experiment": (exp or state.cohort.experiment), "threshold": lo, "range": {"lo": lo, "hi": hi},
-                    "slides": slides, "mean": means, "pending": budget.pending, "complete": not budget.pending})
+    means = {
+        name: {k: (float(np.mean(v)) if v else None) for k, v in acc.items()}
+        | {
+            "slides": max(len(v) for v in acc.values()),
+            "counts": {k: len(v) for k, v in acc.items()},
+        }
+        for name, acc in sums.items()
+    }  # AUROC is undefined on a slide wholly inside (or outside)
+    return jsonify(
+        {
+            "experiment": (exp or state.cohort.experiment),
+            "threshold": lo,
+            "range": {"lo": lo, "hi": hi},
+            "slides": slides,
+            "mean": means,
+            "pending": budget.pending,
+            "complete": not budget.pending,
+        }
+    )

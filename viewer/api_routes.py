@@ -3,6 +3,7 @@
 Also the colormap legend (`/api/colorbar`, a PNG drawn by the same colormap code as the tiles)
 and the list of colormap names. Shapes are built in `viewer.serialize`.
 """
+
 from __future__ import annotations
 
 import io
@@ -28,8 +29,10 @@ def slides() -> Response:
     entries = [cohort_entry(record, state) for record in state.primary_records()]
     body = {"source": state.cohort.name, "count": len(entries), "slides": entries}
     if state.compared:
-        body["experiments"] = [{"name": c.experiment, "source": c.name, "slides": len(c)}
-                               for c in state.experiments.values()]
+        body["experiments"] = [
+            {"name": c.experiment, "source": c.name, "slides": len(c)}
+            for c in state.experiments.values()
+        ]
     return jsonify(body)
 
 
@@ -49,11 +52,16 @@ def topk(slide_id: str) -> Response:
     class_index = scores.resolve_class(query_int(request.args, "class", None, 0, 10_000))
     cls = scores.class_scores(class_index)
     chosen = cls.order[:k] if order == "top" else cls.order[::-1][:k]
-    return jsonify({
-        "slide_id": slide_id, "class": class_ref(record, class_index), "order": order, "k": int(k),
-        "bag_size": scores.bag_size,
-        "patches": [patch_entry(record, scores, cls, int(i)) for i in chosen],
-    })
+    return jsonify(
+        {
+            "slide_id": slide_id,
+            "class": class_ref(record, class_index),
+            "order": order,
+            "k": int(k),
+            "bag_size": scores.bag_size,
+            "patches": [patch_entry(record, scores, cls, int(i)) for i in chosen],
+        }
+    )
 
 
 @bp.get("/slides/<slide_id>/patch")
@@ -69,8 +77,14 @@ def patch_at(slide_id: str) -> Response:
         raise NotFound(f"no patch at level-0 ({l0_x:g}, {l0_y:g})")
     cls = scores.class_scores(class_index)
     body = patch_entry(record, scores, cls, int(hits[0]))
-    body.update({"slide_id": slide_id, "class": class_ref(record, class_index), "bag_size": scores.bag_size,
-                 "covering": [int(i) for i in hits]})
+    body.update(
+        {
+            "slide_id": slide_id,
+            "class": class_ref(record, class_index),
+            "bag_size": scores.bag_size,
+            "covering": [int(i) for i in hits],
+        }
+    )
     return jsonify(body)
 
 

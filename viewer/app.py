@@ -10,10 +10,12 @@ scoring YAML), `RESULTS_DIR` + `SLIDES_DIR`, `DEMO`, or an already built `COHORT
 scored on the same slides), named by their save_exp_code (the results folder's name), which must
 differ; the first is the default wherever a request names none.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from flask import Flask
 
@@ -22,8 +24,16 @@ from scoremap.defaults import VIEWER_SETTINGS
 from scoremap.errors import UnknownColormap
 from scoremap.memory import return_large_blocks
 from scoremap.normalize import NORMS
-from viewer import (analysis_routes, api_routes, compare_routes, export_routes, image_routes, page_routes, tile_routes,
-                    vendor_routes)
+from viewer import (
+    analysis_routes,
+    api_routes,
+    compare_routes,
+    export_routes,
+    image_routes,
+    page_routes,
+    tile_routes,
+    vendor_routes,
+)
 from viewer.cohort import Cohort, cohort_from_config, cohort_from_results, demo_cohorts
 from viewer.errors import ViewerConfigError, register_error_handlers
 from viewer.security import secure
@@ -51,13 +61,16 @@ def distinct_experiments(cohorts: Sequence[Cohort]) -> list[Cohort]:
     seen: dict[str, Cohort] = {}
     for cohort in cohorts:
         if "," in cohort.experiment:  # links name experiments as exp=A,B
-            raise ViewerConfigError(f"experiment name {cohort.experiment!r} ({cohort.source}) holds a comma; "
-                                    "rename its save_exp_code (or results folder) without one")
+            raise ViewerConfigError(
+                f"experiment name {cohort.experiment!r} ({cohort.source}) holds a comma; "
+                "rename its save_exp_code (or results folder) without one"
+            )
         if cohort.experiment in seen:
             raise ViewerConfigError(
                 f"two experiments are named {cohort.experiment!r} ({seen[cohort.experiment].source} and "
                 f"{cohort.source}): experiments are told apart by their save_exp_code (the results folder's "
-                "name), which must differ")
+                "name), which must differ"
+            )
         seen[cohort.experiment] = cohort
     return list(cohorts)
 
@@ -65,16 +78,22 @@ def distinct_experiments(cohorts: Sequence[Cohort]) -> list[Cohort]:
 def load_experiments(cfg: Mapping[str, Any]) -> list[Cohort]:
     """The experiments named by the settings, each a Cohort; ViewerConfigError when no source or
     several kinds of source are named, or two experiments share a name."""
-    sources = [name for name, given in (
-        ("COHORT", cfg.get("COHORT") is not None),
-        ("SCORING_CONFIG", bool(cfg.get("SCORING_CONFIG"))),
-        ("RESULTS_DIR", bool(cfg.get("RESULTS_DIR") or cfg.get("SLIDES_DIR"))),
-        ("DEMO", bool(cfg.get("DEMO"))),
-    ) if given]
+    sources = [
+        name
+        for name, given in (
+            ("COHORT", cfg.get("COHORT") is not None),
+            ("SCORING_CONFIG", bool(cfg.get("SCORING_CONFIG"))),
+            ("RESULTS_DIR", bool(cfg.get("RESULTS_DIR") or cfg.get("SLIDES_DIR"))),
+            ("DEMO", bool(cfg.get("DEMO"))),
+        )
+        if given
+    ]
     if len(sources) != 1:
-        raise ViewerConfigError("give exactly one cohort: a scoring config (--config FILE), a results folder "
-                                "with its slides (--results DIR --slides DIR), or --demo"
-                                + (f"; got {', '.join(sources)}" if sources else ""))
+        raise ViewerConfigError(
+            "give exactly one cohort: a scoring config (--config FILE), a results folder "
+            "with its slides (--results DIR --slides DIR), or --demo"
+            + (f"; got {', '.join(sources)}" if sources else "")
+        )
     source = sources[0]
     if source == "COHORT":
         return distinct_experiments(_many(cfg["COHORT"]))
@@ -84,12 +103,16 @@ def load_experiments(cfg: Mapping[str, Any]) -> list[Cohort]:
         return distinct_experiments(demo_cohorts())
     if not cfg.get("RESULTS_DIR") or not cfg.get("SLIDES_DIR"):
         raise ViewerConfigError("--results DIR and --slides DIR go together")
-    return distinct_experiments([cohort_from_results(r, cfg["SLIDES_DIR"]) for r in _many(cfg["RESULTS_DIR"])])
+    return distinct_experiments(
+        [cohort_from_results(r, cfg["SLIDES_DIR"]) for r in _many(cfg["RESULTS_DIR"])]
+    )
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """A Flask app serving one cohort; raises ViewerConfigError for inputs it cannot serve."""
-    app = Flask("viewer", root_path=str(REPO_ROOT), template_folder="templates", static_folder="static")
+    app = Flask(
+        "viewer", root_path=str(REPO_ROOT), template_folder="templates", static_folder="static"
+    )
     app.config.from_mapping({**COHORT_SOURCES, **VIEWER_SETTINGS})
     app.config.from_prefixed_env("MIL_VIEWER")
     if config:
@@ -101,20 +124,35 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     except UnknownColormap as exc:
         raise ViewerConfigError(f"DEFAULT_CMAP: {exc}") from None
     if settings.default_norm not in NORMS:
-        raise ViewerConfigError(f"DEFAULT_NORM must be one of {', '.join(NORMS)}, got {settings.default_norm!r}")
+        raise ViewerConfigError(
+            f"DEFAULT_NORM must be one of {', '.join(NORMS)}, got {settings.default_norm!r}"
+        )
     experiments = load_experiments(app.config)
-    annotations = next((c.annotations_dir for c in experiments if c.annotations_dir is not None), None)
+    annotations = next(
+        (c.annotations_dir for c in experiments if c.annotations_dir is not None), None
+    )
     if app.config.get("ANNOTATIONS_DIR"):
         annotations = Path(app.config["ANNOTATIONS_DIR"]).expanduser()
         if not annotations.is_dir():
-            raise ViewerConfigError(f"--annotations {annotations}: not a folder (expected {{slide_id}}.geojson or "
-                                    ".xml files)")
+            raise ViewerConfigError(
+                f"--annotations {annotations}: not a folder (expected {{slide_id}}.geojson or "
+                ".xml files)"
+            )
     state = ViewerState(experiments, settings, annotations)
     app.extensions[EXTENSION_KEY] = state
     app.json.sort_keys = False  # keep the documented field order
     secure(app)  # before the routes: slash merging is a property of the URL map's rules
-    for blueprint in (page_routes.bp, api_routes.bp, analysis_routes.bp, analysis_routes.cohort_bp,
-                      compare_routes.bp, export_routes.bp, tile_routes.bp, image_routes.bp, vendor_routes.bp):
+    for blueprint in (
+        page_routes.bp,
+        api_routes.bp,
+        analysis_routes.bp,
+        analysis_routes.cohort_bp,
+        compare_routes.bp,
+        export_routes.bp,
+        tile_routes.bp,
+        image_routes.bp,
+        vendor_routes.bp,
+    ):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     return app

@@ -8,6 +8,7 @@ Standard library only (the child imports the viewer, this module does not):
     finally:
         stop_viewer(proc)
 """
+
 from __future__ import annotations
 
 import http.client
@@ -54,7 +55,9 @@ def _answers(base: str) -> bool:
         conn.close()
 
 
-def wait_until_serving(proc: subprocess.Popen, base: str, timeout: float = 60.0, name: str = "mil-viewer") -> None:
+def wait_until_serving(
+    proc: subprocess.Popen, base: str, timeout: float = 60.0, name: str = "mil-viewer"
+) -> None:
     """Until GET {base}/api/slides answers 200. Where the server exits first, or does not answer
     within `timeout` seconds, it is stopped and ViewerStartError raised with its output."""
     deadline = time.monotonic() + timeout
@@ -68,20 +71,33 @@ def wait_until_serving(proc: subprocess.Popen, base: str, timeout: float = 60.0,
             pass
         if time.monotonic() > deadline:
             stop_viewer(proc)
-            raise ViewerStartError(f"{name} did not start serving in {timeout:g} s:\n{_output(proc)}")
+            raise ViewerStartError(
+                f"{name} did not start serving in {timeout:g} s:\n{_output(proc)}"
+            )
         time.sleep(0.2)
 
 
-def start_viewer(args: list[str], *, cwd: str | Path = REPO_ROOT, timeout: float = 60, port: int = 0,
-                 quiet: bool = False) -> tuple[subprocess.Popen, str]:
+def start_viewer(
+    args: list[str],
+    *,
+    cwd: str | Path = REPO_ROOT,
+    timeout: float = 60,
+    port: int = 0,
+    quiet: bool = False,
+) -> tuple[subprocess.Popen, str]:
     """`mil-viewer ARGS --port PORT` (a free 127.0.0.1 port unless `port` is given), once it
     answers /api/slides: the process and its base URL. Its stdout and stderr go to one text pipe
     (proc.stdout), or nowhere with `quiet` (for long runs: nothing reads the pipe while it serves).
     Raises ViewerStartError, with the server's output, where it does not come up."""
     port = port or free_port()
     out = subprocess.DEVNULL if quiet else subprocess.PIPE
-    proc = subprocess.Popen([sys.executable, "-m", "viewer", *args, "--port", str(port)], cwd=cwd,
-                            stdout=out, stderr=subprocess.DEVNULL if quiet else subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "viewer", *args, "--port", str(port)],
+        cwd=cwd,
+        stdout=out,
+        stderr=subprocess.DEVNULL if quiet else subprocess.STDOUT,
+        text=True,
+    )
     base = f"http://127.0.0.1:{port}"
     wait_until_serving(proc, base, timeout)
     return proc, base

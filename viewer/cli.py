@@ -1,4 +1,4 @@
-"""`mil-viewer` / `python run_viewer.py`: serve the viewer for `--config FILE | --results DIR --slides DIR | --demo`.
+"""`mil-viewer` / `python run_viewer.py`: serve the viewer for a config, results + slides, or the demo.
 
 Always through a production WSGI server (gunicorn; waitress where gunicorn cannot run, e.g.
 Windows), never Flask's development server, which serves one request at a time and drops the
@@ -11,13 +11,15 @@ forked from that process (`preload_app`).
     python run_viewer.py --demo
     python run_viewer.py --config abmil.yaml --config clam.yaml    # two experiments, compared
 """
+
 from __future__ import annotations
 
 import argparse
 import logging
 import os
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 #: gunicorn's gthread workers read a request's headers in a worker thread: a client that trickles
 #: its headers holds a thread until it is done. 32 threads a process keep a viewer answering while
@@ -28,25 +30,55 @@ SLOW_CLIENT_THREADS = 32
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Serve the MIL heatmap viewer for a scored cohort (gunicorn, never the dev server).")
+        description="Serve the MIL heatmap viewer for a scored cohort (gunicorn, never the dev server)."
+    )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--config", "--config_file", dest="config", metavar="FILE", action="append",
-                        help="the scoring config (YAML) the cohort was scored with; repeat it to compare "
-                             "experiments (named by their save_exp_code, which must differ)")
-    source.add_argument("--results", metavar="DIR", action="append",
-                        help="a raw results experiment folder ({label}/{slide_id}/{slide_id}_blockmap.h5); "
-                             "needs --slides; repeat it to compare experiments (named by the folders)")
-    source.add_argument("--demo", action="store_true", help="serve the demo cohort (built by `make demo`)")
-    parser.add_argument("--slides", metavar="DIR", help="the folder holding the slides of --results")
-    parser.add_argument("--annotations", metavar="DIR",
-                        help="ground-truth annotations: {slide_id}.geojson (QuPath export) or {slide_id}.xml (ASAP)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    source.add_argument(
+        "--config",
+        "--config_file",
+        dest="config",
+        metavar="FILE",
+        action="append",
+        help="the scoring config (YAML) the cohort was scored with; repeat it to compare "
+        "experiments (named by their save_exp_code, which must differ)",
+    )
+    source.add_argument(
+        "--results",
+        metavar="DIR",
+        action="append",
+        help="a raw results experiment folder ({label}/{slide_id}/{slide_id}_blockmap.h5); "
+        "needs --slides; repeat it to compare experiments (named by the folders)",
+    )
+    source.add_argument(
+        "--demo", action="store_true", help="serve the demo cohort (built by `make demo`)"
+    )
+    parser.add_argument(
+        "--slides", metavar="DIR", help="the folder holding the slides of --results"
+    )
+    parser.add_argument(
+        "--annotations",
+        metavar="DIR",
+        help="ground-truth annotations: {slide_id}.geojson (QuPath export) or {slide_id}.xml (ASAP)",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
     parser.add_argument("--port", type=int, default=5000, help="port (default 5000)")
-    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
-                        help="server processes (default: CPU count, at most 4)")
-    parser.add_argument("--threads", type=int, default=SLOW_CLIENT_THREADS,
-                        help=f"threads per process (default {SLOW_CLIENT_THREADS}; see the README's deployment notes)")
-    parser.add_argument("--timeout", type=int, default=120, help="seconds before a stuck worker is restarted")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=min(4, os.cpu_count() or 1),
+        help="server processes (default: CPU count, at most 4)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=SLOW_CLIENT_THREADS,
+        help=f"threads per process (default {SLOW_CLIENT_THREADS}; see the README's deployment notes)",
+    )
+    parser.add_argument(
+        "--timeout", type=int, default=120, help="seconds before a stuck worker is restarted"
+    )
     parser.add_argument("--access-log", action="store_true", help="log every request")
     args = parser.parse_args(argv)
     if args.results and not args.slides:
@@ -127,17 +159,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     state = app.extensions[EXTENSION_KEY]
     for cohort in state.experiments.values():
         readable = sum(r.readable for r in cohort)
-        print(f"MIL Heatmap Viewer: {cohort.experiment}: {len(cohort)} slides ({readable} readable) "
-              f"from {cohort.source}", flush=True)
+        print(
+            f"MIL Heatmap Viewer: {cohort.experiment}: {len(cohort)} slides ({readable} readable) "
+            f"from {cohort.source}",
+            flush=True,
+        )
     print(f"  open http://{bind_address(args.host, args.port)}/", flush=True)
     try:
-        import gunicorn  # noqa: F401  (absent or unusable on Windows)
         import fcntl  # noqa: F401
+
+        import gunicorn  # noqa: F401  (absent or unusable on Windows)
     except ImportError:
         try:
             serve_waitress(app, args)
         except ImportError:
-            print("error: neither gunicorn nor waitress is installed; run `make install`", file=sys.stderr)
+            print(
+                "error: neither gunicorn nor waitress is installed; run `make install`",
+                file=sys.stderr,
+            )
             return 2
         return 0
     serve_gunicorn(app, args)

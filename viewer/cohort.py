@@ -15,20 +15,26 @@ requests get; nothing about one bad slide stops the others. Relative paths in a 
 are taken from the working directory, as the scoring CLI takes them (the demo's from the
 repository root).
 """
+
 from __future__ import annotations
 
 import csv
 import logging
 import os
 import threading
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
-from scoremap.blockmap import ATTENTION_DEFINITIONS, BlockmapError, find_blockmaps, read_blockmap_header
+from scoremap.blockmap import (
+    ATTENTION_DEFINITIONS,
+    BlockmapError,
+    find_blockmaps,
+    read_blockmap_header,
+)
 from scoremap.cache import file_identity
 from scoring.errors import ConfigError
 from viewer.errors import NotFound, SlideForbidden, SlideUnreadable, ViewerConfigError, ViewerError
@@ -69,7 +75,9 @@ class SlideRecord:
     problem: str | None = None
     problem_status: int = 200
     roots: tuple[Path, ...] = ()
-    blockmap_stamp: tuple | None = None  # file identities when last read (scoremap.cache.file_identity)
+    blockmap_stamp: tuple | None = (
+        None  # file identities when last read (scoremap.cache.file_identity)
+    )
     slide_stamp: tuple | None = None
     watched: Path | None = None  # the slide file whose identity is watched
     experiment: str = ""  # the experiment (save_exp_code) that scored it
@@ -86,7 +94,10 @@ class SlideRecord:
                 if stamp != self.blockmap_stamp:
                     try:
                         head = read_blockmap_header(self.blockmap_path)
-                        self.prediction, self.recorded_slide_path = _prediction(head), head.slide_path
+                        self.prediction, self.recorded_slide_path = (
+                            _prediction(head),
+                            head.slide_path,
+                        )
                     except BlockmapError as exc:  # the score routes report it (404)
                         log.warning("%s: %s", self.slide_id, exc)
                     self.blockmap_stamp = stamp
@@ -162,21 +173,28 @@ def results_order(results_csv: Path | None) -> list[str]:
         with open(results_csv, newline="", encoding="utf-8") as fh:
             return [row["slide_id"] for row in csv.DictReader(fh) if row.get("slide_id")]
     except (OSError, KeyError, csv.Error, UnicodeDecodeError) as exc:
-        log.warning("%s: cannot read the cohort order (%s); sorting by label and slide id", results_csv, exc)
+        log.warning(
+            "%s: cannot read the cohort order (%s); sorting by label and slide id", results_csv, exc
+        )
         return []
 
 
 def _prediction(bm) -> Prediction:
     return Prediction(
-        class_names=tuple(bm.class_names), pred=int(bm.pred),
-        probs=tuple(float(p) for p in np.asarray(bm.probs, np.float64)), bag_size=bm.bag_size,
-        model_type=bm.model_type, l0_patch=int(bm.l0_patch),
+        class_names=tuple(bm.class_names),
+        pred=int(bm.pred),
+        probs=tuple(float(p) for p in np.asarray(bm.probs, np.float64)),
+        bag_size=bm.bag_size,
+        model_type=bm.model_type,
+        l0_patch=int(bm.l0_patch),
         has_per_class=bm.has_per_class,
         attention_definition=ATTENTION_DEFINITIONS.get(bm.model_type, ""),
     )
 
 
-def _read_record(label: str, slide_id: str, path: Path, roots: tuple[Path, ...]) -> SlideRecord | None:
+def _read_record(
+    label: str, slide_id: str, path: Path, roots: tuple[Path, ...]
+) -> SlideRecord | None:
     stamp = file_identity(path)
     try:
         bm = read_blockmap_header(path)  # attributes and shapes only: the arrays load on first view
@@ -184,9 +202,18 @@ def _read_record(label: str, slide_id: str, path: Path, roots: tuple[Path, ...])
         log.warning("skipping %s: %s", path, exc)
         return None
     if bm.slide_id != slide_id:
-        log.warning("%s: blockmap says slide_id %r; using the folder name %r", path, bm.slide_id, slide_id)
-    return SlideRecord(slide_id=slide_id, label=label, blockmap_path=path, recorded_slide_path=bm.slide_path,
-                       prediction=_prediction(bm), roots=roots, blockmap_stamp=stamp)
+        log.warning(
+            "%s: blockmap says slide_id %r; using the folder name %r", path, bm.slide_id, slide_id
+        )
+    return SlideRecord(
+        slide_id=slide_id,
+        label=label,
+        blockmap_path=path,
+        recorded_slide_path=bm.slide_path,
+        prediction=_prediction(bm),
+        roots=roots,
+        blockmap_stamp=stamp,
+    )
 
 
 def _attach_slide(record: SlideRecord, roots: Sequence[Path]) -> None:
@@ -206,7 +233,12 @@ def _attach_slide(record: SlideRecord, roots: Sequence[Path]) -> None:
             log.warning("%s: not served: %s (%s)", record.slide_id, exc.message, path)
     if problem is None:
         status = 200
-    record.slide_path, record.info, record.problem, record.problem_status = path, info, problem, status
+    record.slide_path, record.info, record.problem, record.problem_status = (
+        path,
+        info,
+        problem,
+        status,
+    )
     record.watched, record.slide_stamp = watched, stamp
 
 
@@ -220,8 +252,14 @@ def _expected_path(record: SlideRecord, roots: Sequence[Path]) -> Path | None:
     return None
 
 
-def build_cohort(blockmaps: Iterable[tuple[str, str, Path]], slide_roots: Sequence[os.PathLike | str],
-                 source: str, results_csv: Path | None = None, workers: int = 4, experiment: str = "") -> Cohort:
+def build_cohort(
+    blockmaps: Iterable[tuple[str, str, Path]],
+    slide_roots: Sequence[os.PathLike | str],
+    source: str,
+    results_csv: Path | None = None,
+    workers: int = 4,
+    experiment: str = "",
+) -> Cohort:
     """Read the blockmaps, locate and probe their slides (in parallel: opening is I/O bound)."""
     roots = real_roots(slide_roots)
     records: dict[str, SlideRecord] = {}
@@ -230,15 +268,23 @@ def build_cohort(blockmaps: Iterable[tuple[str, str, Path]], slide_roots: Sequen
         if record is None:
             continue
         if slide_id in records:
-            log.warning("slide %s appears twice (%s and %s); keeping the first", slide_id,
-                        records[slide_id].blockmap_path, path)
+            log.warning(
+                "slide %s appears twice (%s and %s); keeping the first",
+                slide_id,
+                records[slide_id].blockmap_path,
+                path,
+            )
             continue
         records[slide_id] = record
     with ThreadPoolExecutor(max(1, workers)) as pool:
         list(pool.map(lambda r: _attach_slide(r, roots), records.values()))
     order = {sid: i for i, sid in enumerate(results_order(results_csv))}
-    ranked = sorted(records.values(), key=lambda r: (order.get(r.slide_id, len(order)), r.label, r.slide_id))
-    return Cohort({r.slide_id: r for r in ranked}, roots, source, results_csv, experiment=experiment)
+    ranked = sorted(
+        records.values(), key=lambda r: (order.get(r.slide_id, len(order)), r.label, r.slide_id)
+    )
+    return Cohort(
+        {r.slide_id: r for r in ranked}, roots, source, results_csv, experiment=experiment
+    )
 
 
 def _absolute(path: Path, base: Path) -> Path:
@@ -257,13 +303,20 @@ def cohort_from_config(config_file: os.PathLike | str, base: Path | None = None)
     base = Path.cwd() if base is None else base
     raw_dir = _absolute(config.exp_raw_dir, base)
     if not raw_dir.is_dir():
-        raise ViewerConfigError(f"{config_file}: no scored slides yet: {raw_dir} does not exist "
-                                f"(run create_heatmaps.py --config {config_file} first)")
+        raise ViewerConfigError(
+            f"{config_file}: no scored slides yet: {raw_dir} does not exist "
+            f"(run create_heatmaps.py --config {config_file} first)"
+        )
     data_dirs = config.data_dir.values() if isinstance(config.data_dir, dict) else [config.data_dir]
     roots = [_absolute(d, base) for d in data_dirs]
     results_csv = _absolute(config.exp_production_dir, base) / "results.csv"
-    cohort = build_cohort(find_blockmaps(raw_dir), roots, f"{config_file}", results_csv,
-                          experiment=config.save_exp_code)
+    cohort = build_cohort(
+        find_blockmaps(raw_dir),
+        roots,
+        f"{config_file}",
+        results_csv,
+        experiment=config.save_exp_code,
+    )
     if config.annotations_dir is not None:
         cohort.annotations_dir = _absolute(config.annotations_dir, base)
     return cohort
@@ -273,24 +326,33 @@ def cohort_from_results(results_dir: os.PathLike | str, slides_dir: os.PathLike 
     """The cohort of a raw results experiment folder, slides looked up under `slides_dir`."""
     results_dir, slides_dir = Path(results_dir).expanduser(), Path(slides_dir).expanduser()
     if not results_dir.is_dir():
-        raise ViewerConfigError(f"--results {results_dir}: not a folder (expected a raw results experiment "
-                                "folder holding {label}/{slide_id}/{slide_id}_blockmap.h5)")
+        raise ViewerConfigError(
+            f"--results {results_dir}: not a folder (expected a raw results experiment "
+            "folder holding {label}/{slide_id}/{slide_id}_blockmap.h5)"
+        )
     if not slides_dir.is_dir():
         raise ViewerConfigError(f"--slides {slides_dir}: not a folder")
     blockmaps = find_blockmaps(results_dir)
     if not blockmaps:
         log.warning("%s holds no {label}/{slide_id}/{slide_id}_blockmap.h5 files", results_dir)
     csv_path = results_dir / "results.csv"
-    return build_cohort(blockmaps, [slides_dir], f"{results_dir}", csv_path if csv_path.is_file() else None,
-                        experiment=results_dir.resolve().name)
+    return build_cohort(
+        blockmaps,
+        [slides_dir],
+        f"{results_dir}",
+        csv_path if csv_path.is_file() else None,
+        experiment=results_dir.resolve().name,
+    )
 
 
 def demo_cohorts() -> list[Cohort]:
     """The demo's experiments: its config, and the second model's where that was scored too."""
     if not DEMO_CONFIG.is_file():
-        raise ViewerConfigError(f"{DEMO_CONFIG} not found: build the demo first with `make demo` "
-                                "(or `python -m demo.build` and `python create_heatmaps.py --config "
-                                f"{DEMO_CONFIG.relative_to(REPO_ROOT)}`)")
+        raise ViewerConfigError(
+            f"{DEMO_CONFIG} not found: build the demo first with `make demo` "
+            "(or `python -m demo.build` and `python create_heatmaps.py --config "
+            f"{DEMO_CONFIG.relative_to(REPO_ROOT)}`)"
+        )
     cohorts = [cohort_from_config(DEMO_CONFIG, base=REPO_ROOT)]
     for extra in sorted(DEMO_CONFIG.parent.glob("demo_config_*.yaml")):
         try:

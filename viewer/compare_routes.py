@@ -8,6 +8,7 @@ are computed until the request's time budget is spent (viewer.work_budget), the 
 `pending` for the next request. `a` and `b` default to the first two
 experiments; each experiment's attention is that of its predicted class, as percentiles.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,8 +29,10 @@ MAX_K = 100_000
 def _pair(state: ViewerState) -> tuple[str, str]:
     names = list(state.experiments)
     if len(names) < 2:
-        raise NotFound("agreement needs two experiments; this viewer serves one "
-                       "(give run_viewer.py --config A.yaml --config B.yaml)")
+        raise NotFound(
+            "agreement needs two experiments; this viewer serves one "
+            "(give run_viewer.py --config A.yaml --config B.yaml)"
+        )
     a, b = request.args.get("a") or names[0], request.args.get("b") or names[1]
     state.experiment(a), state.experiment(b)
     if a == b:
@@ -58,10 +61,17 @@ def slide_agreement(state: ViewerState, slide_id: str, a: str, b: str, ks: tuple
     """The figures of one slide (cached per pair of blockmap files; the blockmaps are read only
     when the figures are computed)."""
     ra, rb = state.record(slide_id, a), state.record(slide_id, b)
-    figures = state.cache.get(_key(ra, rb, ks), lambda: (agreement(_bag(state, ra), _bag(state, rb), ks), 512))
+    figures = state.cache.get(
+        _key(ra, rb, ks), lambda: (agreement(_bag(state, ra), _bag(state, rb), ks), 512)
+    )
     sa, sb = _summary(ra), _summary(rb)
-    return {"slide_id": slide_id, "a": sa, "b": sb,
-            "same_prediction": sa["prediction"]["name"] == sb["prediction"]["name"], **figures}
+    return {
+        "slide_id": slide_id,
+        "a": sa,
+        "b": sb,
+        "same_prediction": sa["prediction"]["name"] == sb["prediction"]["name"],
+        **figures,
+    }
 
 
 @bp.get("/slides/<slide_id>/agreement")
@@ -83,18 +93,34 @@ def cohort_agreement() -> Response:
     for slide_id in state.slide_ids():
         if slide_id not in state.experiments[a] or slide_id not in state.experiments[b]:
             continue
-        if _key(state.record(slide_id, a), state.record(slide_id, b), DEFAULT_KS) not in state.cache \
-                and not budget.allows(slide_id):
+        if _key(
+            state.record(slide_id, a), state.record(slide_id, b), DEFAULT_KS
+        ) not in state.cache and not budget.allows(slide_id):
             continue  # in `pending`: the next request computes it
         try:
             entry = slide_agreement(state, slide_id, a, b, DEFAULT_KS)
         except ViewerError:
             continue  # an unreadable blockmap: its own routes say why
-        slides.append({k: entry[k] for k in ("slide_id", "unit", "n", "spearman", "jaccard", "same_prediction")}
-                      | {"prediction_a": entry["a"]["prediction"]["name"],
-                         "prediction_b": entry["b"]["prediction"]["name"]})
+        slides.append(
+            {
+                k: entry[k]
+                for k in ("slide_id", "unit", "n", "spearman", "jaccard", "same_prediction")
+            }
+            | {
+                "prediction_a": entry["a"]["prediction"]["name"],
+                "prediction_b": entry["b"]["prediction"]["name"],
+            }
+        )
     rhos = [s["spearman"] for s in slides if s["spearman"] is not None]
-    return jsonify({"a": a, "b": b, "slides": slides,
-                    "mean_spearman": float(np.mean(rhos)) if rhos else None, "slides_with_rho": len(rhos),
-                    "disagreeing": sum(not s["same_prediction"] for s in slides),
-                    "pending": budget.pending, "complete": not budget.pending})
+    return jsonify(
+        {
+            "a": a,
+            "b": b,
+            "slides": slides,
+            "mean_spearman": float(np.mean(rhos)) if rhos else None,
+            "slides_with_rho": len(rhos),
+            "disagreeing": sum(not s["same_prediction"] for s in slides),
+            "pending": budget.pending,
+            "complete": not budget.pending,
+        }
+    )

@@ -5,6 +5,7 @@ off the pyramid, a query number that does not parse); `register_error_handlers` 
 its 4xx status and a one-line JSON message. Nothing a client can send is allowed to reach a 500
 with a traceback: every hostile or malformed request ends here.
 """
+
 from __future__ import annotations
 
 from flask import Flask, jsonify

@@ -5,6 +5,7 @@ export shows what the pane shows: `regions.geojson` (QuPath regions above `thres
 `patches.csv` (the patch table), `view.png` (a level-0 box `x,y,w,h` at `width` px, opacity
 `alpha`, legend burned in).
 """
+
 from __future__ import annotations
 
 import io
@@ -27,10 +28,13 @@ def _scores(slide_id: str):
     state = viewer_state()
     record = state.record(slide_id)
     scores = state.slide_scores(record)
-    params = OverlayParams.from_query(request.args, state.settings.default_cmap, state.settings.default_norm)
+    params = OverlayParams.from_query(
+        request.args, state.settings.default_cmap, state.settings.default_norm
+    )
     class_index = scores.resolve_class(params.class_index)
-    options = ExportOptions(norm=params.norm, class_ref=str(class_index), cmap=params.cmap,
-                            threshold=params.threshold)
+    options = ExportOptions(
+        norm=params.norm, class_ref=str(class_index), cmap=params.cmap, threshold=params.threshold
+    )
     return state, record, scores, params, class_index, ExportScores.of(scores.blockmap, options)
 
 
@@ -42,7 +46,7 @@ def _download(body: bytes | str, mimetype: str, name: str) -> Response:
 
 @bp.get("/regions.geojson")
 def regions(slide_id: str) -> Response:
-    state, record, _, params, _, exported = _scores(slide_id)
+    _state, record, _, params, _, exported = _scores(slide_id)
     if "threshold" not in request.args:
         raise BadRequest("threshold is required: the normalised score (0..1) the regions are above")
     _, info = record.require_slide()
@@ -74,9 +78,23 @@ def view(slide_id: str) -> Response:
     if h * width / w > 4096:
         raise BadRequest(f"the view would be {round(h * width / w)} px tall; at most 4096")
     bm = scores.blockmap
-    title = (f"{slide_id}  ·  {bm.model_type}, class {bm.class_names[class_index]}  ·  {params.norm} attention, "
-             f"{params.cmap}" + (f", >= {params.threshold:g}" if params.threshold else ""))
-    body = state.read(record, lambda opened: render_view(
-        opened, info, scores.source(class_index, params.norm), (x, y, w, h), width, params.cmap,
-        params.threshold, params.blur, alpha, title))
+    title = (
+        f"{slide_id}  ·  {bm.model_type}, class {bm.class_names[class_index]}  ·  {params.norm} attention, "
+        f"{params.cmap}" + (f", >= {params.threshold:g}" if params.threshold else "")
+    )
+    body = state.read(
+        record,
+        lambda opened: render_view(
+            opened,
+            info,
+            scores.source(class_index, params.norm),
+            (x, y, w, h),
+            width,
+            params.cmap,
+            params.threshold,
+            params.blur,
+            alpha,
+            title,
+        ),
+    )
     return _download(body, "image/png", f"{slide_id}_view.png")

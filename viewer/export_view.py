@@ -6,6 +6,7 @@ that box and downsample), and under it a band with the slide id, the class, the 
 normalisation, the colorbar and a scale bar from the slide's MPP. For figures and reports: the
 pixels are the viewer's, at a resolution the user chose.
 """
+
 from __future__ import annotations
 
 import io
@@ -16,8 +17,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from scoremap.colormap import TRANSPARENT, colorbar, palette
 from scoremap.raster import ScoreSource, Window, window_indices
-from viewer.slides import READ_ERRORS, OpenedSlide, SlideInfo, to_srgb
 from viewer.errors import SlideUnreadable
+from viewer.slides import READ_ERRORS, OpenedSlide, SlideInfo, to_srgb
 
 BAND = 64  # px of legend under the picture
 _NICE_UM = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
@@ -29,29 +30,44 @@ def _scale_bar(mpp: float | None, um_per_px: float, width: int) -> tuple[int, st
     for um in _NICE_UM:
         px = um / um_per_px
         if px >= width / 8:
-            return int(round(px)), (f"{um} µm" if um < 1000 else f"{um // 1000} mm")
+            return round(px), (f"{um} µm" if um < 1000 else f"{um // 1000} mm")
     return None
 
 
-def render_view(opened: OpenedSlide, info: SlideInfo, source: ScoreSource, box: tuple[int, int, int, int],
-                width: int, cmap: str, threshold: float, blur: bool, alpha: float, title: str) -> bytes:
+def render_view(
+    opened: OpenedSlide,
+    info: SlideInfo,
+    source: ScoreSource,
+    box: tuple[int, int, int, int],
+    width: int,
+    cmap: str,
+    threshold: float,
+    blur: bool,
+    alpha: float,
+    title: str,
+) -> bytes:
     x, y, w, h = box
     d = w / width
     height = max(1, round(h / d))
     level = opened.slide.get_best_level_for_downsample(d)
     ds = opened.slide.level_downsamples[level]
     try:
-        region = opened.slide.read_region((x, y), level, (max(1, math.ceil(w / ds)), max(1, math.ceil(h / ds))))
+        region = opened.slide.read_region(
+            (x, y), level, (max(1, math.ceil(w / ds)), max(1, math.ceil(h / ds)))
+        )
     except READ_ERRORS as exc:
         raise SlideUnreadable(f"cannot read the view: {exc}") from None
     base = Image.new("RGB", region.size, opened.background)
     base.paste(region, (0, 0), region)
     picture = to_srgb(base, opened.transform).resize((width, height), Image.Resampling.LANCZOS)
-    indices = window_indices(source, Window((x, y, w, h), d, height, width), threshold=threshold or None,
-                             blur=blur)
+    indices = window_indices(
+        source, Window((x, y, w, h), d, height, width), threshold=threshold or None, blur=blur
+    )
     if indices is not None:
         colours = Image.fromarray(palette(cmap)[indices], "RGB")
-        mask = Image.fromarray(np.where(indices == TRANSPARENT, 0, int(round(alpha * 255))).astype(np.uint8), "L")
+        mask = Image.fromarray(
+            np.where(indices == TRANSPARENT, 0, round(alpha * 255)).astype(np.uint8), "L"
+        )
         picture.paste(colours, (0, 0), mask)
     out = Image.new("RGB", (width, height + BAND), "white")
     out.paste(picture, (0, 0))

@@ -18,11 +18,12 @@ where (off_x, off_y) is the `limit_bounds` offset. That is the exact plane of th
 the deepest level, and within one z pixel of them at coarser levels (the generator reads a slide
 level whose downsample may not be a power of two, and rounds read positions down).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 from xml.etree.ElementTree import Element, SubElement, tostring
 
 DZI_NAMESPACE = "http://schemas.microsoft.com/deepzoom/2008"
@@ -58,9 +59,15 @@ class DeepZoomGeometry:
     t_dimensions: tuple[tuple[int, int], ...]  # tiles per Deep Zoom level
 
     @classmethod
-    def for_slide(cls, l0_dimensions: Sequence[int], level_dimensions: Sequence[Sequence[int]],
-                  properties: Mapping[str, str], tile_size: int = 254, overlap: int = 1,
-                  limit_bounds: bool = True) -> DeepZoomGeometry:
+    def for_slide(
+        cls,
+        l0_dimensions: Sequence[int],
+        level_dimensions: Sequence[Sequence[int]],
+        properties: Mapping[str, str],
+        tile_size: int = 254,
+        overlap: int = 1,
+        limit_bounds: bool = True,
+    ) -> DeepZoomGeometry:
         """The pyramid of a slide with these dimensions and OpenSlide properties.
 
         With `limit_bounds`, the active area is the slide's `openslide.bounds-*` rectangle (the
@@ -68,13 +75,19 @@ class DeepZoomGeometry:
         size is every slide level scaled by the bounds' share of level 0, rounded up.
         """
         if tile_size < 1 or overlap < 0:
-            raise ValueError(f"tile size must be positive and overlap non-negative, got {tile_size}, {overlap}")
+            raise ValueError(
+                f"tile size must be positive and overlap non-negative, got {tile_size}, {overlap}"
+            )
         l0_w, l0_h = (int(v) for v in l0_dimensions)
         if limit_bounds:
             l0_offset = tuple(int(properties.get(p, 0)) for p in BOUNDS_OFFSET_PROPS)
-            scale = tuple(int(properties.get(p, lim)) / lim
-                          for p, lim in zip(BOUNDS_SIZE_PROPS, (l0_w, l0_h)))
-            l_level0 = tuple(math.ceil(lim * s) for lim, s in zip(level_dimensions[0], scale))
+            scale = tuple(
+                int(properties.get(p, lim)) / lim
+                for p, lim in zip(BOUNDS_SIZE_PROPS, (l0_w, l0_h), strict=True)
+            )
+            l_level0 = tuple(
+                math.ceil(lim * s) for lim, s in zip(level_dimensions[0], scale, strict=True)
+            )
         else:
             l0_offset = (0, 0)
             l_level0 = tuple(int(v) for v in level_dimensions[0])
@@ -85,10 +98,14 @@ class DeepZoomGeometry:
             z_dims.append(z_size)
         z_dims.reverse()
         t_dims = tuple((math.ceil(w / tile_size), math.ceil(h / tile_size)) for w, h in z_dims)
-        return cls(tile_size=int(tile_size), overlap=int(overlap),
-                   l0_offset=(int(l0_offset[0]), int(l0_offset[1])),
-                   l0_dimensions=(int(l_level0[0]), int(l_level0[1])),
-                   z_dimensions=tuple(z_dims), t_dimensions=t_dims)
+        return cls(
+            tile_size=int(tile_size),
+            overlap=int(overlap),
+            l0_offset=(int(l0_offset[0]), int(l0_offset[1])),
+            l0_dimensions=(int(l_level0[0]), int(l_level0[1])),
+            z_dimensions=tuple(z_dims),
+            t_dimensions=t_dims,
+        )
 
     @property
     def level_count(self) -> int:
@@ -108,8 +125,9 @@ class DeepZoomGeometry:
             raise TileAddressError(f"level {dz_level} out of range 0..{self.level_count - 1}")
         t_cols, t_rows = self.t_dimensions[dz_level]
         if not (0 <= t_col < t_cols and 0 <= t_row < t_rows):
-            raise TileAddressError(f"tile {t_col}_{t_row} out of range at level {dz_level} "
-                                   f"({t_cols} x {t_rows} tiles)")
+            raise TileAddressError(
+                f"tile {t_col}_{t_row} out of range at level {dz_level} ({t_cols} x {t_rows} tiles)"
+            )
 
     def tile_box(self, dz_level: int, t_col: int, t_row: int) -> TileBox:
         """The z-pixel box of a tile: `tile_size` plus `overlap` on each interior edge."""
@@ -117,7 +135,7 @@ class DeepZoomGeometry:
         t_lims = self.t_dimensions[dz_level]
         z_lims = self.z_dimensions[dz_level]
         box = []
-        for t, t_lim, z_lim in zip((t_col, t_row), t_lims, z_lims):
+        for t, t_lim, z_lim in zip((t_col, t_row), t_lims, z_lims, strict=True):
             z_tl = self.overlap if t != 0 else 0
             z_br = self.overlap if t != t_lim - 1 else 0
             z_start = t * self.tile_size - z_tl
@@ -128,7 +146,14 @@ class DeepZoomGeometry:
 
     def dzi(self, tile_format: str) -> str:
         """The .dzi XML, byte for byte what `DeepZoomGenerator.get_dzi(tile_format)` returns."""
-        image = Element("Image", TileSize=str(self.tile_size), Overlap=str(self.overlap),
-                        Format=tile_format, xmlns=DZI_NAMESPACE)
-        SubElement(image, "Size", Width=str(self.l0_dimensions[0]), Height=str(self.l0_dimensions[1]))
+        image = Element(
+            "Image",
+            TileSize=str(self.tile_size),
+            Overlap=str(self.overlap),
+            Format=tile_format,
+            xmlns=DZI_NAMESPACE,
+        )
+        SubElement(
+            image, "Size", Width=str(self.l0_dimensions[0]), Height=str(self.l0_dimensions[1])
+        )
         return tostring(image, encoding="UTF-8", xml_declaration=False).decode("UTF-8")

@@ -5,6 +5,7 @@ modification time), its address and its rendering parameters, so the ETag is a h
 those. A revalidating browser or CDN whose If-None-Match matches gets a 304 without the tile
 being rendered; a rescored blockmap changes its mtime and so every overlay ETag.
 """
+
 from __future__ import annotations
 
 import hashlib

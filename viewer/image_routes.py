@@ -3,6 +3,7 @@
 Both honour the slide's ICC profile like the tiles, carry ETags, and are kept in a small
 per-process LRU (the cohort table and top-k list ask for the same images repeatedly).
 """
+
 from __future__ import annotations
 
 from flask import Blueprint, Response, request
@@ -24,13 +25,21 @@ def patch_image(slide_id: str, index: str) -> Response:
     scores = state.slide_scores(record)
     l0_x, l0_y = scores.patch(patch)
     s = state.settings
-    etag = make_etag("patch", file_stamp(record.slide_path), l0_x, l0_y, scores.l0_patch, s.jpeg_quality)
+    etag = make_etag(
+        "patch", file_stamp(record.slide_path), l0_x, l0_y, scores.l0_patch, s.jpeg_quality
+    )
     cached = not_modified(etag, s.tile_max_age)
     if cached is not None:
         return cached
     size = scores.l0_patch
-    body = state.image(record, ("patch", l0_x, l0_y, size), lambda: state.read(
-        record, lambda opened: encode_jpeg(opened.region(l0_x, l0_y, size, size), s.jpeg_quality)))
+    body = state.image(
+        record,
+        ("patch", l0_x, l0_y, size),
+        lambda: state.read(
+            record,
+            lambda opened: encode_jpeg(opened.region(l0_x, l0_y, size, size), s.jpeg_quality),
+        ),
+    )
     return cached_body(body, "image/jpeg", etag, s.tile_max_age)
 
 
@@ -45,6 +54,11 @@ def thumbnail(slide_id: str) -> Response:
     cached = not_modified(etag, s.tile_max_age)
     if cached is not None:
         return cached
-    body = state.image(record, ("thumbnail", size), lambda: state.read(
-        record, lambda opened: encode_jpeg(opened.thumbnail(size), s.jpeg_quality)))
+    body = state.image(
+        record,
+        ("thumbnail", size),
+        lambda: state.read(
+            record, lambda opened: encode_jpeg(opened.thumbnail(size), s.jpeg_quality)
+        ),
+    )
     return cached_body(body, "image/jpeg", etag, s.tile_max_age)

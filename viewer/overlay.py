@@ -14,6 +14,7 @@ tile's pixel offset to the rasteriser makes neighbouring tiles, and their overla
 exactly. At the deepest level a patch at (x, y) of size s covers exactly z pixels
 [x - off_x, x - off_x + s) x [y - off_y, y - off_y + s).
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -38,15 +39,27 @@ def tile_window(geometry: DeepZoomGeometry, box: TileBox) -> Window:
     return Window(geometry.l0_window(), box.l0_downsample, box.z_h, box.z_w, box.z_y, box.z_x)
 
 
-def tile_indices(scores: SlideScores, geometry: DeepZoomGeometry, box: TileBox, params: OverlayParams,
-                 class_index: int) -> np.ndarray | None:
+def tile_indices(
+    scores: SlideScores,
+    geometry: DeepZoomGeometry,
+    box: TileBox,
+    params: OverlayParams,
+    class_index: int,
+) -> np.ndarray | None:
     """Palette indices (z_h, z_w) of one tile, or None when no patch colours it."""
     source = scores.source(class_index, params.norm, geometry, params.range)
-    return window_indices(source, tile_window(geometry, box), threshold=params.threshold, blur=params.blur)
+    return window_indices(
+        source, tile_window(geometry, box), threshold=params.threshold, blur=params.blur
+    )
 
 
-def render_overlay_tile(scores: SlideScores, geometry: DeepZoomGeometry, box: TileBox,
-                        params: OverlayParams, class_index: int) -> bytes:
+def render_overlay_tile(
+    scores: SlideScores,
+    geometry: DeepZoomGeometry,
+    box: TileBox,
+    params: OverlayParams,
+    class_index: int,
+) -> bytes:
     """The PNG bytes of one overlay tile (transparent where no patch lies)."""
     indices = tile_indices(scores, geometry, box, params, class_index)
     if indices is None:
@@ -54,18 +67,27 @@ def render_overlay_tile(scores: SlideScores, geometry: DeepZoomGeometry, box: Ti
     return palette_png(indices, params.cmap)
 
 
-def difference_values(a: SlideScores, b: SlideScores, geometry: DeepZoomGeometry, box: TileBox,
-                      blur: bool = False) -> np.ndarray:
+def difference_values(
+    a: SlideScores, b: SlideScores, geometry: DeepZoomGeometry, box: TileBox, blur: bool = False
+) -> np.ndarray:
     """percentile(A) - percentile(B) on one tile's pixels (-1..1; NaN where either paints nothing):
     both painted by the one rasteriser on the same window, each experiment's predicted class."""
     window = tile_window(geometry, box)
-    painted = [window_cells(s.source(s.resolve_class(None), "percentile", geometry), window, blur).expand()
-               for s in (a, b)]
+    painted = [
+        window_cells(s.source(s.resolve_class(None), "percentile", geometry), window, blur).expand()
+        for s in (a, b)
+    ]
     return painted[0].astype(np.float32) - painted[1].astype(np.float32)
 
 
-def render_difference_tile(a: SlideScores, b: SlideScores, geometry: DeepZoomGeometry, box: TileBox,
-                           cmap: str, blur: bool = False) -> bytes:
+def render_difference_tile(
+    a: SlideScores,
+    b: SlideScores,
+    geometry: DeepZoomGeometry,
+    box: TileBox,
+    cmap: str,
+    blur: bool = False,
+) -> bytes:
     """The PNG of one difference tile: -1..1 onto the diverging colormap, 0 at its middle."""
     diff = difference_values(a, b, geometry, box, blur)
     if np.isnan(diff).all():

@@ -5,12 +5,13 @@ accepts ' 7', '+7', '7_0' and Arabic-Indic digits, and `float()` accepts 'nan' a
 these is a tile address or a threshold. Out-of-range tile addresses are 404 (the tile does not
 exist), malformed ones 400.
 """
+
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from scoremap.colormap import check_colormap
 from scoremap.defaults import OVERLAY
@@ -21,7 +22,16 @@ from viewer.errors import BadRequest
 _INT = re.compile(r"[0-9]{1,9}")
 _SIGNED_INT = re.compile(r"-?[0-9]{1,9}")
 _FLOAT = re.compile(r"-?(?:[0-9]{1,12}(?:\.[0-9]{0,12})?|\.[0-9]{1,12})(?:[eE][-+]?[0-9]{1,3})?")
-_BLUR = {"0": False, "1": True, "false": False, "true": True, "off": False, "on": True, "no": False, "yes": True}
+_BLUR = {
+    "0": False,
+    "1": True,
+    "false": False,
+    "true": True,
+    "off": False,
+    "on": True,
+    "no": False,
+    "yes": True,
+}
 
 
 def parse_index(name: str, text: str) -> int:
@@ -35,7 +45,9 @@ def parse_tile_address(level: str, col: str, row: str) -> tuple[int, int, int]:
     return parse_index("level", level), parse_index("column", col), parse_index("row", row)
 
 
-def query_int(args: Mapping[str, str], name: str, default: int | None, lo: int, hi: int) -> int | None:
+def query_int(
+    args: Mapping[str, str], name: str, default: int | None, lo: int, hi: int
+) -> int | None:
     """An optional integer query parameter within [lo, hi]."""
     text = args.get(name)
     if text is None or text == "":
@@ -48,8 +60,14 @@ def query_int(args: Mapping[str, str], name: str, default: int | None, lo: int, 
     return value
 
 
-def query_float(args: Mapping[str, str], name: str, default: float | None, lo: float = -math.inf,
-                hi: float = math.inf, required: bool = False) -> float | None:
+def query_float(
+    args: Mapping[str, str],
+    name: str,
+    default: float | None,
+    lo: float = -math.inf,
+    hi: float = math.inf,
+    required: bool = False,
+) -> float | None:
     """An optional finite decimal number query parameter within [lo, hi]."""
     text = args.get(name)
     if text is None or text == "":
@@ -112,14 +130,25 @@ class OverlayParams:
         return None if (self.lo, self.hi) == (0.0, 1.0) else (self.lo, self.hi)
 
     @classmethod
-    def from_query(cls, args: Mapping[str, str], default_cmap: str = OVERLAY["cmap"],
-                   default_norm: str = OVERLAY["norm"]) -> OverlayParams:
+    def from_query(
+        cls,
+        args: Mapping[str, str],
+        default_cmap: str = OVERLAY["cmap"],
+        default_norm: str = OVERLAY["norm"],
+    ) -> OverlayParams:
         return cls(
             cmap=parse_cmap(args.get("cmap"), default_cmap),
             class_index=query_int(args, "class", None, 0, 10_000),
             norm=query_choice(args, "norm", NORMS, default_norm),
-            threshold=float(query_float(args, "threshold", OVERLAY["threshold"], OVERLAY["threshold_min"],
-                                        OVERLAY["threshold_max"])),
+            threshold=float(
+                query_float(
+                    args,
+                    "threshold",
+                    OVERLAY["threshold"],
+                    OVERLAY["threshold_min"],
+                    OVERLAY["threshold_max"],
+                )
+            ),
             blur=parse_blur(args.get("blur")),
             **score_range(args),
         )

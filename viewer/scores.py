@@ -7,10 +7,11 @@ cost. Every derivation is an entry of the viewer's one byte-bounded cache (`scor
 by the blockmap's file identity, so a long session over a large cohort stays bounded and a rescored
 blockmap is never served from an old entry.
 """
+
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Hashable
 
 import numpy as np
 
@@ -23,7 +24,9 @@ from scoremap.raster import ScoreSource
 from viewer.errors import BadRequest, NotFound
 from viewer.geometry import DeepZoomGeometry
 
-_PRIVATE_CACHE_BYTES = 256 * 1024 * 1024  # a SlideScores built without the viewer's cache (scripts, tests)
+_PRIVATE_CACHE_BYTES = (
+    256 * 1024 * 1024
+)  # a SlideScores built without the viewer's cache (scripts, tests)
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,9 @@ class ClassScores:
 class SlideScores:
     """The blockmap of one slide, its patch index, and its cached derivations."""
 
-    def __init__(self, blockmap: Blockmap, cache: ByteLRU | None = None, key: Hashable | None = None):
+    def __init__(
+        self, blockmap: Blockmap, cache: ByteLRU | None = None, key: Hashable | None = None
+    ):
         self.blockmap = blockmap
         self.l0_coords = np.ascontiguousarray(blockmap.l0_coords, dtype=np.int64)
         self.l0_patch = int(blockmap.l0_patch)
@@ -54,8 +59,10 @@ class SlideScores:
     @property
     def nbytes(self) -> int:
         bm = self.blockmap
-        return (array_bytes(bm.attention, bm.l0_coords, bm.attention_per_class, self.l0_coords)
-                + self.index.nbytes)
+        return (
+            array_bytes(bm.attention, bm.l0_coords, bm.attention_per_class, self.l0_coords)
+            + self.index.nbytes
+        )
 
     @property
     def bag_size(self) -> int:
@@ -63,8 +70,10 @@ class SlideScores:
 
     def class_available(self, class_index: int) -> bool:
         bm = self.blockmap
-        return class_index == bm.pred or (bm.attention_per_class is not None
-                                          and 0 <= class_index < bm.attention_per_class.shape[1])
+        return class_index == bm.pred or (
+            bm.attention_per_class is not None
+            and 0 <= class_index < bm.attention_per_class.shape[1]
+        )
 
     def resolve_class(self, class_index: int | None) -> int:
         """The class whose attention to show (None: the predicted one); BadRequest if absent."""
@@ -74,8 +83,10 @@ class SlideScores:
         if not 0 <= class_index < bm.n_classes:
             raise BadRequest(f"class {class_index} out of range 0..{bm.n_classes - 1}")
         if not self.class_available(class_index):
-            raise BadRequest(f"{bm.model_type} stores attention for the predicted class "
-                             f"({bm.pred}, {bm.class_names[bm.pred]}) only; class {class_index} has none")
+            raise BadRequest(
+                f"{bm.model_type} stores attention for the predicted class "
+                f"({bm.pred}, {bm.class_names[bm.pred]}) only; class {class_index} has none"
+            )
         return class_index
 
     def raw(self, class_index: int) -> np.ndarray:
@@ -86,12 +97,14 @@ class SlideScores:
 
     def _ranks(self, class_index: int) -> tuple[np.ndarray, np.ndarray]:
         """(order, percentile in [0, 1] as float32) of one class, from one sort (`rank_order`)."""
+
         def load():
             order, percentile = rank_order(self.raw(class_index))
             percentile = percentile.astype(np.float32)
             for array in (order, percentile):
                 array.setflags(write=False)
             return (order, percentile), order.nbytes + percentile.nbytes
+
         return self._cache.get(("ranks", self._key, class_index), load)
 
     def normalized(self, class_index: int, norm: str) -> np.ndarray:
@@ -103,6 +116,7 @@ class SlideScores:
             values = normalize_scores(self.raw(class_index), norm).astype(np.float32)
             values.setflags(write=False)
             return values, values.nbytes
+
         return self._cache.get(("normalized", self._key, class_index, norm), load)
 
     def class_scores(self, class_index: int) -> ClassScores:
@@ -110,12 +124,19 @@ class SlideScores:
             order, percentile01 = self._ranks(class_index)
             rank = np.empty(len(order), np.int64)
             rank[order] = np.arange(1, len(order) + 1)
-            found = ClassScores(raw=self.raw(class_index), percentile=percentile01 * np.float32(100.0),
-                                rank=rank, order=order)
+            found = ClassScores(
+                raw=self.raw(class_index),
+                percentile=percentile01 * np.float32(100.0),
+                rank=rank,
+                order=order,
+            )
             return found, found.nbytes
+
         return self._cache.get(("class_scores", self._key, class_index), load)
 
-    def selected(self, class_index: int, norm: str, score_range: tuple[float, float] | None) -> np.ndarray:
+    def selected(
+        self, class_index: int, norm: str, score_range: tuple[float, float] | None
+    ) -> np.ndarray:
         """Normalised scores with the patches outside `score_range` removed (NaN: not shown)."""
         values = self.normalized(class_index, norm)
         if score_range is None:
@@ -125,37 +146,67 @@ class SlideScores:
             kept = np.where(in_range(values, *score_range), values, np.nan).astype(np.float32)
             kept.setflags(write=False)
             return kept, kept.nbytes
+
         return self._cache.get(("selected", self._key, class_index, norm, score_range), load)
 
-    def pyramid(self, class_index: int, norm: str, geometry: DeepZoomGeometry,
-                score_range: tuple[float, float] | None = None) -> ScorePyramid | None:
+    def pyramid(
+        self,
+        class_index: int,
+        norm: str,
+        geometry: DeepZoomGeometry,
+        score_range: tuple[float, float] | None = None,
+    ) -> ScorePyramid | None:
         """The score pyramid on this Deep Zoom geometry (None: no tile meets many patches)."""
         window = geometry.l0_window()
 
         def load():
-            built = ScorePyramid.build(self.l0_coords, self.selected(class_index, norm, score_range), self.l0_patch,
-                                       window, geometry.tile_size)
+            built = ScorePyramid.build(
+                self.l0_coords,
+                self.selected(class_index, norm, score_range),
+                self.l0_patch,
+                window,
+                geometry.tile_size,
+            )
             return built, (0 if built is None else built.nbytes)
+
         key = ("pyramid", self._key, class_index, norm, score_range, window, geometry.tile_size)
         return self._cache.get(key, load)
 
-    def source(self, class_index: int, norm: str, geometry: DeepZoomGeometry | None = None,
-               score_range: tuple[float, float] | None = None) -> ScoreSource:
+    def source(
+        self,
+        class_index: int,
+        norm: str,
+        geometry: DeepZoomGeometry | None = None,
+        score_range: tuple[float, float] | None = None,
+    ) -> ScoreSource:
         """What the window rasteriser paints this class from (with the pyramid of `geometry`);
         with `score_range`, only the patches whose normalised score lies in it."""
-        pyramid = None if geometry is None else self.pyramid(class_index, norm, geometry, score_range)
-        return ScoreSource(self.l0_coords, self.selected(class_index, norm, score_range), self.l0_patch, self.index,
-                           pyramid)
+        pyramid = (
+            None if geometry is None else self.pyramid(class_index, norm, geometry, score_range)
+        )
+        return ScoreSource(
+            self.l0_coords,
+            self.selected(class_index, norm, score_range),
+            self.l0_patch,
+            self.index,
+            pyramid,
+        )
 
     def patch_at(self, l0_x: float, l0_y: float) -> np.ndarray:
         """Indices of patches covering a level-0 point, nearest centre first."""
-        hits = self.index.overlapping(l0_x, l0_y, np.nextafter(l0_x, np.inf), np.nextafter(l0_y, np.inf))
+        hits = self.index.overlapping(
+            l0_x, l0_y, np.nextafter(l0_x, np.inf), np.nextafter(l0_y, np.inf)
+        )
         if hits.size == 0:
             return hits
         xy = self.l0_coords[hits]
         half = self.l0_patch / 2.0
-        inside = ((xy[:, 0] <= l0_x) & (l0_x < xy[:, 0] + self.l0_patch)
-                  & (xy[:, 1] <= l0_y) & (l0_y < xy[:, 1] + self.l0_patch))
+        inside = (
+            (xy[:, 0] <= l0_x)
+            & (l0_x < xy[:, 0] + self.l0_patch)
+            & (xy[:, 1] <= l0_y)
+            & (l0_y < xy[:, 1] + self.l0_patch)
+        )
         hits, xy = hits[inside], xy[inside]
         dist = (xy[:, 0] + half - l0_x) ** 2 + (xy[:, 1] + half - l0_y) ** 2
         return hits[np.argsort(dist, kind="stable")]

@@ -3,6 +3,7 @@
 All URLs are built with `url_for` (slide ids are percent-quoted: ids with spaces or parentheses
 work). Non-finite numbers become null: JSON has no NaN.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,8 +17,6 @@ from scoremap.normalize import NORM_LABELS, NORMS
 from viewer.cohort import SlideRecord
 from viewer.scores import ClassScores, SlideScores
 from viewer.state import ViewerState, viewer_state
-
-
 
 #: Experiments one comparison page shows: with the slide, 3-4 panes (and the difference pane).
 MAX_COMPARED = 3
@@ -41,9 +40,15 @@ def _prediction(record: SlideRecord) -> dict:
 def experiment_entry(record: SlideRecord) -> dict:
     """What one experiment said about a slide (a column group of the cohort table)."""
     p = record.prediction
-    return {"experiment": record.experiment, "prediction": _prediction(record),
-            "probabilities": [number(v) for v in p.probs], "class_names": list(p.class_names),
-            "bag_size": p.bag_size, "model_type": p.model_type, "l0_patch": p.l0_patch}
+    return {
+        "experiment": record.experiment,
+        "prediction": _prediction(record),
+        "probabilities": [number(v) for v in p.probs],
+        "class_names": list(p.class_names),
+        "bag_size": p.bag_size,
+        "model_type": p.model_type,
+        "l0_patch": p.l0_patch,
+    }
 
 
 def cohort_entry(record: SlideRecord, state: ViewerState | None = None) -> dict:
@@ -62,14 +67,22 @@ def cohort_entry(record: SlideRecord, state: ViewerState | None = None) -> dict:
         "error": record.problem,
         "viewer_url": url_for("pages.viewer_page", slide_id=record.slide_id),
         "api_url": url_for("api.slide_metadata", slide_id=record.slide_id),
-        "thumbnail_url": url_for("images.thumbnail", slide_id=record.slide_id) if record.readable else None,
+        "thumbnail_url": url_for("images.thumbnail", slide_id=record.slide_id)
+        if record.readable
+        else None,
     }
     if state is not None and state.compared:
         records = state.records(record.slide_id)
         entry["experiments"] = [experiment_entry(r) for r in records.values()]
-        entry["disagree"] = len({r.prediction.class_names[r.prediction.pred] for r in records.values()}) > 1
-        shown = list(records)[:MAX_COMPARED]  # the comparison page's limit: the first experiments that scored it
-        entry["viewer_url"] = url_for("pages.viewer_page", slide_id=record.slide_id, exp=",".join(shown))
+        entry["disagree"] = (
+            len({r.prediction.class_names[r.prediction.pred] for r in records.values()}) > 1
+        )
+        shown = list(records)[
+            :MAX_COMPARED
+        ]  # the comparison page's limit: the first experiments that scored it
+        entry["viewer_url"] = url_for(
+            "pages.viewer_page", slide_id=record.slide_id, exp=",".join(shown)
+        )
     return entry
 
 
@@ -78,8 +91,14 @@ def class_info(record: SlideRecord, scores: SlideScores) -> list[dict]:
     out = []
     for i, name in enumerate(p.class_names):
         available = scores.class_available(i)
-        entry = {"index": i, "name": name, "probability": number(p.probs[i]), "available": available,
-                 "score_min": None, "score_max": None}
+        entry = {
+            "index": i,
+            "name": name,
+            "probability": number(p.probs[i]),
+            "available": available,
+            "score_min": None,
+            "score_max": None,
+        }
         if available:
             raw = scores.raw(i)
             finite = raw[np.isfinite(raw)]
@@ -111,18 +130,30 @@ def slide_metadata(state: ViewerState, record: SlideRecord) -> dict:
         "vendor": info.vendor,
         "background": info.background,
         "level_count": len(info.level_dimensions),
-        "levels": [{"level": i, "dimensions": list(dims), "downsample": ds}
-                   for i, (dims, ds) in enumerate(zip(info.level_dimensions, info.level_downsamples))],
-        "bounds": (None if info.bounds is None else
-                   dict(zip(("x", "y", "width", "height"), info.bounds))),
+        "levels": [
+            {"level": i, "dimensions": list(dims), "downsample": ds}
+            for i, (dims, ds) in enumerate(
+                zip(info.level_dimensions, info.level_downsamples, strict=True)
+            )
+        ],
+        "bounds": (
+            None
+            if info.bounds is None
+            else dict(zip(("x", "y", "width", "height"), info.bounds, strict=True))
+        ),
         "deepzoom": {
-            "tile_size": geometry.tile_size, "overlap": geometry.overlap, "limit_bounds": s.limit_bounds,
-            "level_count": geometry.level_count, "l0_offset": list(geometry.l0_offset),
+            "tile_size": geometry.tile_size,
+            "overlap": geometry.overlap,
+            "limit_bounds": s.limit_bounds,
+            "level_count": geometry.level_count,
+            "l0_offset": list(geometry.l0_offset),
             "l0_dimensions": list(geometry.l0_dimensions),
             "level_dimensions": [list(d) for d in geometry.z_dimensions],
         },
-        "dzi": {"slide": url_for("tiles.slide_dzi", slide_id=sid, **q),
-                "overlay": url_for("tiles.overlay_dzi", slide_id=sid, **q)},
+        "dzi": {
+            "slide": url_for("tiles.slide_dzi", slide_id=sid, **q),
+            "overlay": url_for("tiles.overlay_dzi", slide_id=sid, **q),
+        },
         "classes": class_info(record, scores),
         "prediction": _prediction(record),
         "probabilities": [number(v) for v in p.probs],
@@ -138,7 +169,9 @@ def slide_metadata(state: ViewerState, record: SlideRecord) -> dict:
             "patch": url_for("api.patch_at", slide_id=sid, **q),
             "thumbnail": url_for("images.thumbnail", slide_id=sid, **q),
             "colorbar": url_for("api.colorbar"),
-            "patch_image": url_for("images.patch_image", slide_id=sid, index=0, **q).replace("/0.jpeg", "/{index}.jpeg"),
+            "patch_image": url_for("images.patch_image", slide_id=sid, index=0, **q).replace(
+                "/0.jpeg", "/{index}.jpeg"
+            ),
             "viewer": url_for("pages.viewer_page", slide_id=sid),
             "histogram": url_for("analysis.histogram", slide_id=sid, **q),
             "annotations": url_for("analysis.annotations", slide_id=sid),
@@ -154,9 +187,15 @@ def slide_metadata(state: ViewerState, record: SlideRecord) -> dict:
 def overlay_defaults(state: ViewerState, class_index: int) -> dict:
     """How the page colours the overlay until the user (or the URL) says otherwise."""
     s = state.settings
-    return {"cmap": s.default_cmap, "norm": s.default_norm, "class": int(class_index),
-            "threshold": OVERLAY["threshold"], "blur": OVERLAY["blur"], "alpha": OVERLAY["alpha"],
-            "difference_cmap": OVERLAY["difference_cmap"]}
+    return {
+        "cmap": s.default_cmap,
+        "norm": s.default_norm,
+        "class": int(class_index),
+        "threshold": OVERLAY["threshold"],
+        "blur": OVERLAY["blur"],
+        "alpha": OVERLAY["alpha"],
+        "difference_cmap": OVERLAY["difference_cmap"],
+    }
 
 
 def overlay_choices() -> dict:
@@ -164,9 +203,14 @@ def overlay_choices() -> dict:
     return {
         "colormaps": list(SUGGESTED_CMAPS),
         "colormaps_url": url_for("api.colormaps"),
-        "norms": [{"name": n, "label": NORM_LABELS[n][0], "title": NORM_LABELS[n][1]} for n in NORMS],
-        "threshold": {"min": OVERLAY["threshold_min"], "max": OVERLAY["threshold_max"],
-                      "step": OVERLAY["threshold_step"]},
+        "norms": [
+            {"name": n, "label": NORM_LABELS[n][0], "title": NORM_LABELS[n][1]} for n in NORMS
+        ],
+        "threshold": {
+            "min": OVERLAY["threshold_min"],
+            "max": OVERLAY["threshold_max"],
+            "step": OVERLAY["threshold_step"],
+        },
         "alpha": {"min": 0.0, "max": 1.0, "step": 0.01},
     }
 
@@ -186,6 +230,10 @@ def patch_entry(record: SlideRecord, scores: SlideScores, cls: ClassScores, inde
         "score": number(cls.raw[index]),
         "percentile": number(cls.percentile[index]),
         "rank": int(cls.rank[index]),
-        "image_url": url_for("images.patch_image", slide_id=record.slide_id, index=int(index),
-                             **experiment_query(record)),
+        "image_url": url_for(
+            "images.patch_image",
+            slide_id=record.slide_id,
+            index=int(index),
+            **experiment_query(record),
+        ),
     }

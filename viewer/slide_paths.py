@@ -13,12 +13,14 @@ viewer must never open a file because a blockmap, a symlink or a URL points at i
   `root/<slide_id>.*`; the first hit whose real path is under a root is used.
 - A candidate whose real path leaves the roots (a symlink to elsewhere) is refused, never followed.
 """
+
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import Sequence
 
 
 @dataclass(frozen=True)
@@ -57,10 +59,10 @@ def _by_name(slide_path: str, slide_id: str, roots: Sequence[Path]) -> list[Path
         if recorded is not None and recorded.name:
             candidates.append(root / recorded.name)
         if slide_id and "/" not in slide_id and slide_id not in (".", ".."):
-            try:
-                candidates.extend(sorted(p for p in root.glob(f"{_glob_escape(slide_id)}.*") if p.is_file()))
-            except (OSError, ValueError):
-                pass
+            with contextlib.suppress(OSError, ValueError):
+                candidates.extend(
+                    sorted(p for p in root.glob(f"{_glob_escape(slide_id)}.*") if p.is_file())
+                )
     return candidates
 
 
@@ -88,13 +90,21 @@ def locate_slide(slide_path: str, slide_id: str, roots: Sequence[Path]) -> Slide
     if refused is not None:
         return _outside(refused, roots)
     name = recorded.name if recorded is not None and recorded.name else slide_id
-    return SlideLocation(None, f"slide file {name!r} not found in the slide folders", 404,
-                         f"slide file {name!r} not found (recorded path {slide_path!r}; looked under "
-                         f"{', '.join(map(str, roots))})")
+    return SlideLocation(
+        None,
+        f"slide file {name!r} not found in the slide folders",
+        404,
+        f"slide file {name!r} not found (recorded path {slide_path!r}; looked under "
+        f"{', '.join(map(str, roots))})",
+    )
 
 
 def _outside(path: Path, roots: Sequence[Path]) -> SlideLocation:
     real = os.path.realpath(path)
     how = f" through a symlink to {real}" if str(path) != real else ""
-    return SlideLocation(None, f"slide file {path.name!r} lies outside the configured slide folders; not served",
-                         403, f"{path}{how} lies outside the slide folders ({', '.join(map(str, roots))})")
+    return SlideLocation(
+        None,
+        f"slide file {path.name!r} lies outside the configured slide folders; not served",
+        403,
+        f"{path}{how} lies outside the slide folders ({', '.join(map(str, roots))})",
+    )

@@ -9,6 +9,7 @@ the slide's ICC profile applied to every tile, patch and thumbnail, converting t
 profile's default rendering intent as openslide's own Deep Zoom server does, so colours in the
 browser match other viewers. Open slides are entries of the viewer's one cache (viewer.state).
 """
+
 from __future__ import annotations
 
 import io
@@ -50,8 +51,14 @@ class SlideInfo:
     properties: dict[str, str] = field(default_factory=dict)  # only those the geometry reads
 
     def geometry(self, tile_size: int, overlap: int, limit_bounds: bool) -> DeepZoomGeometry:
-        return DeepZoomGeometry.for_slide(self.dimensions, self.level_dimensions, self.properties,
-                                          tile_size, overlap, limit_bounds)
+        return DeepZoomGeometry.for_slide(
+            self.dimensions,
+            self.level_dimensions,
+            self.properties,
+            tile_size,
+            overlap,
+            limit_bounds,
+        )
 
 
 def _float_prop(props, key: str) -> float | None:
@@ -82,7 +89,12 @@ def probe_slide(path: Path) -> SlideInfo:
         level = slide.level_count - 1
         slide.read_region((0, 0), level, (1, 1))
         bounds = None
-        keys = ("openslide.bounds-x", "openslide.bounds-y", "openslide.bounds-width", "openslide.bounds-height")
+        keys = (
+            "openslide.bounds-x",
+            "openslide.bounds-y",
+            "openslide.bounds-width",
+            "openslide.bounds-height",
+        )
         if all(k in props for k in keys):
             bounds = tuple(int(props[k]) for k in keys)
         geometry_props = {k: props[k] for k in keys if k in props}
@@ -99,7 +111,9 @@ def probe_slide(path: Path) -> SlideInfo:
             properties=geometry_props,
         )
     except READ_ERRORS as exc:
-        raise SlideUnreadable(f"OpenSlide cannot read {Path(path).name}: {error_reason(exc)}") from None
+        raise SlideUnreadable(
+            f"OpenSlide cannot read {Path(path).name}: {error_reason(exc)}"
+        ) from None
     finally:
         slide.close()
 
@@ -130,25 +144,37 @@ def encode_jpeg(image: Image.Image, quality: int) -> bytes:
 class OpenedSlide:
     """An open slide with its Deep Zoom generator and ICC transform (thread-safe to read)."""
 
-    def __init__(self, path: Path, cache: openslide.OpenSlideCache | None, tile_size: int, overlap: int,
-                 limit_bounds: bool):
+    def __init__(
+        self,
+        path: Path,
+        cache: openslide.OpenSlideCache | None,
+        tile_size: int,
+        overlap: int,
+        limit_bounds: bool,
+    ):
         self.path = path
         self.slide = open_slide(path)
         if cache is not None:
             self.slide.set_cache(cache)
         self.deepzoom = DeepZoomGenerator(self.slide, tile_size, overlap, limit_bounds)
         self.transform = srgb_transform(self.slide)
-        self.background = "#" + self.slide.properties.get(openslide.PROPERTY_NAME_BACKGROUND_COLOR, "ffffff")
+        self.background = "#" + self.slide.properties.get(
+            openslide.PROPERTY_NAME_BACKGROUND_COLOR, "ffffff"
+        )
 
     def tile(self, dz_level: int, t_col: int, t_row: int) -> Image.Image:
         """The Deep Zoom tile exactly as `DeepZoomGenerator.get_tile` makes it, then to sRGB."""
         try:
             image = self.deepzoom.get_tile(dz_level, (t_col, t_row))
         except READ_ERRORS as exc:
-            raise SlideUnreadable(f"OpenSlide cannot read {self.path.name}: {error_reason(exc)}") from None
+            raise SlideUnreadable(
+                f"OpenSlide cannot read {self.path.name}: {error_reason(exc)}"
+            ) from None
         return to_srgb(image, self.transform)
 
-    def region(self, l0_x: int, l0_y: int, l0_w: int, l0_h: int, max_side: int = PATCH_IMAGE_MAX_SIDE) -> Image.Image:
+    def region(
+        self, l0_x: int, l0_y: int, l0_w: int, l0_h: int, max_side: int = PATCH_IMAGE_MAX_SIDE
+    ) -> Image.Image:
         """Pixels of a level-0 box on the slide's background colour, in sRGB (patch images): at
         level 0, or for a box wider than `max_side` from the coarsest level that still gives that
         many pixels, scaled to fit (a blockmap with 20,000-px patches must not read 1.6 GB)."""
@@ -159,7 +185,9 @@ class OpenedSlide:
         try:
             rgba = self.slide.read_region((l0_x, l0_y), level, size)
         except READ_ERRORS as exc:
-            raise SlideUnreadable(f"OpenSlide cannot read {self.path.name}: {error_reason(exc)}") from None
+            raise SlideUnreadable(
+                f"OpenSlide cannot read {self.path.name}: {error_reason(exc)}"
+            ) from None
         if max(rgba.size) > max_side:
             rgba.thumbnail((max_side, max_side), Image.Resampling.BOX)
         image = Image.new("RGB", rgba.size, self.background)
@@ -170,5 +198,7 @@ class OpenedSlide:
         try:
             image = self.slide.get_thumbnail((size, size))
         except READ_ERRORS as exc:
-            raise SlideUnreadable(f"OpenSlide cannot read {self.path.name}: {error_reason(exc)}") from None
+            raise SlideUnreadable(
+                f"OpenSlide cannot read {self.path.name}: {error_reason(exc)}"
+            ) from None
         return to_srgb(image.convert("RGB"), self.transform)

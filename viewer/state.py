@@ -9,29 +9,37 @@ encoded images all live in one `scoremap.cache.ByteLRU`, bounded in bytes (`CACH
 load in flight per key. Keys carry the file's identity (inode, size, mtime), so a rescored
 blockmap or a replaced slide is read afresh, never served from an older entry.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import logging
 import os
 import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import openslide
 import shapely
 from flask import current_app, has_request_context, request
 
-from scoremap.annotations import AnnotatedClass, AnnotationError, annotation_file, polygons_only, read_annotations
+from scoremap.annotations import (
+    AnnotatedClass,
+    AnnotationError,
+    annotation_file,
+    polygons_only,
+    read_annotations,
+)
 from scoremap.blockmap import BlockmapError, read_blockmap
 from scoremap.cache import ByteLRU, file_identity
 from scoremap.defaults import VIEWER_SETTINGS
 from viewer.cohort import Cohort, SlideRecord
 from viewer.errors import NotFound, SlideForbidden, SlideUnreadable, ViewerConfigError
-from viewer.slide_paths import is_under
 from viewer.geometry import DeepZoomGeometry
 from viewer.scores import SlideScores
+from viewer.slide_paths import is_under
 from viewer.slides import OPEN_SLIDE_BYTES, OpenedSlide, SlideInfo
 
 EXTENSION_KEY = "mil_viewer"
@@ -85,12 +93,18 @@ class ViewerState:
     """The experiments served (one Cohort each, in the order given; the first is the default),
     the ground-truth folder, the settings and the cache."""
 
-    def __init__(self, experiments: Cohort | Sequence[Cohort], settings: Settings,
-                 annotations_dir: Path | None = None):
+    def __init__(
+        self,
+        experiments: Cohort | Sequence[Cohort],
+        settings: Settings,
+        annotations_dir: Path | None = None,
+    ):
         cohorts = [experiments] if isinstance(experiments, Cohort) else list(experiments)
         self.experiments: dict[str, Cohort] = {c.experiment: c for c in cohorts}
         self.cohort = cohorts[0]  # the default experiment
-        self.annotations_dir = annotations_dir if annotations_dir is not None else self.cohort.annotations_dir
+        self.annotations_dir = (
+            annotations_dir if annotations_dir is not None else self.cohort.annotations_dir
+        )
         self.settings = settings
         self.cache = ByteLRU(settings.cache_bytes)
         self._tile_cache: openslide.OpenSlideCache | None = None
@@ -105,7 +119,9 @@ class ViewerState:
     def experiment(self, name: str) -> Cohort:
         found = self.experiments.get(name)
         if found is None:
-            raise NotFound(f"unknown experiment {name[:200]!r}; this viewer serves {', '.join(self.experiments)}")
+            raise NotFound(
+                f"unknown experiment {name[:200]!r}; this viewer serves {', '.join(self.experiments)}"
+            )
         return found
 
     def record(self, slide_id: str, exp: str | None = None) -> SlideRecord:
@@ -118,8 +134,10 @@ class ViewerState:
             if slide_id not in cohort:
                 others = [name for name, c in self.experiments.items() if slide_id in c]
                 if others:
-                    raise NotFound(f"experiment {exp!r} did not score slide {slide_id[:200]!r} "
-                                   f"(scored by {', '.join(others)})")
+                    raise NotFound(
+                        f"experiment {exp!r} did not score slide {slide_id[:200]!r} "
+                        f"(scored by {', '.join(others)})"
+                    )
             return cohort.get(slide_id)
         for cohort in self.experiments.values():
             if slide_id in cohort:
@@ -142,8 +160,10 @@ class ViewerState:
 
     def primary_records(self) -> list[SlideRecord]:
         """One record per slide: from the first experiment that scored it."""
-        return [self.record(sid, next(n for n, c in self.experiments.items() if sid in c))
-                for sid in self.slide_ids()]
+        return [
+            self.record(sid, next(n for n, c in self.experiments.items() if sid in c))
+            for sid in self.slide_ids()
+        ]
 
     def geometry(self, record: SlideRecord) -> DeepZoomGeometry:
         """The Deep Zoom geometry of a readable slide (from metadata; opens nothing)."""
@@ -169,13 +189,20 @@ class ViewerState:
 
     def opened(self, record: SlideRecord) -> OpenedSlide:
         path, _ = record.require_slide()
-        if not is_under(path, record.roots or self.cohort.roots):  # swapped for a symlink out of the roots since
-            raise SlideForbidden(f"slide {record.slide_id!r} lies outside the configured slide folders")
+        if not is_under(
+            path, record.roots or self.cohort.roots
+        ):  # swapped for a symlink out of the roots since
+            raise SlideForbidden(
+                f"slide {record.slide_id!r} lies outside the configured slide folders"
+            )
         s = self.settings
 
         def load():
-            opened = OpenedSlide(path, self._openslide_cache(), s.tile_size, s.tile_overlap, s.limit_bounds)
+            opened = OpenedSlide(
+                path, self._openslide_cache(), s.tile_size, s.tile_overlap, s.limit_bounds
+            )
             return opened, OPEN_SLIDE_BYTES
+
         try:
             return self.cache.get(self._slide_key(record), load)
         except SlideUnreadable as exc:
@@ -194,9 +221,11 @@ class ViewerState:
 
     def image(self, record: SlideRecord, key: tuple, make: Callable[[], bytes]) -> bytes:
         """An encoded image of the slide (thumbnail, patch), made once per slide file and kept."""
+
         def load():
             body = make()
             return body, len(body)
+
         return self.cache.get(("image", file_identity(record.slide_path), *key), load)
 
     def prefetch(self, record: SlideRecord) -> None:
@@ -219,9 +248,12 @@ class ViewerState:
         def work() -> None:
             try:
                 scores = self.slide_scores(record)
-                scores.source(scores.blockmap.pred, self.settings.default_norm, self.geometry(record))
-            except Exception:  # noqa: BLE001 - the page's own requests report what went wrong
+                scores.source(
+                    scores.blockmap.pred, self.settings.default_norm, self.geometry(record)
+                )
+            except Exception:
                 log.debug("prefetch of %s failed", record.slide_id, exc_info=True)
+
         threading.Thread(target=work, name=f"prefetch-{record.slide_id}", daemon=True).start()
 
     def annotation_path(self, record: SlideRecord) -> Path | None:
@@ -230,7 +262,9 @@ class ViewerState:
         name = Path(record.recorded_slide_path).name if record.recorded_slide_path else None
         return annotation_file(folder, record.slide_id, name) if folder is not None else None
 
-    def annotations(self, record: SlideRecord) -> tuple[list[AnnotatedClass], str | None, str | None]:
+    def annotations(
+        self, record: SlideRecord
+    ) -> tuple[list[AnnotatedClass], str | None, str | None]:
         """(classes, file name, problem) of the slide's ground truth: no folder or no file gives
         ([], None, None); a file that cannot be read gives ([], its name, why), and the slide
         shows without it."""
@@ -241,17 +275,24 @@ class ViewerState:
         def load():
             try:
                 classes = read_annotations(path)
-                if record.info is not None:  # the slide's pixels only: a polygon run past the edge counts its inside
+                if (
+                    record.info is not None
+                ):  # the slide's pixels only: a polygon run past the edge counts its inside
                     w, h = record.info.dimensions
                     frame = shapely.box(0, 0, w, h)
-                    classes = [dataclasses.replace(c, geometry=polygons_only(c.geometry.intersection(frame)))
-                               for c in classes]
+                    classes = [
+                        dataclasses.replace(
+                            c, geometry=polygons_only(c.geometry.intersection(frame))
+                        )
+                        for c in classes
+                    ]
                     classes = [c for c in classes if c.area > 0]
                 size = 16 * sum(int(shapely.get_num_coordinates(c.geometry)) for c in classes)
                 return (classes, path.name, None), size
             except AnnotationError as exc:
                 log.warning("%s", exc)
                 return ([], path.name, str(exc).replace(str(path.parent) + os.sep, "")), 0
+
         return self.cache.get(("annotations", file_identity(path), record.slide_stamp), load)
 
     def slide_scores(self, record: SlideRecord) -> SlideScores:
@@ -260,10 +301,13 @@ class ViewerState:
         def load():
             scores = SlideScores(read_blockmap(record.blockmap_path), self.cache, key)
             return scores, scores.nbytes
+
         try:
             return self.cache.get(key, load)
         except BlockmapError as exc:  # deleted or rewritten badly since the cohort loaded
-            raise NotFound(f"scores of slide {record.slide_id!r} are not readable: {exc.reason}") from None
+            raise NotFound(
+                f"scores of slide {record.slide_id!r} are not readable: {exc.reason}"
+            ) from None
 
 
 def viewer_state() -> ViewerState:

@@ -1,9 +1,11 @@
 """Deep Zoom routes: the slide (JPEG tiles) and the attention overlay (PNG tiles), same geometry.
 
 Both .dzi documents come from one `DeepZoomGeometry`, so OpenSeadragon lays the two sources out
-identically (and the difference of two experiments, `?exp=A&minus=B`, the same again); tile addresses are checked against it before any work, and ETags are computed
-before rendering so that revalidation costs no pixels.
+identically (and the difference of two experiments, `?exp=A&minus=B`, the same again); tile
+addresses are checked against it before any work, and ETags are computed before rendering so
+that revalidation costs no pixels.
 """
+
 from __future__ import annotations
 
 from flask import Blueprint, Response, request
@@ -44,12 +46,23 @@ def slide_tile(slide_id: str, level: str, col: str, row: str) -> Response:
     dz_level, t_col, t_row = parse_tile_address(level, col, row)
     state.geometry(record).check_address(dz_level, t_col, t_row)
     s = state.settings
-    etag = make_etag("slide", file_stamp(record.slide_path), dz_level, t_col, t_row, s.jpeg_quality,
-                     s.tile_size, s.tile_overlap, s.limit_bounds)
+    etag = make_etag(
+        "slide",
+        file_stamp(record.slide_path),
+        dz_level,
+        t_col,
+        t_row,
+        s.jpeg_quality,
+        s.tile_size,
+        s.tile_overlap,
+        s.limit_bounds,
+    )
     cached = not_modified(etag, s.tile_max_age)
     if cached is not None:
         return cached
-    body = state.read(record, lambda opened: encode_jpeg(opened.tile(dz_level, t_col, t_row), s.jpeg_quality))
+    body = state.read(
+        record, lambda opened: encode_jpeg(opened.tile(dz_level, t_col, t_row), s.jpeg_quality)
+    )
     return cached_body(body, "image/jpeg", etag, s.tile_max_age)
 
 
@@ -72,8 +85,17 @@ def overlay_tile(slide_id: str, level: str, col: str, row: str) -> Response:
     params = OverlayParams.from_query(request.args, s.default_cmap, s.default_norm)
     scores = state.slide_scores(record)
     class_index = scores.resolve_class(params.class_index)
-    etag = make_etag("overlay", file_stamp(record.blockmap_path), dz_level, t_col, t_row,
-                     params.key(class_index), s.tile_size, s.tile_overlap, s.limit_bounds)
+    etag = make_etag(
+        "overlay",
+        file_stamp(record.blockmap_path),
+        dz_level,
+        t_col,
+        t_row,
+        params.key(class_index),
+        s.tile_size,
+        s.tile_overlap,
+        s.limit_bounds,
+    )
     cached = not_modified(etag, s.tile_max_age)
     if cached is not None:
         return cached
@@ -81,15 +103,32 @@ def overlay_tile(slide_id: str, level: str, col: str, row: str) -> Response:
     return cached_body(body, "image/png", etag, s.tile_max_age)
 
 
-def _difference_tile(state, record, other, geometry, box, dz_level: int, t_col: int, t_row: int) -> Response:
+def _difference_tile(
+    state, record, other, geometry, box, dz_level: int, t_col: int, t_row: int
+) -> Response:
     s = state.settings
-    OverlayParams.from_query(request.args, s.default_cmap, s.default_norm)  # the same checks as any overlay
+    OverlayParams.from_query(
+        request.args, s.default_cmap, s.default_norm
+    )  # the same checks as any overlay
     cmap = parse_cmap(request.args.get("cmap"), OVERLAY["difference_cmap"])
     blur = parse_blur(request.args.get("blur"))
-    etag = make_etag("difference", file_stamp(record.blockmap_path), file_stamp(other.blockmap_path), dz_level,
-                     t_col, t_row, cmap, blur, s.tile_size, s.tile_overlap, s.limit_bounds)
+    etag = make_etag(
+        "difference",
+        file_stamp(record.blockmap_path),
+        file_stamp(other.blockmap_path),
+        dz_level,
+        t_col,
+        t_row,
+        cmap,
+        blur,
+        s.tile_size,
+        s.tile_overlap,
+        s.limit_bounds,
+    )
     cached = not_modified(etag, s.tile_max_age)
     if cached is not None:
         return cached
-    body = render_difference_tile(state.slide_scores(record), state.slide_scores(other), geometry, box, cmap, blur)
+    body = render_difference_tile(
+        state.slide_scores(record), state.slide_scores(other), geometry, box, cmap, blur
+    )
     return cached_body(body, "image/png", etag, s.tile_max_age)

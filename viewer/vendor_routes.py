@@ -10,6 +10,7 @@ nothing else under node_modules or the repository can be reached. When node_modu
 the route answers 503 with a one-line message saying to run `make install`, and the templates
 get `vendor_missing` to show the same message in the page instead of an empty viewer.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 OSD_PACKAGE = REPO_ROOT / "node_modules" / "openseadragon"
 OSD_BUILD = OSD_PACKAGE / "build" / "openseadragon"
 OSD_SCRIPT = "openseadragon.min.js"
-INSTALL_HINT = ("OpenSeadragon is not installed (node_modules/openseadragon is missing): "
-                "run `make install` (it runs `npm ci`) and restart the viewer")
+INSTALL_HINT = (
+    "OpenSeadragon is not installed (node_modules/openseadragon is missing): "
+    "run `make install` (it runs `npm ci`) and restart the viewer"
+)
 
 bp = Blueprint("vendor", __name__, url_prefix="/vendor")
 
@@ -46,9 +49,11 @@ def vendor_context() -> dict:
     if version is None:
         osd_version.cache_clear()  # `make install` may run while the viewer is up
         return {"vendor_missing": INSTALL_HINT, "osd_script_url": None, "osd_images_url": None}
-    return {"vendor_missing": None,
-            "osd_script_url": url_for("vendor.openseadragon", filename=OSD_SCRIPT, v=version),
-            "osd_images_url": url_for("vendor.openseadragon", filename="images/")}
+    return {
+        "vendor_missing": None,
+        "osd_script_url": url_for("vendor.openseadragon", filename=OSD_SCRIPT, v=version),
+        "osd_images_url": url_for("vendor.openseadragon", filename="images/"),
+    }
 
 
 @bp.get("/openseadragon/<path:filename>")
@@ -58,4 +63,6 @@ def openseadragon(filename: str) -> Response:
     if safe_join(str(OSD_BUILD), filename) is None:
         abort(404)
     # send_from_directory joins safely again and answers 404 for anything that is not a file
-    return send_from_directory(OSD_BUILD, filename, max_age=current_app.config.get("TILE_MAX_AGE", 3600))
+    return send_from_directory(
+        OSD_BUILD, filename, max_age=current_app.config.get("TILE_MAX_AGE", 3600)
+    )

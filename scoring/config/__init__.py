@@ -5,8 +5,9 @@ key and the form that was expected (ConfigError). Modules: `values` (typed check
 (sections, keys, defaults, CLAM spellings, the checks), `clam` (CLAM's meanings of shared keys),
 `model` (the validated `Config`), `load` (the order of it all).
 """
+
 from scoring.config.load import load_config, parse_config
 from scoring.config.model import Config, HeatmapConfig, SampleSpec
 from scoring.config.schema import SCHEMA
 
-__all__ = ["Config", "HeatmapConfig", "SampleSpec", "SCHEMA", "load_config", "parse_config"]
+__all__ = ["SCHEMA", "Config", "HeatmapConfig", "SampleSpec", "load_config", "parse_config"]

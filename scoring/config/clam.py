@@ -2,6 +2,7 @@
 
 (Its other spellings, and its extraction-only keys, are entries of the schema.)
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,11 +21,16 @@ def model_widths(source: Path, model: dict[str, Any]) -> tuple[int | None, dict[
     in_dim, embed_dim = model["in_dim"], model["embed_dim"]
     if model["model_type"].startswith("clam") and embed_dim is not None:
         if in_dim is not None and in_dim != embed_dim:
-            raise ConfigError(f"{source}: model_arguments.embed_dim ({embed_dim}) is CLAM's input feature width "
-                              f"and disagrees with in_dim ({in_dim})")
+            raise ConfigError(
+                f"{source}: model_arguments.embed_dim ({embed_dim}) is CLAM's input feature width "
+                f"and disagrees with in_dim ({in_dim})"
+            )
         in_dim, embed_dim = embed_dim, None
-    options = {k: model[k] for k in ("attention_dim", "num_heads", "num_layers", "gate", "model_size", "dropout")
-               if model.get(k) is not None}
+    options = {
+        k: model[k]
+        for k in ("attention_dim", "num_heads", "num_layers", "gate", "model_size", "dropout")
+        if model.get(k) is not None
+    }
     if embed_dim is not None:
         options["embed_dim"] = embed_dim
     return in_dim, options

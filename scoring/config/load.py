@@ -3,6 +3,7 @@
 Everything is checked before any slide is touched, so a typo costs seconds, not a night of SLURM
 time.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -22,37 +23,59 @@ from scoring.errors import ConfigError
 def parse_config(raw: Any, source: Path) -> Config:
     """Validate a loaded YAML document; raise ConfigError naming file, key and expected form."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: expected a YAML mapping with sections "
-                          f"{', '.join(SCHEMA)}, got {type(raw).__name__}")
+        raise ConfigError(
+            f"{source}: expected a YAML mapping with sections "
+            f"{', '.join(SCHEMA)}, got {type(raw).__name__}"
+        )
     unknown = [str(s) for s in raw if s not in SCHEMA]
     if unknown:
         close = difflib.get_close_matches(unknown[0], list(SCHEMA), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(f"{where(source, unknown[0])}: unknown section{hint}; expected one of: "
-                          f"{', '.join(SCHEMA)}")
+        raise ConfigError(
+            f"{where(source, unknown[0])}: unknown section{hint}; expected one of: "
+            f"{', '.join(SCHEMA)}"
+        )
     for section in REQUIRED_SECTIONS:
         if raw.get(section) is None:
             raise ConfigError(f"{where(source, section)}: missing required section")
-    sec = {name: check_section(source, name, raw.get(name), schema) for name, schema in SCHEMA.items()
-           if name != "sample_arguments"}
+    sec = {
+        name: check_section(source, name, raw.get(name), schema)
+        for name, schema in SCHEMA.items()
+        if name != "sample_arguments"
+    }
     samples_raw = raw.get("sample_arguments")
     if samples_raw is not None and not isinstance(samples_raw, dict):
-        raise ConfigError(f"{where(source, 'sample_arguments')} must be a mapping with key 'samples'")
-    samples_section = check_section(source, "sample_arguments", samples_raw, SCHEMA["sample_arguments"])
+        raise ConfigError(
+            f"{where(source, 'sample_arguments')} must be a mapping with key 'samples'"
+        )
+    samples_section = check_section(
+        source, "sample_arguments", samples_raw, SCHEMA["sample_arguments"]
+    )
     samples = check_samples(source, samples_section["samples"])
 
-    exp, data, model, heat, patching = (sec["exp_arguments"], sec["data_arguments"], sec["model_arguments"],
-                                        sec["heatmap_arguments"], sec["patching_arguments"])
+    exp, data, model, heat, patching = (
+        sec["exp_arguments"],
+        sec["data_arguments"],
+        sec["model_arguments"],
+        sec["heatmap_arguments"],
+        sec["patching_arguments"],
+    )
     n_exp, n_model = exp["n_classes"], model["n_classes"]
     if n_exp is not None and n_model is not None and n_exp != n_model:
-        raise ConfigError(f"{source}: exp_arguments.n_classes ({n_exp}) and model_arguments.n_classes "
-                          f"({n_model}) disagree")
+        raise ConfigError(
+            f"{source}: exp_arguments.n_classes ({n_exp}) and model_arguments.n_classes "
+            f"({n_model}) disagree"
+        )
     if isinstance(data["data_dir"], dict) and not data["data_dir_key"]:
-        raise ConfigError(f"{where(source, 'data_arguments.data_dir_key')}: missing; a mapping data_dir needs "
-                          "the name of the process-list column that picks a folder for each slide")
+        raise ConfigError(
+            f"{where(source, 'data_arguments.data_dir_key')}: missing; a mapping data_dir needs "
+            "the name of the process-list column that picks a folder for each slide"
+        )
     if isinstance(data["data_dir"], dict) and data["process_list"] is None:
-        raise ConfigError(f"{where(source, 'data_arguments.process_list')}: missing; a mapping data_dir needs "
-                          f"a process list with a '{data['data_dir_key']}' column")
+        raise ConfigError(
+            f"{where(source, 'data_arguments.process_list')}: missing; a mapping data_dir needs "
+            f"a process list with a '{data['data_dir_key']}' column"
+        )
 
     model_type = model["model_type"]
     in_dim, options = model_widths(source, model)

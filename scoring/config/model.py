@@ -1,5 +1,6 @@
 """What a validated config is: `Config` (paths as written, relative ones taken from the working
 directory), its `heatmap_arguments` (`HeatmapConfig`) and sample specs (`SampleSpec`)."""
+
 from __future__ import annotations
 
 from collections import namedtuple
@@ -24,7 +25,9 @@ class SampleSpec:
 
 #: The validated `heatmap_arguments`: one field per key of `scoremap.defaults.HEATMAP_ARGUMENTS`,
 #: which also gives every default (a section that leaves a key out gets it from there).
-HeatmapConfig = namedtuple("HeatmapConfig", tuple(HEATMAP_ARGUMENTS), defaults=tuple(HEATMAP_ARGUMENTS.values()))
+HeatmapConfig = namedtuple(
+    "HeatmapConfig", tuple(HEATMAP_ARGUMENTS), defaults=tuple(HEATMAP_ARGUMENTS.values())
+)
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,9 @@ class Config:
     def resolved_class_names(self, n_classes: int) -> list[str]:
         """Names for class indices: class_names, else label_dict inverted, else "0", "1", ..."""
         if self.class_names:
-            return list(self.class_names) + [str(i) for i in range(len(self.class_names), n_classes)]
+            return list(self.class_names) + [
+                str(i) for i in range(len(self.class_names), n_classes)
+            ]
         names = [str(i) for i in range(n_classes)]
         if self.label_dict:
             for label, index in self.label_dict.items():

@@ -5,20 +5,45 @@ file, the dotted key and the expected form).
 CLAM's heatmap config is part of the schema: its spellings of our keys (`drop_out`, `attn_dim`)
 are `Key(target=...)`, its extraction-only keys `Key(ignored=...)` (warned once, no effect).
 """
+
 from __future__ import annotations
 
 import difflib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from scoremap.defaults import HEATMAP_ARGUMENTS
 from scoring.config.model import SampleSpec
-from scoring.config.values import (SAMPLE_MODES, _bool, _cmap, _custom_downsample, _dir_or_map, _dropout, _ext,
-                                   _ignored, _int, _label_dict, _model_type, _names, _opt_bool,
-                                   _opt_float, _opt_int, _opt_path, _opt_pos_int, _opt_str, _path, _pos_int,
-                                   _slide_ext, _str, _thresh, _unit, _vis_level)
+from scoring.config.values import (
+    SAMPLE_MODES,
+    _bool,
+    _cmap,
+    _custom_downsample,
+    _dir_or_map,
+    _dropout,
+    _ext,
+    _ignored,
+    _int,
+    _label_dict,
+    _model_type,
+    _names,
+    _opt_bool,
+    _opt_float,
+    _opt_int,
+    _opt_path,
+    _opt_pos_int,
+    _opt_str,
+    _path,
+    _pos_int,
+    _slide_ext,
+    _str,
+    _thresh,
+    _unit,
+    _vis_level,
+)
 from scoring.errors import ConfigError
 
 log = logging.getLogger("scoring.config")
@@ -63,7 +88,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "custom_downsample": Key(_ignored, ignored=_EXTRACTION_ONLY),
     },
     "encoder_arguments": {
-        "model_name": Key(_ignored, ignored=_EXTRACTION_ONLY + " (features are read from features_dir)"),
+        "model_name": Key(
+            _ignored, ignored=_EXTRACTION_ONLY + " (features are read from features_dir)"
+        ),
         "target_img_size": Key(_ignored, ignored=_EXTRACTION_ONLY),
     },
     "model_arguments": {
@@ -95,8 +122,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "binarize": Key(_bool, _HEAT["binarize"]),
         "binary_thresh": Key(_thresh, _HEAT["binary_thresh"]),
         "use_roi": Key(_opt_bool, _HEAT["use_roi"]),
-        "use_ref_scores": Key(_ignored, ignored="percentiles are always taken over the slide's own patches"),
-        "use_center_shift": Key(_ignored, ignored="CLAM patch-in-contour test, " + _EXTRACTION_ONLY),
+        "use_ref_scores": Key(
+            _ignored, ignored="percentiles are always taken over the slide's own patches"
+        ),
+        "use_center_shift": Key(
+            _ignored, ignored="CLAM patch-in-contour test, " + _EXTRACTION_ONLY
+        ),
         "calc_heatmap": Key(_ignored, ignored="heatmaps are always computed from the blockmap"),
     },
     "sample_arguments": {
@@ -137,7 +168,9 @@ def check_section(source: Path, section: str, raw: Any, schema: dict[str, Key]) 
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where(source, section)} must be a mapping of keys, got {type(raw).__name__}")
+        raise ConfigError(
+            f"{where(source, section)} must be a mapping of keys, got {type(raw).__name__}"
+        )
     out: dict[str, Any] = {}
     for key, value in raw.items():
         key = str(key)
@@ -147,7 +180,8 @@ def check_section(source: Path, section: str, raw: Any, schema: dict[str, Key]) 
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ConfigError(
                 f"{where(source, section + '.' + key)}: unknown key{hint}; "
-                f"expected one of: {', '.join(k for k in schema)}")
+                f"expected one of: {', '.join(k for k in schema)}"
+            )
         if spec.ignored is not None:
             log.warning("%s: %s.%s is ignored: %s", source, section, key, spec.ignored)
             continue
@@ -156,17 +190,26 @@ def check_section(source: Path, section: str, raw: Any, schema: dict[str, Key]) 
         except ValueError as exc:
             raise ConfigError(
                 f"{where(source, section + '.' + key)} must be {exc}, got {value!r} "
-                f"({type(value).__name__})") from None
+                f"({type(value).__name__})"
+            ) from None
         target = spec.target or key
-        if target in out and out[target] is not None and checked is not None and out[target] != checked:
-            raise ConfigError(f"{where(source, section)}: {key} and {target} disagree ({value!r} vs {out[target]!r})")
+        if (
+            target in out
+            and out[target] is not None
+            and checked is not None
+            and out[target] != checked
+        ):
+            raise ConfigError(
+                f"{where(source, section)}: {key} and {target} disagree ({value!r} vs {out[target]!r})"
+            )
         if checked is not None or target not in out:
             out[target] = checked
     for key, spec in schema.items():
         if spec.required and out.get(key) is None:
             raise ConfigError(
                 f"{where(source, section + '.' + key)}: missing required key; "
-                f"expected {_EXPECTED_FORM.get(key, 'a value')}")
+                f"expected {_EXPECTED_FORM.get(key, 'a value')}"
+            )
         if spec.target is None and spec.ignored is None and key not in out:
             out[key] = spec.default
     return out
@@ -176,8 +219,10 @@ def check_samples(source: Path, raw: Any) -> tuple[SampleSpec, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, list):
-        raise ConfigError(f"{where(source, 'sample_arguments.samples')} must be a list of sample specs, "
-                          f"got {type(raw).__name__}")
+        raise ConfigError(
+            f"{where(source, 'sample_arguments.samples')} must be a list of sample specs, "
+            f"got {type(raw).__name__}"
+        )
     specs: list[SampleSpec] = []
     names: set[str] = set()
     for i, item in enumerate(raw):
@@ -185,22 +230,38 @@ def check_samples(source: Path, raw: Any) -> tuple[SampleSpec, ...]:
         values = check_section(source, entry, item, SAMPLE_SCHEMA)
         mode = values["mode"]
         if mode not in SAMPLE_MODES:
-            raise ConfigError(f"{where(source, entry + '.mode')} must be one of {', '.join(SAMPLE_MODES)}, "
-                              f"got {mode!r}")
+            raise ConfigError(
+                f"{where(source, entry + '.mode')} must be one of {', '.join(SAMPLE_MODES)}, "
+                f"got {mode!r}"
+            )
         if not values["sample"]:
             continue
         start, end = values["score_start"], values["score_end"]
         if mode == "range_sample":
             for key, v in (("score_start", start), ("score_end", end)):
                 if v is None or not 0.0 <= v <= 1.0:
-                    raise ConfigError(f"{where(source, entry + '.' + key)} must be a quantile between 0 and 1 "
-                                      f"for range_sample, got {v!r}")
+                    raise ConfigError(
+                        f"{where(source, entry + '.' + key)} must be a quantile between 0 and 1 "
+                        f"for range_sample, got {v!r}"
+                    )
             if start > end:
-                raise ConfigError(f"{where(source, entry)}: score_start ({start}) is above score_end ({end})")
+                raise ConfigError(
+                    f"{where(source, entry)}: score_start ({start}) is above score_end ({end})"
+                )
         if values["name"] in names:
-            raise ConfigError(f"{where(source, entry + '.name')}: {values['name']!r} is used twice; "
-                              "each sample needs its own folder name")
+            raise ConfigError(
+                f"{where(source, entry + '.name')}: {values['name']!r} is used twice; "
+                "each sample needs its own folder name"
+            )
         names.add(values["name"])
-        specs.append(SampleSpec(name=values["name"], mode="bottomk" if mode == "reverse_topk" else mode,
-                                k=values["k"], seed=values["seed"], score_start=start, score_end=end))
+        specs.append(
+            SampleSpec(
+                name=values["name"],
+                mode="bottomk" if mode == "reverse_topk" else mode,
+                k=values["k"],
+                seed=values["seed"],
+                score_start=start,
+                score_end=end,
+            )
+        )
     return tuple(specs)

@@ -3,6 +3,7 @@
 The message of the ValueError completes "<file>: <section.key> must be ...", so each names what a
 user should have written.
 """
+
 from __future__ import annotations
 
 import math
@@ -118,7 +119,9 @@ def _dir_or_map(v: Any) -> Path | dict[str, Path]:
 def _label_dict(v: Any) -> dict[str, int] | None:
     if v is None:
         return None
-    if not isinstance(v, dict) or not all(isinstance(i, int) and not isinstance(i, bool) for i in v.values()):
+    if not isinstance(v, dict) or not all(
+        isinstance(i, int) and not isinstance(i, bool) for i in v.values()
+    ):
         raise ValueError("a mapping {label name: class index}")
     return {str(k): int(i) for k, i in v.items()}
 

@@ -7,11 +7,13 @@ Every model is a `scoring.models.base.MILModel`: `model(x)` gives `(1, C)` logit
 training), `model.forward_with_attention(x)` gives logits `(C,)` and the heatmap attention, which
 `scoring.attention.score_bag` turns into numpy.
 """
+
 from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
@@ -21,19 +23,45 @@ MODEL_TYPES: tuple[str, ...] = ("abmil", "clam_sb", "clam_mb", "transmil", "dsmi
 #: Options every model type accepts (those that do not apply to a type are ignored, so one
 #: `model_arguments` block can be passed whatever the type). `attn_dim` is an alias of `attention_dim`.
 OPTION_NAMES: tuple[str, ...] = (
-    "embed_dim", "attention_dim", "num_heads", "num_layers", "gate", "model_size", "dropout",
-    "num_landmarks", "pinv_iterations", "dim_head", "residual_conv_kernel", "dropout_v",
-    "fcc_channels", "ungated_dropout_layer", "fc_dropout_layer",
+    "embed_dim",
+    "attention_dim",
+    "num_heads",
+    "num_layers",
+    "gate",
+    "model_size",
+    "dropout",
+    "num_landmarks",
+    "pinv_iterations",
+    "dim_head",
+    "residual_conv_kernel",
+    "dropout_v",
+    "fcc_channels",
+    "ungated_dropout_layer",
+    "fc_dropout_layer",
 )
-_ALIASES: dict[str, str] = {"attn_dim": "attention_dim", "drop_out": "dropout", "heads": "num_heads"}
+_ALIASES: dict[str, str] = {
+    "attn_dim": "attention_dim",
+    "drop_out": "dropout",
+    "heads": "num_heads",
+}
 #: Options whose value a checkpoint can reveal; the checkpoint's value wins over a configured one.
 _WIDTHS: tuple[str, ...] = (
-    "embed_dim", "attention_dim", "num_heads", "num_layers", "gate", "dim_head", "residual_conv_kernel",
-    "fcc_channels", "ungated_dropout_layer", "fc_dropout_layer",
+    "embed_dim",
+    "attention_dim",
+    "num_heads",
+    "num_layers",
+    "gate",
+    "dim_head",
+    "residual_conv_kernel",
+    "fcc_channels",
+    "ungated_dropout_layer",
+    "fc_dropout_layer",
 )
 
-_CONFIG_KEYS = {"n_classes": "model_arguments.n_classes or exp_arguments.n_classes",
-                "in_dim": "model_arguments.in_dim, or embed_dim in a CLAM config"}
+_CONFIG_KEYS = {
+    "n_classes": "model_arguments.n_classes or exp_arguments.n_classes",
+    "in_dim": "model_arguments.in_dim, or embed_dim in a CLAM config",
+}
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +71,8 @@ def _check_type(model_type: str) -> str:
 
     if model_type not in MODEL_TYPES:
         raise ConfigError(
-            f"model_arguments.model_type: {model_type!r} is not a known model; use one of {', '.join(MODEL_TYPES)}"
+            f"model_arguments.model_type: {model_type!r} is not a known model; "
+            f"use one of {', '.join(MODEL_TYPES)}"
         )
     return model_type
 
@@ -56,7 +85,8 @@ def _normalise_options(options: Mapping[str, Any]) -> dict[str, Any]:
         canonical = _ALIASES.get(name, name)
         if canonical not in OPTION_NAMES:
             raise ConfigError(
-                f"model_arguments.{name}: not a model option; accepted: {', '.join(OPTION_NAMES)} (alias attn_dim)"
+                f"model_arguments.{name}: not a model option; "
+                f"accepted: {', '.join(OPTION_NAMES)} (alias attn_dim)"
             )
         if value is None:  # "not configured": leave the default
             continue
@@ -66,7 +96,9 @@ def _normalise_options(options: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _registry(model_type: str) -> tuple[Callable[..., Any], Callable[[Mapping[str, Any]], dict[str, Any]]]:
+def _registry(
+    model_type: str,
+) -> tuple[Callable[..., Any], Callable[[Mapping[str, Any]], dict[str, Any]]]:
     """(build(in_dim, n_classes, options), infer(state_dict)) for a model type."""
     from . import abmil, clam, dsmil, transmil
 
@@ -80,7 +112,7 @@ def _registry(model_type: str) -> tuple[Callable[..., Any], Callable[[Mapping[st
     return table[model_type]
 
 
-def build_model(model_type: str, *, in_dim: int, n_classes: int, **options: Any) -> "torch.nn.Module":
+def build_model(model_type: str, *, in_dim: int, n_classes: int, **options: Any) -> torch.nn.Module:
     """A freshly initialised model whose `state_dict()` has the CLAM / MIL-Lab key layout of its type.
 
     Defaults are MIL-Lab's base configs (CLAM's "small" for clam_*), so that a model trained here and
@@ -97,7 +129,7 @@ def load_model(
     n_classes: int | None = None,
     in_dim: int | None = None,
     **options: Any,
-) -> "torch.nn.Module":
+) -> torch.nn.Module:
     """A model with a checkpoint's weights, on the CPU in eval mode.
 
     Widths are read from the checkpoint's tensor shapes because configs routinely disagree with the
@@ -121,7 +153,11 @@ def load_model(
         if name in found:
             if name in opts and opts[name] != found[name]:
                 log.warning(
-                    "%s: %s=%r from the checkpoint used instead of the configured %r", ckpt_path, name, found[name], opts[name]
+                    "%s: %s=%r from the checkpoint used instead of the configured %r",
+                    ckpt_path,
+                    name,
+                    found[name],
+                    opts[name],
                 )
             opts[name] = found[name]
     # Where the checkpoint hides a width, a default only serves to build a model whose strict load
@@ -129,16 +165,23 @@ def load_model(
     final_in = int(found.get("in_dim", in_dim if in_dim is not None else 1024))
     final_classes = int(found.get("n_classes", n_classes if n_classes is not None else 2))
     model = build(final_in, final_classes, opts)
-    description = f"{model_type} (in_dim={final_in}, n_classes={final_classes}, " + ", ".join(
-        f"{k}={v}" for k, v in sorted(model.config().items()) if k not in ("in_dim", "n_classes")
-    ) + ")"
+    description = (
+        f"{model_type} (in_dim={final_in}, n_classes={final_classes}, "
+        + ", ".join(
+            f"{k}={v}"
+            for k, v in sorted(model.config().items())
+            if k not in ("in_dim", "n_classes")
+        )
+        + ")"
+    )
     try:
         load_strict(model, state, ckpt_path, description)
     except CheckpointMismatch as exc:
         other = _looks_like(state, exclude=model_type)
         if other:
             raise CheckpointMismatch(
-                f"{exc}\n  its keys are those of a {other} checkpoint: set model_arguments.model_type: {other}"
+                f"{exc}\n  its keys are those of a {other} checkpoint: "
+                f"set model_arguments.model_type: {other}"
             ) from None
         raise
     return model.cpu().eval()

@@ -4,9 +4,11 @@ Patches are projected (`patch_embed`), scored by gated attention (`global_attn`)
 softmax of those scores and classified (`classifier`): the key layout of MIL-Lab's ABMIL, whose
 Hugging-Face wrapper adds a `model.` prefix that the checkpoint loader strips.
 """
+
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -30,12 +32,18 @@ class ABMIL(MILModel):
         dropout: float = 0.25,
     ) -> None:
         super().__init__(in_dim, n_classes)
-        self.patch_embed = nn.Sequential(nn.Linear(in_dim, embed_dim), nn.ReLU(), nn.Dropout(dropout))
+        self.patch_embed = nn.Sequential(
+            nn.Linear(in_dim, embed_dim), nn.ReLU(), nn.Dropout(dropout)
+        )
         self.global_attn = GatedAttention(embed_dim, attention_dim, 1, dropout, gate=gate)
         self.classifier = nn.Linear(embed_dim, n_classes)
         self._config = {
-            "in_dim": in_dim, "n_classes": n_classes, "embed_dim": embed_dim,
-            "attention_dim": attention_dim, "gate": gate, "dropout": dropout,
+            "in_dim": in_dim,
+            "n_classes": n_classes,
+            "embed_dim": embed_dim,
+            "attention_dim": attention_dim,
+            "gate": gate,
+            "dropout": dropout,
         }
 
     def forward_with_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,7 +53,11 @@ class ABMIL(MILModel):
 
 
 def build(in_dim: int, n_classes: int, options: Mapping[str, Any]) -> ABMIL:
-    kwargs = {k: options[k] for k in ("embed_dim", "attention_dim", "gate", "dropout") if options.get(k) is not None}
+    kwargs = {
+        k: options[k]
+        for k in ("embed_dim", "attention_dim", "gate", "dropout")
+        if options.get(k) is not None
+    }
     return ABMIL(in_dim, n_classes, **kwargs)
 
 

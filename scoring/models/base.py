@@ -1,11 +1,12 @@
 """What every MIL model here shares, so that scoring and training treat the five alike."""
+
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
-
 
 #: Patches per chunk of the per-patch layers at inference: ~50 MB of activations at 512 wide,
 #: whatever the bag's size (a million overlapping patches would otherwise need gigabytes).
@@ -60,12 +61,23 @@ class GatedAttention(nn.Module):
     CLAM and MIL-Lab (`attention_a.0`, `attention_b.0`, `attention_c`) so their checkpoints load.
     """
 
-    def __init__(self, in_dim: int, attn_dim: int, n_branches: int = 1, dropout: float = 0.0, gate: bool = True) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        attn_dim: int,
+        n_branches: int = 1,
+        dropout: float = 0.0,
+        gate: bool = True,
+    ) -> None:
         super().__init__()
         self.gate = gate
-        self.attention_a = nn.Sequential(nn.Linear(in_dim, attn_dim), nn.Tanh(), nn.Dropout(dropout))
+        self.attention_a = nn.Sequential(
+            nn.Linear(in_dim, attn_dim), nn.Tanh(), nn.Dropout(dropout)
+        )
         self.attention_b = (
-            nn.Sequential(nn.Linear(in_dim, attn_dim), nn.Sigmoid(), nn.Dropout(dropout)) if gate else None
+            nn.Sequential(nn.Linear(in_dim, attn_dim), nn.Sigmoid(), nn.Dropout(dropout))
+            if gate
+            else None
         )
         self.attention_c = nn.Linear(attn_dim, n_branches)
 

@@ -6,11 +6,13 @@ Hugging-Face wrapper prefixes every key with `model.`; training scripts wrap the
 `{"state_dict": ...}` and the like. All of them are reduced to our key names before a strict load, so
 that a genuinely wrong checkpoint still fails loudly instead of half-loading.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -43,7 +45,9 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except CheckpointMismatch:
         raise
-    except Exception as exc:  # torch and safetensors raise a zoo of types for corrupt or foreign files
+    except (
+        Exception
+    ) as exc:  # torch and safetensors raise a zoo of types for corrupt or foreign files
         # A torch file that is really safetensors (or the reverse) still loads.
         alt = _try_other_format(path)
         if alt is None:
@@ -82,7 +86,9 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
-    if isinstance(obj, nn.Module):  # unreachable with weights_only, kept for callers passing modules
+    if isinstance(
+        obj, nn.Module
+    ):  # unreachable with weights_only, kept for callers passing modules
         obj = obj.state_dict()
     for _ in range(3):  # {"model": {"state_dict": ...}} and the like
         if not isinstance(obj, Mapping):
@@ -96,7 +102,8 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(obj, Mapping) or not obj:
         raise CheckpointMismatch(
             f"checkpoint {path} holds no state dict (found {type(obj).__name__}); "
-            f"expected a mapping of tensor names to tensors, optionally under one of {', '.join(WRAPPER_KEYS)}"
+            "expected a mapping of tensor names to tensors, "
+            f"optionally under one of {', '.join(WRAPPER_KEYS)}"
         )
     bad = [str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     if bad:
@@ -106,7 +113,9 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     return {str(k): v for k, v in obj.items()}
 
 
-def normalise_keys(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike[str] = "<state dict>") -> dict[str, torch.Tensor]:
+def normalise_keys(
+    state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike[str] = "<state dict>"
+) -> dict[str, torch.Tensor]:
     """Strip wrapper prefixes and drop training-only buffers; inner `.module.` is left to `fit_keys`.
 
     Inner `module` segments are not removed blindly because a model may own a submodule called
@@ -121,20 +130,23 @@ def normalise_keys(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLi
             changed = False
             for prefix in LEADING_PREFIXES:
                 if new.startswith(prefix):
-                    new = new[len(prefix):]
+                    new = new[len(prefix) :]
                     changed = True
         if new.startswith(DROPPED_PREFIXES):
             continue
         if new in out:
             raise CheckpointMismatch(
-                f"checkpoint {path}: keys {origin[new]!r} and {key!r} both name {new!r} once wrapper prefixes are removed"
+                f"checkpoint {path}: keys {origin[new]!r} and {key!r} both name {new!r} "
+                "once wrapper prefixes are removed"
             )
         out[new] = value
         origin[new] = key
     return out
 
 
-def fit_keys(state_dict: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def fit_keys(
+    state_dict: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """Rename checkpoint keys that differ from the model's only by DataParallel `module` segments."""
     by_stripped: dict[str, str] = {}
     for key in expected:
@@ -144,7 +156,9 @@ def fit_keys(state_dict: Mapping[str, torch.Tensor], expected: Mapping[str, torc
         target = key
         if key not in expected:
             target = by_stripped.get(strip_module(key), key)
-            if target in state_dict:  # the exact name is in the checkpoint as well: keep both as they are
+            if (
+                target in state_dict
+            ):  # the exact name is in the checkpoint as well: keep both as they are
                 target = key
         if target in out:
             target = key
@@ -152,7 +166,12 @@ def fit_keys(state_dict: Mapping[str, torch.Tensor], expected: Mapping[str, torc
     return out
 
 
-def load_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike[str], description: str) -> None:
+def load_strict(
+    model: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    path: str | os.PathLike[str],
+    description: str,
+) -> None:
     """Load every tensor or none; otherwise name missing, unexpected and mis-shaped keys."""
     expected = model.state_dict()
     fitted = fit_keys(state_dict, expected)

@@ -6,9 +6,11 @@ The state-dict layout is CLAM's, so its checkpoints load unchanged:
 `instance_classifiers.{c}`. The instance classifiers only serve CLAM's clustering loss during
 training; they are kept so that checkpoints load strictly and so that a model saved here loads in CLAM.
 """
+
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -26,7 +28,9 @@ class UngatedAttention(nn.Module):
     layer sits at index 2 instead of 3.
     """
 
-    def __init__(self, in_dim: int, attn_dim: int, n_branches: int, dropout: float, with_dropout: bool = True) -> None:
+    def __init__(
+        self, in_dim: int, attn_dim: int, n_branches: int, dropout: float, with_dropout: bool = True
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Linear(in_dim, attn_dim), nn.Tanh()]
         if with_dropout:
@@ -63,7 +67,9 @@ class CLAM(MILModel):
         if gate:
             head = GatedAttention(embed_dim, attention_dim, n_branches, dropout, gate=True)
         else:
-            head = UngatedAttention(embed_dim, attention_dim, n_branches, dropout, ungated_dropout_layer)
+            head = UngatedAttention(
+                embed_dim, attention_dim, n_branches, dropout, ungated_dropout_layer
+            )
         # Older CLAM versions add the Dropout only when trained with dropout: their attention head
         # then sits at `attention_net.2` instead of `attention_net.3`.
         fc: list[nn.Module] = [nn.Linear(in_dim, embed_dim), nn.ReLU()]
@@ -76,24 +82,33 @@ class CLAM(MILModel):
             self.classifiers = nn.ModuleList([nn.Linear(embed_dim, 1) for _ in range(n_classes)])
         else:
             self.classifiers = nn.Linear(embed_dim, n_classes)
-        self.instance_classifiers = nn.ModuleList([nn.Linear(embed_dim, 2) for _ in range(n_classes)])
+        self.instance_classifiers = nn.ModuleList(
+            [nn.Linear(embed_dim, 2) for _ in range(n_classes)]
+        )
         self._config = {
-            "in_dim": in_dim, "n_classes": n_classes, "embed_dim": embed_dim,
-            "attention_dim": attention_dim, "gate": gate, "dropout": dropout,
+            "in_dim": in_dim,
+            "n_classes": n_classes,
+            "embed_dim": embed_dim,
+            "attention_dim": attention_dim,
+            "gate": gate,
+            "dropout": dropout,
             "fc_dropout_layer": fc_dropout_layer,
         }
 
     def forward_with_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # raw (N, branches): what CLAM's heatmaps store; bag (branches, embed)
-        bag, raw = attention_pool(x, self.attention_net[:-1], self.attention_net[-1],
-                                  self.patch_chunk)
+        bag, raw = attention_pool(
+            x, self.attention_net[:-1], self.attention_net[-1], self.patch_chunk
+        )
         if self.multi_branch:
             logits = torch.cat([clf(bag[c]) for c, clf in enumerate(self.classifiers)])
             return logits, raw
         return self.classifiers(bag[0]), raw[:, 0]
 
 
-def _options(model_size: str | None, embed_dim: int | None, attention_dim: int | None) -> tuple[int, int]:
+def _options(
+    model_size: str | None, embed_dim: int | None, attention_dim: int | None
+) -> tuple[int, int]:
     size = model_size or "small"
     if size not in MODEL_SIZES:
         from ..errors import ConfigError
@@ -107,12 +122,21 @@ def _options(model_size: str | None, embed_dim: int | None, attention_dim: int |
 
 def build(multi_branch: bool, in_dim: int, n_classes: int, options: Mapping[str, Any]) -> CLAM:
     """A CLAM from the normalised options (model_size picks the widths that are not given)."""
-    embed_dim, attention_dim = _options(options.get("model_size"), options.get("embed_dim"), options.get("attention_dim"))
+    embed_dim, attention_dim = _options(
+        options.get("model_size"), options.get("embed_dim"), options.get("attention_dim")
+    )
     kwargs: dict[str, Any] = {}
     for name in ("gate", "dropout", "ungated_dropout_layer", "fc_dropout_layer"):
         if options.get(name) is not None:
             kwargs[name] = options[name]
-    return CLAM(in_dim, n_classes, multi_branch=multi_branch, embed_dim=embed_dim, attention_dim=attention_dim, **kwargs)
+    return CLAM(
+        in_dim,
+        n_classes,
+        multi_branch=multi_branch,
+        embed_dim=embed_dim,
+        attention_dim=attention_dim,
+        **kwargs,
+    )
 
 
 def infer(multi_branch: bool, sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
@@ -122,8 +146,12 @@ def infer(multi_branch: bool, sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     if proj is not None:
         out["embed_dim"], out["in_dim"] = proj
     head = 3
-    if not any(k.startswith("attention_net.3.") for k in sd) and any(k.startswith("attention_net.2.") for k in sd):
-        head = 2  # saved by a CLAM version that builds no Dropout layer when trained without dropout
+    if not any(k.startswith("attention_net.3.") for k in sd) and any(
+        k.startswith("attention_net.2.") for k in sd
+    ):
+        head = (
+            2  # saved by a CLAM version that builds no Dropout layer when trained without dropout
+        )
         out["fc_dropout_layer"] = False
     gated = linear_shape(sd, f"attention_net.{head}.attention_a.0.weight")
     ungated = linear_shape(sd, f"attention_net.{head}.module.0.weight")

@@ -14,10 +14,12 @@ Key names follow MIL-Lab (`i_classifier.inst_classifier`, `b_classifier.{q,v.1,n
 `classifier`). `b_classifier.fcc` is saved by MIL-Lab but plays no part in its output; it is kept
 (with the width read from the checkpoint) only so that checkpoints load strictly in both directions.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -37,7 +39,9 @@ class InstanceClassifier(nn.Module):
 class BagClassifier(nn.Module):
     """The bag stream up to the pooled, normalised bag embedding (one row per class)."""
 
-    def __init__(self, embed_dim: int, attention_dim: int, fcc_channels: int, dropout_v: float) -> None:
+    def __init__(
+        self, embed_dim: int, attention_dim: int, fcc_channels: int, dropout_v: float
+    ) -> None:
         super().__init__()
         self.q = nn.Linear(embed_dim, attention_dim)
         self.v = nn.Sequential(nn.Dropout(dropout_v), nn.Linear(embed_dim, embed_dim))
@@ -70,13 +74,19 @@ class DSMIL(MILModel):
     ) -> None:
         super().__init__(in_dim, n_classes)
         fcc_channels = fcc_channels or n_classes + 1
-        self.patch_embed = nn.Sequential(nn.Linear(in_dim, embed_dim), nn.ReLU(), nn.Dropout(dropout))
+        self.patch_embed = nn.Sequential(
+            nn.Linear(in_dim, embed_dim), nn.ReLU(), nn.Dropout(dropout)
+        )
         self.i_classifier = InstanceClassifier(embed_dim, n_classes)
         self.b_classifier = BagClassifier(embed_dim, attention_dim, fcc_channels, dropout_v)
         self.classifier = nn.Conv1d(n_classes, n_classes, kernel_size=embed_dim)
         self._config = {
-            "in_dim": in_dim, "n_classes": n_classes, "embed_dim": embed_dim, "attention_dim": attention_dim,
-            "dropout": dropout, "dropout_v": dropout_v,
+            "in_dim": in_dim,
+            "n_classes": n_classes,
+            "embed_dim": embed_dim,
+            "attention_dim": attention_dim,
+            "dropout": dropout,
+            "dropout_v": dropout_v,
         }
 
     def forward_with_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,7 +99,9 @@ class DSMIL(MILModel):
         return self._logits(pooled, max_scores), attention
 
     def _logits(self, pooled: torch.Tensor, max_scores: torch.Tensor) -> torch.Tensor:
-        bag_scores = self.classifier(pooled.unsqueeze(0))[0, :, 0]  # Conv1d over the whole embedding
+        bag_scores = self.classifier(pooled.unsqueeze(0))[
+            0, :, 0
+        ]  # Conv1d over the whole embedding
         return (bag_scores + max_scores) / 2
 
     def _streamed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

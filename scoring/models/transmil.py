@@ -12,10 +12,12 @@ Heatmap attention: each patch token's dot product with the class token after the
 layer. It is a property of the whole bag (every token attends to every other), which is why bags are
 never scored in pieces.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -35,7 +37,8 @@ def _nystrom_attention() -> type[nn.Module]:
         from nystrom_attention import NystromAttention
     except ImportError as exc:  # pragma: no cover - requirements.txt pins it
         raise ImportError(
-            "transmil needs the nystrom-attention package: pip install nystrom-attention==0.0.14 einops==0.8.2"
+            "transmil needs the nystrom-attention package: "
+            "pip install nystrom-attention==0.0.14 einops==0.8.2"
         ) from exc
     return NystromAttention
 
@@ -115,20 +118,38 @@ class TransMIL(MILModel):
                 from ..errors import ConfigError
 
                 raise ConfigError(
-                    f"model_arguments.num_heads: embed_dim {embed_dim} is not divisible by num_heads {num_heads}"
+                    f"model_arguments.num_heads: embed_dim {embed_dim} "
+                    f"is not divisible by num_heads {num_heads}"
                 )
             dim_head = embed_dim // num_heads
-        self.patch_embed = nn.Sequential(nn.Linear(in_dim, embed_dim), nn.ReLU(), nn.Dropout(dropout))
+        self.patch_embed = nn.Sequential(
+            nn.Linear(in_dim, embed_dim), nn.ReLU(), nn.Dropout(dropout)
+        )
         self.cls_token = nn.Parameter(torch.randn(1, 1, embed_dim))
-        layer_args = (embed_dim, num_heads, dim_head, num_landmarks, pinv_iterations, residual_conv_kernel, dropout)
+        layer_args = (
+            embed_dim,
+            num_heads,
+            dim_head,
+            num_landmarks,
+            pinv_iterations,
+            residual_conv_kernel,
+            dropout,
+        )
         self.blocks = nn.ModuleList([TransLayer(*layer_args) for _ in range(num_layers)])
         self.pos_layer = PPEG(embed_dim)
         self.norm = nn.LayerNorm(embed_dim)
         self.classifier = nn.Linear(embed_dim, n_classes)
         self._config = {
-            "in_dim": in_dim, "n_classes": n_classes, "embed_dim": embed_dim, "num_heads": num_heads,
-            "num_layers": num_layers, "dim_head": dim_head, "num_landmarks": num_landmarks,
-            "pinv_iterations": pinv_iterations, "residual_conv_kernel": residual_conv_kernel, "dropout": dropout,
+            "in_dim": in_dim,
+            "n_classes": n_classes,
+            "embed_dim": embed_dim,
+            "num_heads": num_heads,
+            "num_layers": num_layers,
+            "dim_head": dim_head,
+            "num_landmarks": num_landmarks,
+            "pinv_iterations": pinv_iterations,
+            "residual_conv_kernel": residual_conv_kernel,
+            "dropout": dropout,
         }
 
     def forward_with_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -170,12 +191,14 @@ class TransMIL(MILModel):
         tokens = x.new_empty((1 + side * side, embed.out_features))
         tokens[0] = self.cls_token[0, 0]
         for rows in chunks(n, self.patch_chunk):
-            tokens[1 + rows.start:1 + rows.stop] = torch.relu(embed(x[rows]))  # dropout: identity in eval
+            tokens[1 + rows.start : 1 + rows.stop] = torch.relu(
+                embed(x[rows])
+            )  # dropout: identity in eval
         for start in range(n, side * side, n):  # square grid padding: the first patches repeated
             stop = min(side * side, start + n)
-            tokens[1 + start:1 + stop] = tokens[1:1 + stop - start]
+            tokens[1 + start : 1 + stop] = tokens[1 : 1 + stop - start]
         _residual_nystrom(self.blocks[0], tokens, self.patch_chunk)
-        attention = tokens[1:n + 1] @ tokens[0]
+        attention = tokens[1 : n + 1] @ tokens[0]
         _ppeg_in_place(self.pos_layer, tokens, side)
         for block in self.blocks[1:]:
             _residual_nystrom(block, tokens, self.patch_chunk)
@@ -209,23 +232,28 @@ def nystrom_inference(attn: nn.Module, x: torch.Tensor, chunk: int) -> torch.Ten
     inner = heads * dim_head
     padding = (m - t % m) % m
     group = (t + padding) // m  # patches per landmark
-    landmark_of = torch.div(torch.arange(t, device=x.device) + padding, group, rounding_mode="floor")
+    landmark_of = torch.div(
+        torch.arange(t, device=x.device) + padding, group, rounding_mode="floor"
+    )
     w_qkv = attn.to_qkv.weight
-    w_q, w_k, w_v = w_qkv[:inner], w_qkv[inner:2 * inner], w_qkv[2 * inner:]
+    w_q, w_k, w_v = w_qkv[:inner], w_qkv[inner : 2 * inner], w_qkv[2 * inner :]
     conv = attn.res_conv if attn.residual else None
     # landmarks are group means of q and k rows, and q, k are linear in x: means of x, projected
     x_land = x.new_zeros((m, x.shape[1])).index_add_(0, landmark_of, x).div_(group)
     q_land = (x_land @ w_q.T).mul_(attn.scale).reshape(m, heads, dim_head).transpose(0, 1)
     k_land = (x_land @ w_k.T).reshape(m, heads, dim_head).transpose(0, 1)
     # the package inverts every head's landmark kernel in one call (one scale for all heads)
-    middle = moore_penrose_iter_pinv(torch.softmax(q_land @ k_land.transpose(-1, -2), dim=-1),
-                                     attn.pinv_iterations)
+    middle = moore_penrose_iter_pinv(
+        torch.softmax(q_land @ k_land.transpose(-1, -2), dim=-1), attn.pinv_iterations
+    )
     out = x.new_empty((t, inner))
     for hd in range(heads):
         cols = slice(hd * dim_head, (hd + 1) * dim_head)
         k = x @ w_k[cols].T
         v = x @ w_v[cols].T
-        logits3 = q_land[hd] @ k.T  # (m, t): landmarks over the real keys; the zero keys give logit 0
+        logits3 = (
+            q_land[hd] @ k.T
+        )  # (m, t): landmarks over the real keys; the zero keys give logit 0
         del k
         top = logits3.amax(dim=-1, keepdim=True)
         if padding:
@@ -260,15 +288,30 @@ def _ppeg_in_place(ppeg: PPEG, tokens: torch.Tensor, side: int, block: int = 64)
         grid = tokens[1:, channels].T.reshape(1, -1, side, side).contiguous()
         mixed = grid.clone()
         for conv in (ppeg.proj, ppeg.proj1, ppeg.proj2):
-            mixed += torch.nn.functional.conv2d(grid, conv.weight[channels], conv.bias[channels],
-                                                padding=conv.padding, groups=grid.shape[1])
+            mixed += torch.nn.functional.conv2d(
+                grid,
+                conv.weight[channels],
+                conv.bias[channels],
+                padding=conv.padding,
+                groups=grid.shape[1],
+            )
         tokens[1:, channels] = mixed.reshape(grid.shape[1], -1).T
 
 
 def build(in_dim: int, n_classes: int, options: Mapping[str, Any]) -> TransMIL:
-    names = ("embed_dim", "num_heads", "num_layers", "dim_head", "num_landmarks", "pinv_iterations",
-             "residual_conv_kernel", "dropout")
-    return TransMIL(in_dim, n_classes, **{k: options[k] for k in names if options.get(k) is not None})
+    names = (
+        "embed_dim",
+        "num_heads",
+        "num_layers",
+        "dim_head",
+        "num_landmarks",
+        "pinv_iterations",
+        "residual_conv_kernel",
+        "dropout",
+    )
+    return TransMIL(
+        in_dim, n_classes, **{k: options[k] for k in names if options.get(k) is not None}
+    )
 
 
 def infer(sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:

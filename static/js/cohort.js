@@ -5,11 +5,11 @@
 // shows (one figure per annotated class and slide; the footer holds the cohort mean), sortable too.
 
 const table = document.getElementById("cohort");
-const body = table.tBodies[0];
+const tbody = table.tBodies[0];
 const filterBox = document.getElementById("cohort-filter");
 const countLabel = document.getElementById("cohort-count");
-const emptyRow = body.querySelector("tr.empty-row");
-const rows = Array.from(body.querySelectorAll("tr[data-slide-id]"));
+const emptyRow = tbody.querySelector("tr.empty-row");
+const rows = Array.from(tbody.querySelectorAll("tr[data-slide-id]"));
 const headRow = table.tHead.rows[0];
 const headers = () => Array.from(headRow.cells);
 
@@ -39,7 +39,7 @@ function sortBy(column) {
     const c = kind === "number" ? a.key - b.key : collator.compare(a.key, b.key);
     return c !== 0 ? sign * c : a.i - b.i;
   });
-  for (const { row } of keyed) body.insertBefore(row, emptyRow);
+  for (const { row } of keyed) tbody.insertBefore(row, emptyRow);
 }
 
 const disagreeBox = document.getElementById("cohort-disagree");
@@ -218,7 +218,7 @@ async function addLocalization(url) {
 filterBox.addEventListener("input", applyFilter);
 disagreeBox?.addEventListener("change", applyFilter);
 
-body.addEventListener("click", (e) => {
+tbody.addEventListener("click", (e) => {
   const row = e.target.closest("tr.readable");
   if (!row || e.target.closest("a")) return; // links navigate by themselves (and open in new tabs)
   window.location.assign(row.dataset.href);

@@ -14,7 +14,7 @@ export async function getJSON(url, options = {}) {
   } catch (err) {
     throw new ApiError(0, `the viewer server cannot be reached (${err.message})`);
   }
-  let body = null;
+  let body;
   try {
     body = await response.json();
   } catch {

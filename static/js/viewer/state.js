@@ -13,7 +13,7 @@
 // Everything read from the URL is checked here; anything malformed falls back to the default. The
 // defaults and the ranges are the server's (meta.defaults, meta.choices of /api/slides/<id>).
 
-export const CMAP_NAME = /^[A-Za-z0-9_.\-]{1,64}$/;
+export const CMAP_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 const NUMBER = /^-?(\d+(\.\d*)?|\.\d+)(e[-+]?\d+)?$/i;
 
 /** A finite number in [lo, hi] from the query, or null. */
