@@ -40,16 +40,15 @@ import numpy as np
 
 from bench.common import (
     BENCH_DIR,
-    CHROMIUM,
-    CHROMIUM_ARGS,
     PATCH,
-    REPO_ROOT,
     SLIDE_H,
     SLIDE_W,
     bench_slide,
     cold_open,
     http_rate,
 )
+from scoremap.checkout import REPO_ROOT
+from tests.chromium import launch_chromium
 from viewer.background import start_viewer, stop_viewer
 
 SCALE_DIR = BENCH_DIR / "scale"
@@ -143,7 +142,7 @@ def page_opens(runs: int) -> dict[str, list[float]]:
 
     out: dict[str, list[float]] = {sid: [] for sid in BAGS}
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = launch_chromium(p)
         try:
             for _ in range(runs):
                 for slide_id in BAGS:

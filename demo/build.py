@@ -43,12 +43,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import yaml
 
-from demo.cmu import REPO_ROOT, cmu_small_region
+from demo.cmu import cmu_small_region
 from demo.features import FEATURE_DIM, NUCLEI_INDEX, patch_features
 from demo.patches import patch_grid, tissue_mask, write_clam, write_trident
 from demo.pyramid import write_pyramid
 from demo.tissue import tissue_source
 from scoremap.atomic import atomic_output
+from scoremap.checkout import DEMO_DIR, REPO_ROOT
 
 if TYPE_CHECKING:
     from scoring.models.base import MILModel
@@ -489,7 +490,7 @@ def demo_config(
 
 
 def build_cohort(
-    out: str | os.PathLike = REPO_ROOT / "data" / "demo",
+    out: str | os.PathLike = DEMO_DIR,
     *,
     specs: Sequence[SlideSpec] | None = None,
     steps: int = 800,
@@ -589,7 +590,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--out",
-        default=str(REPO_ROOT / "data" / "demo"),
+        default=str(DEMO_DIR),
         help="output folder (default: data/demo in the repo)",
     )
     parser.add_argument(

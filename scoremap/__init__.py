@@ -9,6 +9,7 @@
 - `cache`: the one in-process cache, bounded in bytes, one load per key at a time.
 - `slides`: opening a slide file (OpenSlide, or Pillow for plain images), for both sides.
 - `atomic`: write-then-rename for every output file.
+- `checkout`: the repository root, and the folders beside the packages that the code reads.
 - `defaults`: every default of the heatmap and the viewer, in one place.
 
 It imports neither `scoring` nor `viewer`, and never torch (a test checks it in a subprocess).

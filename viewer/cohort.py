@@ -36,6 +36,7 @@ from scoremap.blockmap import (
     read_blockmap_header,
 )
 from scoremap.cache import file_identity
+from scoremap.checkout import DEMO_DIR, REPO_ROOT
 from scoring.errors import ConfigError
 from viewer.errors import NotFound, SlideForbidden, SlideUnreadable, ViewerConfigError, ViewerError
 from viewer.slide_paths import locate_slide, real_roots
@@ -43,8 +44,7 @@ from viewer.slides import SlideInfo, probe_slide
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEMO_CONFIG = REPO_ROOT / "data" / "demo" / "demo_config.yaml"
+DEMO_CONFIG = DEMO_DIR / "demo_config.yaml"
 
 
 @dataclass(frozen=True)
