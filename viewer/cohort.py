@@ -37,9 +37,9 @@ from scoremap.blockmap import (
 )
 from scoremap.cache import file_identity
 from scoremap.checkout import DEMO_DIR, REPO_ROOT
+from scoremap.slide_paths import locate_slide, real_roots
 from scoring.errors import ConfigError
 from viewer.errors import NotFound, SlideForbidden, SlideUnreadable, ViewerConfigError, ViewerError
-from viewer.slide_paths import locate_slide, real_roots
 from viewer.slides import SlideInfo, probe_slide
 
 log = logging.getLogger(__name__)
