@@ -6,7 +6,7 @@
 The slide is bench/common's (real CMU-1 tissue quilted into a 40000 x 30000 Aperio pyramid). Two
 bags over the whole slide: 256-px patches every 256 px (18,252, a CLAM patching) and every 32 px
 (1,155,990, an overlapping TRIDENT/CLAM heatmap bag), with the same smooth-plus-noise attention.
-Figures, each 1M against 18k in the same run (targets of issue 6):
+Figures, each 1M against 18k in the same run (the target of each in parentheses):
 
 1. cold page open in Chromium, from navigation start until the last overlay tile of the opening
    view is drawn; a fresh viewer (cold caches) and a fresh browser context per load, median of

@@ -133,7 +133,9 @@ class BuiltSlide:
 
 
 @dataclass
-class Cohort:
+class BuiltCohort:
+    """The demo's files as `build_cohort` left them (the viewer's `Cohort` is what it serves)."""
+
     out: Path
     slides: list[BuiltSlide] = field(default_factory=list)
     process_list: Path | None = None
@@ -495,11 +497,11 @@ def build_cohort(
     specs: Sequence[SlideSpec] | None = None,
     steps: int = 800,
     seed: int = 0,
-) -> Cohort:
+) -> BuiltCohort:
     """Build (or complete) the demo cohort under `out`; see the module docstring for the files."""
     out = Path(out)
     specs = list(specs) if specs is not None else default_specs()
-    cohort = Cohort(out)
+    cohort = BuiltCohort(out)
     cmu = cmu_small_region()
     sources: dict = {}
     for spec in specs:

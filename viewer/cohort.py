@@ -1,6 +1,6 @@
 """The cohort the viewer serves: one record per blockmap, with its slide located and probed.
 
-Sources (SPEC §4):
+Sources:
 - a scoring config (`--config`): blockmaps under `{raw_save_dir}/{save_exp_code}`, the table order
   from `{production_save_dir}/{save_exp_code}/results.csv` when it exists, slides under the
   config's `data_dir` folder(s);
@@ -252,7 +252,7 @@ def _expected_path(record: SlideRecord, roots: Sequence[Path]) -> Path | None:
     return None
 
 
-def build_cohort(
+def cohort_from_blockmaps(
     blockmaps: Iterable[tuple[str, str, Path]],
     slide_roots: Sequence[os.PathLike | str],
     source: str,
@@ -310,7 +310,7 @@ def cohort_from_config(config_file: os.PathLike | str, base: Path | None = None)
     data_dirs = config.data_dir.values() if isinstance(config.data_dir, dict) else [config.data_dir]
     roots = [_absolute(d, base) for d in data_dirs]
     results_csv = _absolute(config.exp_production_dir, base) / "results.csv"
-    cohort = build_cohort(
+    cohort = cohort_from_blockmaps(
         find_blockmaps(raw_dir),
         roots,
         f"{config_file}",
@@ -336,7 +336,7 @@ def cohort_from_results(results_dir: os.PathLike | str, slides_dir: os.PathLike 
     if not blockmaps:
         log.warning("%s holds no {label}/{slide_id}/{slide_id}_blockmap.h5 files", results_dir)
     csv_path = results_dir / "results.csv"
-    return build_cohort(
+    return cohort_from_blockmaps(
         blockmaps,
         [slides_dir],
         f"{results_dir}",
