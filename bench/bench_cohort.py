@@ -22,23 +22,23 @@ from pathlib import Path
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEMO = REPO_ROOT / "data" / "demo"
-WORK = REPO_ROOT / "data" / "bench" / "cohort"
+from scoremap.checkout import DATA_DIR, DEMO_DIR, REPO_ROOT
+
+WORK = DATA_DIR / "bench" / "cohort"
 SLIDE_ID = "CMU-tiled-large"
 
 
 def make_cohort(copies: int) -> Path:
     """A config scoring `copies` copies of the demo's largest slide into its own output folders."""
-    base = yaml.safe_load((DEMO / "demo_config.yaml").read_text())
+    base = yaml.safe_load((DEMO_DIR / "demo_config.yaml").read_text())
     folder = WORK / f"n{copies}"
     shutil.rmtree(folder, ignore_errors=True)
     (folder / "slides").mkdir(parents=True)
-    features = REPO_ROOT / "data/demo/features/trident" / f"{SLIDE_ID}.h5"
+    features = DEMO_DIR / "features" / "trident" / f"{SLIDE_ID}.h5"
     rows = ["slide_id,label,process,features_path,coords_path"]
     for i in range(copies):
         sid = f"{SLIDE_ID}-{i}"
-        os.symlink(DEMO / "slides" / f"{SLIDE_ID}.svs", folder / "slides" / f"{sid}.svs")
+        os.symlink(DEMO_DIR / "slides" / f"{SLIDE_ID}.svs", folder / "slides" / f"{sid}.svs")
         rows.append(f"{sid},copy,1,{features},{features}")
     (folder / "process_list.csv").write_text("\n".join(rows) + "\n")
     base["exp_arguments"].update(
@@ -82,7 +82,7 @@ def main() -> None:
     )
     ap.add_argument("--copies", type=int, default=8)
     args = ap.parse_args()
-    if not (DEMO / "demo_config.yaml").exists():
+    if not (DEMO_DIR / "demo_config.yaml").exists():
         raise SystemExit("demo cohort missing: run `python -m demo.build` (or `make demo`) first")
     results = {}
     for n in (1, args.copies):

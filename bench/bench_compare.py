@@ -28,14 +28,13 @@ import numpy as np
 from bench.bench_scale import attention, grid_coords
 from bench.common import (
     BENCH_DIR,
-    CHROMIUM,
-    CHROMIUM_ARGS,
     PATCH,
     SLIDE_H,
     SLIDE_W,
     bench_slide,
     cold_open,
 )
+from tests.chromium import launch_chromium
 
 COMPARE_DIR = BENCH_DIR / "compare"
 RAW = COMPARE_DIR / "raw"
@@ -165,7 +164,7 @@ def page_opens(runs: int) -> dict[str, list[float]]:
     }
     out: dict[str, list[float]] = {name: [] for name in pages}
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = launch_chromium(p)
         try:
             for _ in range(runs):
                 for name, (path, done) in pages.items():

@@ -5,9 +5,9 @@
 
 Serves the demo cohort with run_viewer.py --demo (gunicorn, as a user runs it; build the demo
 first with `make demo`, or `python -m demo.build` and `python create_heatmaps.py --config
-data/demo/demo_config.yaml`), then opens each slide's viewer page in headless Chromium (Debian's
-/usr/bin/chromium, driven by Playwright), each time in a fresh browser context, so the browser's
-cache is cold: HTML, CSS, the ES modules, OpenSeadragon, the slide metadata, both .dzi files and
+data/demo/demo_config.yaml`), then opens each slide's viewer page in headless Chromium (Debian's,
+launched as the tests launch it: tests/chromium.py), each time in a fresh browser context, so the
+browser's cache is cold: HTML, CSS, the ES modules, OpenSeadragon, the slide metadata, both .dzi files and
 the tiles are all fetched again. The figure is `performance.now()` (milliseconds since navigation
 start) when OpenSeadragon raises 'tile-drawn' for the first tile of the heatmap TiledImage.
 
@@ -23,9 +23,8 @@ import json
 import statistics
 import sys
 import urllib.request
-from pathlib import Path
 
-from bench.common import CHROMIUM, CHROMIUM_ARGS
+from tests.chromium import CHROMIUM, launch_chromium
 from viewer.background import ViewerStartError, start_viewer, stop_viewer
 
 TARGET_MS = 1000.0
@@ -69,10 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         "--port", type=int, default=0, help="port for the demo server (default: a free one)"
     )
     args = parser.parse_args(argv)
-    if not Path(CHROMIUM).is_file():
+    if not CHROMIUM.is_file():
         sys.exit(
             f"{CHROMIUM} missing: install Debian's chromium "
-            "(`apt-get install -y chromium`, or `make install`)"
+            "(`apt-get install -y chromium`, or `make test-deps` as root)"
         )
     from playwright.sync_api import sync_playwright
 
@@ -88,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.exit("the demo cohort has no readable slide")
         medians = []
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            browser = launch_chromium(p)
             try:
                 for slide in slides:
                     url = f"{base}/slides/{urllib.request.quote(slide)}"

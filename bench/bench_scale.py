@@ -6,7 +6,7 @@
 The slide is bench/common's (real CMU-1 tissue quilted into a 40000 x 30000 Aperio pyramid). Two
 bags over the whole slide: 256-px patches every 256 px (18,252, a CLAM patching) and every 32 px
 (1,155,990, an overlapping TRIDENT/CLAM heatmap bag), with the same smooth-plus-noise attention.
-Figures, each 1M against 18k in the same run (targets of issue 6):
+Figures, each 1M against 18k in the same run (the target of each in parentheses):
 
 1. cold page open in Chromium, from navigation start until the last overlay tile of the opening
    view is drawn; a fresh viewer (cold caches) and a fresh browser context per load, median of
@@ -40,16 +40,15 @@ import numpy as np
 
 from bench.common import (
     BENCH_DIR,
-    CHROMIUM,
-    CHROMIUM_ARGS,
     PATCH,
-    REPO_ROOT,
     SLIDE_H,
     SLIDE_W,
     bench_slide,
     cold_open,
     http_rate,
 )
+from scoremap.checkout import REPO_ROOT
+from tests.chromium import launch_chromium
 from viewer.background import start_viewer, stop_viewer
 
 SCALE_DIR = BENCH_DIR / "scale"
@@ -143,7 +142,7 @@ def page_opens(runs: int) -> dict[str, list[float]]:
 
     out: dict[str, list[float]] = {sid: [] for sid in BAGS}
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = launch_chromium(p)
         try:
             for _ in range(runs):
                 for slide_id in BAGS:

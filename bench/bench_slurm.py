@@ -6,7 +6,7 @@
 The cohort: `--copies` copies of the demo's 32768x24576 slide (bench_cohort.make_cohort; build the
 demo first with `make demo`). Scored once by one `create_heatmaps.py` process, then by
 `sbatch --array=1-TASKS slurm/create_heatmaps.sbatch` on a cluster started here (Debian's slurm-wlm
-and munge, as root; bench/slurm_cluster.py), each task with one CPU. Per task: its slides, wall
+and munge, as root; tests/slurm_cluster.py), each task with one CPU. Per task: its slides, wall
 time and peak RSS (measured around mil-heatmaps by a wrapper, from wait4's rusage); and whether
 results.csv lists every slide once the array ends.
 """
@@ -26,9 +26,9 @@ from pathlib import Path
 import yaml
 
 from bench.bench_cohort import make_cohort, run
-from bench.slurm_cluster import slurm_cluster
+from scoremap.checkout import REPO_ROOT
+from tests.slurm_cluster import SLURMCTLD, slurm_cluster
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 MEASURE = """import os, subprocess, sys, time
 t0 = time.perf_counter()
 proc = subprocess.Popen(sys.argv[1:])
@@ -44,9 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--copies", type=int, default=6)
     ap.add_argument("--tasks", type=int, default=3)
     args = ap.parse_args(argv)
-    if os.geteuid() != 0 or not Path("/usr/sbin/slurmctld").exists():
+    if os.geteuid() != 0 or not Path(SLURMCTLD).exists():
         raise SystemExit(
-            "needs root and Debian's slurm-wlm + munge (make install as root installs them)"
+            "needs root and Debian's slurm-wlm + munge (make test-deps, as root, installs them)"
         )
     config = make_cohort(args.copies)
     t0 = time.perf_counter()

@@ -36,7 +36,8 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import BENCH_DIR, N_PATCHES, PATCH, REPO_ROOT, SLIDE_H, SLIDE_W, bench_slide
+from bench.common import BENCH_DIR, N_PATCHES, PATCH, SLIDE_H, SLIDE_W, bench_slide
+from scoremap.checkout import REPO_ROOT
 
 CLAM = {"32x": (1.8, 277.0), "4x": (10.7, 1730.0)}  # seconds, MB
 SPEEDUP_TARGET, MEMORY_TARGET = 5.0, 4.0

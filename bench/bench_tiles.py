@@ -36,13 +36,13 @@ from bench.common import (
     BENCH_DIR,
     N_PATCHES,
     PATCH,
-    REPO_ROOT,
     SLIDE_H,
     SLIDE_ID,
     SLIDE_W,
     bench_slide,
     http_rate,
 )
+from scoremap.checkout import REPO_ROOT
 from viewer.background import ViewerStartError, start_viewer, stop_viewer
 
 RESULTS_DIR = BENCH_DIR / "viewer_results" / "BENCH"

@@ -1,4 +1,5 @@
-"""What the benches share: the cached 40000x30000 benchmark slide, Chromium, an HTTP load client.
+"""What the benches share: the cached 40000x30000 benchmark slide, an HTTP load client, a cold
+page open (the browser is tests/chromium.py's, as the tests launch it).
 
 bench_static, bench_tiles and bench_scale open the same file under data/bench/ (built once, from
 real CMU-1 tissue by demo.tissue + demo.pyramid) and place their patches on it.
@@ -12,20 +13,13 @@ import threading
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-BENCH_DIR = REPO_ROOT / "data" / "bench"
+from scoremap.checkout import DATA_DIR, REPO_ROOT
+
+BENCH_DIR = DATA_DIR / "bench"
 SLIDE_W, SLIDE_H = 40_000, 30_000
 SLIDE_ID = f"bench_{SLIDE_W}x{SLIDE_H}"
 PATCH = 256
 N_PATCHES = 18_000
-CHROMIUM = "/usr/bin/chromium"  # Debian's, driven by Playwright (never a downloaded browser)
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 
 
 def bench_slide(rebuild: bool = False) -> Path:

@@ -43,12 +43,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import yaml
 
-from demo.cmu import REPO_ROOT, cmu_small_region
+from demo.cmu import cmu_small_region
 from demo.features import FEATURE_DIM, NUCLEI_INDEX, patch_features
 from demo.patches import patch_grid, tissue_mask, write_clam, write_trident
 from demo.pyramid import write_pyramid
 from demo.tissue import tissue_source
 from scoremap.atomic import atomic_output
+from scoremap.checkout import DEMO_DIR, REPO_ROOT
 
 if TYPE_CHECKING:
     from scoring.models.base import MILModel
@@ -132,7 +133,9 @@ class BuiltSlide:
 
 
 @dataclass
-class Cohort:
+class BuiltCohort:
+    """The demo's files as `build_cohort` left them (the viewer's `Cohort` is what it serves)."""
+
     out: Path
     slides: list[BuiltSlide] = field(default_factory=list)
     process_list: Path | None = None
@@ -489,16 +492,16 @@ def demo_config(
 
 
 def build_cohort(
-    out: str | os.PathLike = REPO_ROOT / "data" / "demo",
+    out: str | os.PathLike = DEMO_DIR,
     *,
     specs: Sequence[SlideSpec] | None = None,
     steps: int = 800,
     seed: int = 0,
-) -> Cohort:
+) -> BuiltCohort:
     """Build (or complete) the demo cohort under `out`; see the module docstring for the files."""
     out = Path(out)
     specs = list(specs) if specs is not None else default_specs()
-    cohort = Cohort(out)
+    cohort = BuiltCohort(out)
     cmu = cmu_small_region()
     sources: dict = {}
     for spec in specs:
@@ -589,7 +592,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--out",
-        default=str(REPO_ROOT / "data" / "demo"),
+        default=str(DEMO_DIR),
         help="output folder (default: data/demo in the repo)",
     )
     parser.add_argument(

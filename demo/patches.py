@@ -19,6 +19,7 @@ import numpy as np
 from scipy import ndimage
 
 from scoremap.atomic import atomic_output
+from scoremap.slides import slide_mpp
 
 if TYPE_CHECKING:
     import openslide
@@ -209,8 +210,8 @@ def _level_info(
         w0, h0 = dims[0]
         downs = [(w0 / w, h0 / h) for w, h in dims]
         power = slide.properties.get(openslide.PROPERTY_NAME_OBJECTIVE_POWER)
-        mpp = slide.properties.get(openslide.PROPERTY_NAME_MPP_X)
-    mag = float(power) if power else (10.0 / float(mpp) if mpp else None)
+        mpp = slide_mpp(slide.properties)
+    mag = float(power) if power else (10.0 / mpp[0] if mpp else None)
     return dims, downs, mag
 
 

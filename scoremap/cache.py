@@ -12,7 +12,9 @@ only to look up and store, never while loading: a cold NDPI or DICOM open (secon
 request for another slide.
 
 Keys should name what the value depends on, a file's identity included (`file_identity`), so a
-rescored blockmap is a new key and never served stale; the old entry simply ages out.
+rescored blockmap is a new key and never served stale; the old entry simply ages out. The viewer's
+HTTP ETags are made from the same identity, so a browser revalidates exactly when this cache
+would read the file afresh.
 
 Fork-safe: a process forked from the one that filled the cache (gunicorn's workers after
 `preload_app`) starts with an empty cache, because slide handles and locks do not survive a fork.
@@ -32,6 +34,8 @@ T = TypeVar("T")
 def file_identity(path: os.PathLike[str] | str) -> tuple[object, ...]:
     """What changes when a file is rewritten or replaced: (path, inode, size, mtime in ns).
 
+    The one notion of "the same file" for cache keys and ETags alike: a file renamed over the old
+    one (every rescore, a restore from a backup) is a new inode even where size and mtime match.
     A missing file gives (path, None): the caller's load then reports it.
     """
     try:

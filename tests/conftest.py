@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from scoremap.checkout import REPO_ROOT
+
 SHARED_TESTDATA = REPO_ROOT.parent / "shared" / "testdata"
 
 
@@ -128,11 +129,12 @@ def browser():
     sync API runs one event loop per thread."""
     from playwright.sync_api import sync_playwright
 
-    from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, require_browser
+    from tests.chromium import launch_chromium
+    from tests.test_browser import require_browser
 
     require_browser()
     with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        chromium = launch_chromium(p)
         try:
             yield chromium
         finally:

@@ -24,17 +24,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import REPO_ROOT
+from scoremap.checkout import REPO_ROOT
+from tests.chromium import CHROMIUM
 from viewer.background import start_viewer, stop_viewer
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 OSD_SCRIPT = (
     REPO_ROOT
     / "node_modules"

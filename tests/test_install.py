@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from scoremap.checkout import REPO_ROOT
 
 BIN = Path(sys.executable).parent
 
@@ -87,6 +88,46 @@ def test_no_source_file_edits_sys_path():
         if "sys.path" in (REPO_ROOT / name).read_text(encoding="utf-8")
     ]
     assert offenders == []
+
+
+def _sources(*folders: str) -> dict[str, str]:
+    return {
+        str(p.relative_to(REPO_ROOT)): p.read_text(encoding="utf-8")
+        for folder in folders
+        for p in sorted((REPO_ROOT / folder).rglob("*.py"))
+    }
+
+
+def test_the_repository_root_is_found_in_one_place():
+    """Everything that reads the checkout (node_modules, templates, data/, the demo config) takes
+    scoremap.checkout.REPO_ROOT, so moving a package cannot leave one part looking elsewhere."""
+    computed = [
+        name
+        for name, text in _sources(
+            "scoremap", "scoring", "viewer", "exports", "demo", "bench"
+        ).items()
+        if "Path(__file__)" in text or "REPO_ROOT =" in text
+    ]
+    assert computed == ["scoremap/checkout.py"]
+
+
+def test_tests_and_benches_launch_one_chromium_and_tests_never_import_bench():
+    """The browser's path and launch arguments live in tests/chromium.py alone (benches measure
+    the browser the tests check); bench may import tests' helpers, never the other way round."""
+    tests, benches = _sources("tests"), _sources("bench")
+    marks = ("/usr/bin/chromium", "--disable-gpu", "chromium.launch(")
+    launching = [
+        name
+        for name, text in {**tests, **benches}.items()
+        if name != "tests/test_install.py" and any(mark in text for mark in marks)
+    ]
+    assert launching == ["tests/chromium.py"]
+    importing = [
+        name
+        for name, text in tests.items()
+        if re.search(r"^\s*(from|import) bench\b", text, re.MULTILINE)
+    ]
+    assert importing == []
 
 
 @pytest.mark.slow

@@ -15,11 +15,12 @@ import pytest
 import torch
 import yaml
 
-from bench.slurm_cluster import MUNGED, SLURMCTLD, SLURMD, slurm_cluster
 from scoremap.blockmap import read_blockmap
+from scoremap.checkout import REPO_ROOT
 from scoring.cli import main
 from scoring.models import build_model
-from tests.conftest import REPO_ROOT, require_system_tool
+from tests.conftest import require_system_tool
+from tests.slurm_cluster import MUNGED, SLURMCTLD, SLURMD, slurm_cluster
 
 SLIDES = [f"case{i:02d}" for i in range(7)]
 PATCH, DIM = 256, 16

@@ -128,6 +128,19 @@ def _tile_indices(server: Server, sid: str, level: int) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(body))), headers["etag"]
 
 
+def _expected_tile(meta: dict, level: int, coords: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """The palette indices of overlay tile (level, 0, 0) for these scores (percentile, default)."""
+    geo = DeepZoomGeometry.for_slide(
+        meta["dimensions"], [lv["dimensions"] for lv in meta["levels"]], {}
+    )
+    box = geo.tile_box(level, 0, 0)
+    values = normalize_scores(scores, "percentile").astype(np.float32)
+    return window_indices(
+        ScoreSource(coords.astype(np.int64), values, PATCH),
+        Window(geo.l0_window(), 1, box.z_h, box.z_w, box.z_y, box.z_x),
+    )
+
+
 def test_a_rescored_blockmap_is_served_fresh_by_every_worker(cohort):
     _root, raw, slides, server = cohort
     meta = server.json("/api/slides/good")[1]
@@ -147,15 +160,7 @@ def test_a_rescored_blockmap_is_served_fresh_by_every_worker(cohort):
         per_class=False,
         model_type="abmil",
     )
-    geo = DeepZoomGeometry.for_slide(
-        meta["dimensions"], [lv["dimensions"] for lv in meta["levels"]], {}
-    )
-    box = geo.tile_box(level, 0, 0)
-    values = normalize_scores(scores, "percentile").astype(np.float32)
-    want = window_indices(
-        ScoreSource(new_coords.astype(np.int64), values, PATCH),
-        Window(geo.l0_window(), 1, box.z_h, box.z_w, box.z_y, box.z_x),
-    )
+    want = _expected_tile(meta, level, new_coords, scores)
     for _ in range(6):  # whichever worker answers
         got, new_etag = _tile_indices(server, "good", level)
         assert new_etag != etag and np.array_equal(got, want)
@@ -164,6 +169,44 @@ def test_a_rescored_blockmap_is_served_fresh_by_every_worker(cohort):
     listed = {s["id"]: s for s in server.json("/api/slides")[1]["slides"]}
     assert listed["good"]["bag_size"] == 2
     assert not np.array_equal(before, got)
+
+
+def test_a_blockmap_replaced_with_the_same_size_and_mtime_is_new_to_the_cache_and_the_etag(cohort):
+    """Another scoring of the same bag copied over the old one with its times kept (`cp -p`,
+    `rsync -t`, a restore): size and mtime are the old file's, only the inode is new. The cached
+    scores and the ETag follow the same file identity, so every worker serves the new scores and
+    a browser holding the old tile gets them too, never a 304."""
+    root, raw, slides, server = cohort
+    path = blockmap_path(raw, "tumor", "good")
+    meta = server.json("/api/slides/good")[1]
+    level = meta["deepzoom"]["level_count"] - 1
+    url = f"/overlay/good_files/{level}/0_0.png"
+    before, etag = _tile_indices(server, "good", level)
+    for _ in range(6):  # both workers cache the old scores
+        assert _tile_indices(server, "good", level)[1] == etag
+    old = path.stat()
+    coords = COORDS[::-1].copy()  # the same scores on other patches: the same file size
+    staged, scores, _ = write_scored(
+        root / "staged",
+        "good",
+        "tumor",
+        slides / "good.svs",
+        coords,
+        seed=len("good"),
+        per_class=False,
+        model_type="abmil",
+    )
+    os.utime(staged, ns=(old.st_atime_ns, old.st_mtime_ns))
+    os.replace(staged, path)
+    now = path.stat()
+    assert (now.st_size, now.st_mtime_ns) == (old.st_size, old.st_mtime_ns)
+    assert now.st_ino != old.st_ino
+    want = _expected_tile(meta, level, coords, scores)
+    assert not np.array_equal(want, before)
+    for _ in range(6):  # whichever worker answers
+        got, new_etag = _tile_indices(server, "good", level)
+        assert new_etag != etag and np.array_equal(got, want)
+        assert server.get(url, {"If-None-Match": etag})[0] == 200
 
 
 def test_a_deleted_slide_comes_back_and_a_swapped_in_symlink_is_refused(cohort):

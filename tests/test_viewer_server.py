@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from scoremap.checkout import REPO_ROOT
 from viewer import cli as run_viewer
 from viewer.background import free_port, start_viewer, stop_viewer, wait_until_serving
 

@@ -17,6 +17,7 @@ import pytest
 from openslide.deepzoom import DeepZoomGenerator
 from PIL import Image, ImageCms
 
+from scoremap.slides import slide_mpp
 from tests.conftest import SHARED_TESTDATA, shared_path
 from tests.viewer_fixtures import write_scored
 from viewer.app import create_app
@@ -201,3 +202,21 @@ def test_ndpi_metadata_and_quoted_id(shared_client):
     assert meta["level_count"] == 7
     assert meta["dzi"]["slide"].endswith(".dzi")
     assert shared_client.get(meta["dzi"]["slide"]).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "props,want",
+    [
+        ({"openslide.mpp-x": "0.2527", "openslide.mpp-y": "0.2527"}, (0.2527, 0.2527)),
+        ({"openslide.mpp-x": "0.25"}, None),  # areas and scale bars need both axes
+        ({"openslide.mpp-x": "0", "openslide.mpp-y": "0.25"}, None),
+        ({"openslide.mpp-x": "inf", "openslide.mpp-y": "0.25"}, None),
+        ({"openslide.mpp-x": "nan", "openslide.mpp-y": "nan"}, None),
+        ({"openslide.mpp-x": "n/a", "openslide.mpp-y": "0.25"}, None),
+        ({}, None),
+    ],
+)
+def test_a_slide_has_a_scale_only_when_both_axes_are_positive_numbers(props, want):
+    """The one reading of a slide's microns per pixel (scoremap.slides.slide_mpp): the viewer's
+    metadata, areas and scale bars take it."""
+    assert slide_mpp(props) == want

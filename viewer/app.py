@@ -19,6 +19,7 @@ from typing import Any
 
 from flask import Flask
 
+from scoremap.checkout import REPO_ROOT
 from scoremap.colormap import check_colormap
 from scoremap.defaults import VIEWER_SETTINGS
 from scoremap.errors import UnknownColormap
@@ -38,8 +39,6 @@ from viewer.cohort import Cohort, cohort_from_config, cohort_from_results, demo_
 from viewer.errors import ViewerConfigError, register_error_handlers
 from viewer.security import secure
 from viewer.state import EXTENSION_KEY, Settings, ViewerState
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 #: Where the cohort comes from (exactly one); every other setting is `scoremap.defaults.VIEWER_SETTINGS`.
 COHORT_SOURCES: dict[str, Any] = {

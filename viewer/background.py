@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from scoremap.checkout import REPO_ROOT
 
 
 class ViewerStartError(RuntimeError):

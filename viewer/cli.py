@@ -1,10 +1,9 @@
 """`mil-viewer` / `python run_viewer.py`: serve the viewer for a config, results + slides, or the demo.
 
-Always through a production WSGI server (gunicorn; waitress where gunicorn cannot run, e.g.
-Windows), never Flask's development server, which serves one request at a time and drops the
-parallel tile requests a Deep Zoom viewer makes. The cohort is loaded once, before the server
-starts (so a bad config is reported as one line, not by every worker), and the workers are
-forked from that process (`preload_app`).
+Always through gunicorn (a production WSGI server; Linux and macOS), never Flask's development
+server, which serves one request at a time and drops the parallel tile requests a Deep Zoom viewer
+makes. The cohort is loaded once, before the server starts (so a bad config is reported as one
+line, not by every worker), and the workers are forked from that process (`preload_app`).
 
     python run_viewer.py --config heatmaps/configs/my_config.yaml
     python run_viewer.py --results heatmaps/heatmap_raw_results/EXP --slides /data/slides --port 8000
@@ -138,12 +137,6 @@ def serve_gunicorn(app, args: argparse.Namespace) -> None:
     ViewerServer().run()
 
 
-def serve_waitress(app, args: argparse.Namespace) -> None:
-    import waitress
-
-    waitress.serve(app, host=args.host, port=args.port, threads=max(4, args.workers * args.threads))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -151,6 +144,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from viewer.errors import ViewerConfigError
     from viewer.state import EXTENSION_KEY
 
+    try:
+        import fcntl  # noqa: F401
+
+        import gunicorn  # noqa: F401  (a dependency; it needs fcntl, which Windows lacks)
+    except ImportError as exc:
+        print(
+            f"error: the viewer serves through gunicorn, which cannot run here ({exc}); "
+            "it needs Linux or macOS and `make install`",
+            file=sys.stderr,
+        )
+        return 2
     try:
         app = create_app(viewer_config(args))
     except ViewerConfigError as exc:
@@ -165,19 +169,5 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
     print(f"  open http://{bind_address(args.host, args.port)}/", flush=True)
-    try:
-        import fcntl  # noqa: F401
-
-        import gunicorn  # noqa: F401  (absent or unusable on Windows)
-    except ImportError:
-        try:
-            serve_waitress(app, args)
-        except ImportError:
-            print(
-                "error: neither gunicorn nor waitress is installed; run `make install`",
-                file=sys.stderr,
-            )
-            return 2
-        return 0
     serve_gunicorn(app, args)
     return 0

@@ -1,6 +1,6 @@
 """The cohort the viewer serves: one record per blockmap, with its slide located and probed.
 
-Sources (SPEC §4):
+Sources:
 - a scoring config (`--config`): blockmaps under `{raw_save_dir}/{save_exp_code}`, the table order
   from `{production_save_dir}/{save_exp_code}/results.csv` when it exists, slides under the
   config's `data_dir` folder(s);
@@ -36,15 +36,15 @@ from scoremap.blockmap import (
     read_blockmap_header,
 )
 from scoremap.cache import file_identity
+from scoremap.checkout import DEMO_DIR, REPO_ROOT
+from scoremap.slide_paths import locate_slide, real_roots
 from scoring.errors import ConfigError
 from viewer.errors import NotFound, SlideForbidden, SlideUnreadable, ViewerConfigError, ViewerError
-from viewer.slide_paths import locate_slide, real_roots
 from viewer.slides import SlideInfo, probe_slide
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEMO_CONFIG = REPO_ROOT / "data" / "demo" / "demo_config.yaml"
+DEMO_CONFIG = DEMO_DIR / "demo_config.yaml"
 
 
 @dataclass(frozen=True)
@@ -252,7 +252,7 @@ def _expected_path(record: SlideRecord, roots: Sequence[Path]) -> Path | None:
     return None
 
 
-def build_cohort(
+def cohort_from_blockmaps(
     blockmaps: Iterable[tuple[str, str, Path]],
     slide_roots: Sequence[os.PathLike | str],
     source: str,
@@ -310,7 +310,7 @@ def cohort_from_config(config_file: os.PathLike | str, base: Path | None = None)
     data_dirs = config.data_dir.values() if isinstance(config.data_dir, dict) else [config.data_dir]
     roots = [_absolute(d, base) for d in data_dirs]
     results_csv = _absolute(config.exp_production_dir, base) / "results.csv"
-    cohort = build_cohort(
+    cohort = cohort_from_blockmaps(
         find_blockmaps(raw_dir),
         roots,
         f"{config_file}",
@@ -336,7 +336,7 @@ def cohort_from_results(results_dir: os.PathLike | str, slides_dir: os.PathLike 
     if not blockmaps:
         log.warning("%s holds no {label}/{slide_id}/{slide_id}_blockmap.h5 files", results_dir)
     csv_path = results_dir / "results.csv"
-    return build_cohort(
+    return cohort_from_blockmaps(
         blockmaps,
         [slides_dir],
         f"{results_dir}",

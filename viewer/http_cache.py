@@ -1,34 +1,24 @@
 """ETags and Cache-Control for tiles and images, checked before any pixel is rendered.
 
-A tile's bytes are a pure function of the files it comes from (slide or blockmap: path, size,
-modification time), its address and its rendering parameters, so the ETag is a hash of exactly
-those. A revalidating browser or CDN whose If-None-Match matches gets a 304 without the tile
-being rendered; a rescored blockmap changes its mtime and so every overlay ETag.
+A tile's bytes are a pure function of the files it comes from (slide or blockmap), its address and
+its rendering parameters, so the ETag is a hash of exactly those. A file enters as its
+`scoremap.cache.file_identity` (path, inode, size, mtime), the same identity that keys the viewer's
+cache: the ETag changes exactly when the cached pixels would be read afresh. A revalidating browser
+or CDN whose If-None-Match matches gets a 304 without the tile being rendered; a rescored
+blockmap (a new file renamed over the old) changes every overlay ETag.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-from pathlib import Path
 
 from flask import Response, request
 
 ETAG_VERSION = "1"  # bump when tile rendering changes, to invalidate caches
 
 
-def file_stamp(path: Path | None) -> tuple:
-    """Identity of a file's content as far as the OS tells cheaply."""
-    if path is None:
-        return ()
-    try:
-        st = os.stat(path)
-    except OSError:
-        return (str(path),)
-    return (str(path), st.st_size, st.st_mtime_ns)
-
-
 def make_etag(*parts: object) -> str:
+    """The ETag of a body made from `parts`: files as their `file_identity`, then the parameters."""
     return hashlib.sha1(repr((ETAG_VERSION, *parts)).encode("utf-8")).hexdigest()[:24]
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
-from viewer.http_cache import cached_body, file_stamp, make_etag, not_modified
+from scoremap.cache import file_identity
+from viewer.http_cache import cached_body, make_etag, not_modified
 from viewer.params import parse_index, query_int
 from viewer.slides import encode_jpeg
 from viewer.state import viewer_state
@@ -26,7 +27,7 @@ def patch_image(slide_id: str, index: str) -> Response:
     l0_x, l0_y = scores.patch(patch)
     s = state.settings
     etag = make_etag(
-        "patch", file_stamp(record.slide_path), l0_x, l0_y, scores.l0_patch, s.jpeg_quality
+        "patch", file_identity(record.slide_path), l0_x, l0_y, scores.l0_patch, s.jpeg_quality
     )
     cached = not_modified(etag, s.tile_max_age)
     if cached is not None:
@@ -50,7 +51,7 @@ def thumbnail(slide_id: str) -> Response:
     record.require_slide()
     s = state.settings
     size = query_int(request.args, "size", s.thumbnail_size, 16, 1024)
-    etag = make_etag("thumbnail", file_stamp(record.slide_path), size, s.jpeg_quality)
+    etag = make_etag("thumbnail", file_identity(record.slide_path), size, s.jpeg_quality)
     cached = not_modified(etag, s.tile_max_age)
     if cached is not None:
         return cached

@@ -3,11 +3,12 @@
 Slide tiles must equal openslide's `DeepZoomGenerator(tile_size=254, overlap=1,
 limit_bounds=True)` pixel for pixel, so they are made by the generator itself; this module only
 adds what a server needs around it: slides opened by the one `scoremap.slides.open_slide` that
-scoring uses too (a plain PNG that scores also views), one `OpenSlideCache` shared by every slide
-of the process (decoded tiles are reused across Deep Zoom levels and neighbouring requests), and
-the slide's ICC profile applied to every tile, patch and thumbnail, converting to sRGB with the
-profile's default rendering intent as openslide's own Deep Zoom server does, so colours in the
-browser match other viewers. Open slides are entries of the viewer's one cache (viewer.state).
+scoring uses too (a plain PNG that scores also views) and their scale read by its `slide_mpp`,
+one `OpenSlideCache` shared by every slide of the process (decoded tiles are reused across Deep
+Zoom levels and neighbouring requests), and the slide's ICC profile applied to every tile, patch
+and thumbnail, converting to sRGB with the profile's default rendering intent as openslide's own
+Deep Zoom server does, so colours in the browser match other viewers. Open slides are entries of
+the viewer's one cache (viewer.state).
 """
 
 from __future__ import annotations
@@ -22,8 +23,7 @@ from openslide.deepzoom import DeepZoomGenerator
 from PIL import Image, ImageCms
 
 from scoremap.errors import SlideOpenError
-from scoremap.slides import READ_ERRORS, error_reason
-from scoremap.slides import open_slide as open_core_slide
+from scoremap.slides import READ_ERRORS, error_reason, open_slide, slide_mpp
 from viewer.errors import SlideUnreadable
 from viewer.geometry import DeepZoomGeometry
 
@@ -42,13 +42,20 @@ class SlideInfo:
     dimensions: tuple[int, int]
     level_dimensions: tuple[tuple[int, int], ...]
     level_downsamples: tuple[float, ...]
-    mpp_x: float | None
-    mpp_y: float | None
+    mpp: tuple[float, float] | None  # microns per level-0 pixel (x, y): scoremap.slides.slide_mpp
     objective_power: float | None
     vendor: str | None
     background: str  # hex RGB, '#ffffff' when the slide does not say
     bounds: tuple[int, int, int, int] | None  # openslide.bounds-* (x, y, w, h) when present
     properties: dict[str, str] = field(default_factory=dict)  # only those the geometry reads
+
+    @property
+    def mpp_x(self) -> float | None:
+        return self.mpp[0] if self.mpp is not None else None
+
+    @property
+    def mpp_y(self) -> float | None:
+        return self.mpp[1] if self.mpp is not None else None
 
     def geometry(self, tile_size: int, overlap: int, limit_bounds: bool) -> DeepZoomGeometry:
         return DeepZoomGeometry.for_slide(
@@ -69,12 +76,18 @@ def _float_prop(props, key: str) -> float | None:
     return value if value > 0 else None
 
 
-def open_slide(path: Path) -> openslide.AbstractSlide:
-    """The shared opener; its refusal as the viewer's 422, naming the file but not its folder."""
+def _open(path: Path) -> openslide.AbstractSlide:
+    """`scoremap.slides.open_slide`, its refusal as the viewer's 422, naming the file but not its
+    folder."""
     try:
-        return open_core_slide(path)
+        return open_slide(path)
     except SlideOpenError as exc:
         raise SlideUnreadable(f"cannot open {Path(path).name}: {exc.reason}") from None
+
+
+def _unreadable(path: Path, exc: BaseException) -> SlideUnreadable:
+    """A read that failed on a slide that opened (a corrupt tile), as the viewer's 422."""
+    return SlideUnreadable(f"OpenSlide cannot read {Path(path).name}: {error_reason(exc)}")
 
 
 def probe_slide(path: Path) -> SlideInfo:
@@ -83,7 +96,7 @@ def probe_slide(path: Path) -> SlideInfo:
     Reading a pixel catches files that open but cannot be decoded (a corrupt JPEG tile table),
     so the cohort page can say so before anyone asks for a tile.
     """
-    slide = open_slide(path)
+    slide = _open(path)
     try:
         props = slide.properties
         level = slide.level_count - 1
@@ -102,8 +115,7 @@ def probe_slide(path: Path) -> SlideInfo:
             dimensions=tuple(slide.dimensions),
             level_dimensions=tuple(tuple(d) for d in slide.level_dimensions),
             level_downsamples=tuple(float(d) for d in slide.level_downsamples),
-            mpp_x=_float_prop(props, openslide.PROPERTY_NAME_MPP_X),
-            mpp_y=_float_prop(props, openslide.PROPERTY_NAME_MPP_Y),
+            mpp=slide_mpp(props),
             objective_power=_float_prop(props, openslide.PROPERTY_NAME_OBJECTIVE_POWER),
             vendor=props.get(openslide.PROPERTY_NAME_VENDOR),
             background="#" + props.get(openslide.PROPERTY_NAME_BACKGROUND_COLOR, "ffffff"),
@@ -111,9 +123,7 @@ def probe_slide(path: Path) -> SlideInfo:
             properties=geometry_props,
         )
     except READ_ERRORS as exc:
-        raise SlideUnreadable(
-            f"OpenSlide cannot read {Path(path).name}: {error_reason(exc)}"
-        ) from None
+        raise _unreadable(path, exc) from None
     finally:
         slide.close()
 
@@ -153,7 +163,7 @@ class OpenedSlide:
         limit_bounds: bool,
     ):
         self.path = path
-        self.slide = open_slide(path)
+        self.slide = _open(path)
         if cache is not None:
             self.slide.set_cache(cache)
         self.deepzoom = DeepZoomGenerator(self.slide, tile_size, overlap, limit_bounds)
@@ -167,9 +177,7 @@ class OpenedSlide:
         try:
             image = self.deepzoom.get_tile(dz_level, (t_col, t_row))
         except READ_ERRORS as exc:
-            raise SlideUnreadable(
-                f"OpenSlide cannot read {self.path.name}: {error_reason(exc)}"
-            ) from None
+            raise _unreadable(self.path, exc) from None
         return to_srgb(image, self.transform)
 
     def region(
@@ -185,9 +193,7 @@ class OpenedSlide:
         try:
             rgba = self.slide.read_region((l0_x, l0_y), level, size)
         except READ_ERRORS as exc:
-            raise SlideUnreadable(
-                f"OpenSlide cannot read {self.path.name}: {error_reason(exc)}"
-            ) from None
+            raise _unreadable(self.path, exc) from None
         if max(rgba.size) > max_side:
             rgba.thumbnail((max_side, max_side), Image.Resampling.BOX)
         image = Image.new("RGB", rgba.size, self.background)
@@ -198,7 +204,5 @@ class OpenedSlide:
         try:
             image = self.slide.get_thumbnail((size, size))
         except READ_ERRORS as exc:
-            raise SlideUnreadable(
-                f"OpenSlide cannot read {self.path.name}: {error_reason(exc)}"
-            ) from None
+            raise _unreadable(self.path, exc) from None
         return to_srgb(image.convert("RGB"), self.transform)

@@ -35,11 +35,11 @@ from scoremap.annotations import (
 from scoremap.blockmap import BlockmapError, read_blockmap
 from scoremap.cache import ByteLRU, file_identity
 from scoremap.defaults import VIEWER_SETTINGS
+from scoremap.slide_paths import is_under
 from viewer.cohort import Cohort, SlideRecord
 from viewer.errors import NotFound, SlideForbidden, SlideUnreadable, ViewerConfigError
 from viewer.geometry import DeepZoomGeometry
 from viewer.scores import SlideScores
-from viewer.slide_paths import is_under
 from viewer.slides import OPEN_SLIDE_BYTES, OpenedSlide, SlideInfo
 
 EXTENSION_KEY = "mil_viewer"

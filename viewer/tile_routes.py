@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
+from scoremap.cache import file_identity
 from scoremap.defaults import OVERLAY
 from viewer.errors import BadRequest
-from viewer.http_cache import cached_body, file_stamp, make_etag, not_modified
+from viewer.http_cache import cached_body, make_etag, not_modified
 from viewer.overlay import render_difference_tile, render_overlay_tile
 from viewer.params import OverlayParams, parse_blur, parse_cmap, parse_tile_address
 from viewer.slides import encode_jpeg
@@ -48,7 +49,7 @@ def slide_tile(slide_id: str, level: str, col: str, row: str) -> Response:
     s = state.settings
     etag = make_etag(
         "slide",
-        file_stamp(record.slide_path),
+        file_identity(record.slide_path),
         dz_level,
         t_col,
         t_row,
@@ -87,7 +88,7 @@ def overlay_tile(slide_id: str, level: str, col: str, row: str) -> Response:
     class_index = scores.resolve_class(params.class_index)
     etag = make_etag(
         "overlay",
-        file_stamp(record.blockmap_path),
+        file_identity(record.blockmap_path),
         dz_level,
         t_col,
         t_row,
@@ -114,8 +115,8 @@ def _difference_tile(
     blur = parse_blur(request.args.get("blur"))
     etag = make_etag(
         "difference",
-        file_stamp(record.blockmap_path),
-        file_stamp(other.blockmap_path),
+        file_identity(record.blockmap_path),
+        file_identity(other.blockmap_path),
         dz_level,
         t_col,
         t_row,

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
-from pathlib import Path
 
 from flask import Blueprint, Response, abort, current_app, send_from_directory, url_for
 from werkzeug.security import safe_join
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from scoremap.checkout import REPO_ROOT
+
 OSD_PACKAGE = REPO_ROOT / "node_modules" / "openseadragon"
 OSD_BUILD = OSD_PACKAGE / "build" / "openseadragon"
 OSD_SCRIPT = "openseadragon.min.js"

@@ -1,7 +1,8 @@
-"""Which slide file a blockmap may be served from: always a real path under a configured root.
+"""Which slide file belongs to a blockmap: always a real path under a configured root.
 
-A blockmap names its slide (`slide_path`, written by the pipeline on the scoring machine), but the
-viewer must never open a file because a blockmap, a symlink or a URL points at it. The rules:
+A blockmap names its slide (`slide_path`, written by the pipeline on the scoring machine), but
+nothing may open a file because a blockmap, a symlink or a URL points at it (the viewer serves its
+pixels to anyone who can reach it). The one rule, for every reader of a scored cohort:
 
 - The roots are the configured slide folders (`data_dir` of a scoring config, or `--slides`),
   taken as real paths (symlinks resolved).
@@ -33,7 +34,7 @@ class SlideLocation:
     detail: str | None = None  # for the server log: full paths
 
 
-def real_roots(roots: Sequence[os.PathLike | str]) -> tuple[Path, ...]:
+def real_roots(roots: Sequence[os.PathLike[str] | str]) -> tuple[Path, ...]:
     """The roots as absolute real paths, duplicates removed, order kept."""
     out: list[Path] = []
     for root in roots:
