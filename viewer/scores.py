@@ -17,6 +17,7 @@ import numpy as np
 
 from scoremap.blockmap import Blockmap
 from scoremap.cache import ByteLRU, array_bytes
+from scoremap.defaults import VIEWER_SETTINGS
 from scoremap.errors import ParameterError
 from scoremap.normalize import in_range, normalize_scores, rank_order
 from scoremap.params import resolve_class
@@ -25,10 +26,6 @@ from scoremap.pyramid import ScorePyramid
 from scoremap.raster import ScoreSource
 from viewer.errors import NotFound
 from viewer.geometry import DeepZoomGeometry
-
-_PRIVATE_CACHE_BYTES = (
-    256 * 1024 * 1024
-)  # a SlideScores built without the viewer's cache (scripts, tests)
 
 
 @dataclass(frozen=True)
@@ -55,7 +52,8 @@ class SlideScores:
         self.l0_coords = np.ascontiguousarray(blockmap.l0_coords, dtype=np.int64)
         self.l0_patch = int(blockmap.l0_patch)
         self.index = PatchIndex(self.l0_coords, self.l0_patch)
-        self._cache = cache if cache is not None else ByteLRU(_PRIVATE_CACHE_BYTES)
+        # without the viewer's cache (scripts, benches): one of the same size for this slide
+        self._cache = cache if cache is not None else ByteLRU(VIEWER_SETTINGS["CACHE_BYTES"])
         self._key = key if key is not None else ("scores", id(self))
 
     @property
