@@ -15,20 +15,23 @@ import argparse
 import logging
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
 from exports.dsa import write_annotation
-from exports.options import ExportError, ExportOptions, ExportScores
+from exports.options import CLASS_OPTION, ExportError, ExportOptions, ExportScores
 from exports.qupath import write_regions, write_tiles
 from exports.table import write_table
 from exports.tiff import default_downsample, write_heatmap_tiff, write_likelihood_map
-from scoremap.blockmap import BlockmapError, find_blockmaps, read_blockmap
+from scoremap.blockmap import find_blockmaps, read_blockmap, read_blockmap_header
 from scoremap.colormap import check_colormap
-from scoremap.errors import ScoreMapError, UnknownColormap
+from scoremap.defaults import OVERLAY
+from scoremap.errors import BlockmapError, ParameterError, ScoreMapError, UnknownColormap
+from scoremap.normalize import NORMS
+from scoremap.params import check_norm, check_threshold, resolve_class
 
 log = logging.getLogger("exports")
 FORMATS = ("qupath", "tiff", "dsa", "csv")
@@ -138,6 +141,18 @@ def export_slide(
     return written
 
 
+def check_class(class_ref: str, blockmaps: Iterable[Path]) -> None:
+    """`--class` against every slide's classes before anything is written: the slides of one
+    scoring run share them, so a class one lacks is a wrong option (ParameterError). A blockmap
+    that cannot be read is left to its own export, which names it."""
+    for path in blockmaps:
+        try:
+            head = read_blockmap_header(path)
+        except BlockmapError:
+            continue
+        resolve_class(head, class_ref, CLASS_OPTION)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Export a scored cohort's heatmaps for QuPath, ASAP, "
@@ -157,11 +172,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--slides", metavar="ID,...", help="only these slides (default: every scored slide)"
     )
-    parser.add_argument("--norm", default="percentile", choices=("percentile", "raw"))
+    parser.add_argument(
+        "--norm", default=OVERLAY["norm"], help=f"{'|'.join(NORMS)} (default {OVERLAY['norm']})"
+    )
     parser.add_argument(
         "--class", dest="class_ref", metavar="NAME|INDEX", help="default: the predicted class"
     )
-    parser.add_argument("--cmap", default="jet", help="any matplotlib colormap (default jet)")
+    parser.add_argument(
+        "--cmap",
+        default=OVERLAY["cmap"],
+        help=f"any matplotlib colormap (default {OVERLAY['cmap']})",
+    )
     parser.add_argument(
         "--threshold",
         type=float,
@@ -197,12 +218,14 @@ def main(argv: list[str] | None = None) -> int:
             check_colormap(args.cmap)
         except UnknownColormap as exc:
             raise ExportError(f"--cmap: {exc}") from None
-        if args.threshold is not None and not (
-            math.isfinite(args.threshold) and 0.0 <= args.threshold <= 1.0
-        ):
-            raise ExportError(
-                f"--threshold {args.threshold:g}: expected a normalised score between 0 and 1"
-            )
+        options = ExportOptions(
+            norm=check_norm(args.norm, "--norm"),
+            class_ref=args.class_ref,
+            cmap=args.cmap,
+            threshold=None
+            if args.threshold is None
+            else check_threshold(args.threshold, "--threshold"),
+        )
         if args.downsample is not None and (
             args.downsample < 1 or args.downsample & (args.downsample - 1)
         ):
@@ -210,9 +233,6 @@ def main(argv: list[str] | None = None) -> int:
                 f"--downsample {args.downsample}: expected a power of two (1, 2, 4, ...)"
             )
         config = load_config(args.config)
-        options = ExportOptions(
-            norm=args.norm, class_ref=args.class_ref, cmap=args.cmap, threshold=args.threshold
-        )
         found = {sid: path for _, sid, path in find_blockmaps(config.exp_raw_dir)}
         if args.slides:
             wanted = [s.strip() for s in args.slides.split(",") if s.strip()]
@@ -227,7 +247,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{args.config}: no scored slides under {config.exp_raw_dir} "
                 f"(run create_heatmaps.py --config {args.config} first)"
             )
-    except (ExportError, ConfigError) as exc:
+        if args.class_ref is not None:
+            check_class(args.class_ref, found.values())
+    except (ExportError, ConfigError, ParameterError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out_root = config.exp_production_dir / "exports"
@@ -241,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
                 Job(sid, path), formats, options, out_root, roots, args.downsample
             ):
                 log.info("%s: wrote %s", sid, written)
-        except (ExportError, BlockmapError, OSError) as exc:
+        except (ExportError, ScoreMapError, OSError) as exc:
             failed += 1
             log.error("%s: not exported: %s", sid, exc)
     print(f"exported {len(found) - failed} of {len(found)} slides to {out_root}", file=sys.stderr)

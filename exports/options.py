@@ -1,8 +1,9 @@
-"""What an export colours and selects: the overlay tiles' options, checked once for every slide.
+"""What an export colours and selects: the overlay tiles' options, checked by the same rules.
 
 `--norm percentile|raw`, `--class NAME|INDEX` (default: the predicted class), `--cmap NAME` and
 `--threshold T` on the 0..1 normalised scale mean what the same query parameters of
-`/overlay/...` tiles mean, so an export shows what the viewer showed.
+`/overlay/...` tiles mean, so an export shows what the viewer showed; both check them with
+`scoremap.params` (the command before any slide is written, exit 2).
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import numpy as np
 
 from scoremap.blockmap import Blockmap
 from scoremap.defaults import OVERLAY
-from scoremap.normalize import NORMS, rank_order
+from scoremap.normalize import rank_order
+from scoremap.params import resolve_class
 
 CLASS_PREFIX = "attention_"
+CLASS_OPTION = "--class"  # how the command spells the class a resolution error names
 
 
 class ExportError(ValueError):
@@ -24,30 +27,12 @@ class ExportError(ValueError):
 
 @dataclass(frozen=True)
 class ExportOptions:
+    """Checked by the caller (the command's options, the viewer's query) with `scoremap.params`."""
+
     norm: str = OVERLAY["norm"]
-    class_ref: str | None = None  # a class name or index; None: the predicted class
+    class_ref: str | int | None = None  # a class name or index; None: the predicted class
     cmap: str = OVERLAY["cmap"]
     threshold: float | None = None  # regions (and tiff transparency) at normalised score >= T
-
-    def class_index(self, bm: Blockmap) -> int:
-        """The class to export for this slide; ExportError when the slide has no such class."""
-        if self.class_ref is None:
-            return bm.pred
-        ref = self.class_ref
-        index = bm.class_names.index(ref) if ref in bm.class_names else None
-        if index is None and ref.isdigit():
-            index = int(ref)
-        if index is None or not 0 <= index < bm.n_classes:
-            raise ExportError(
-                f"--class {ref!r}: slide {bm.slide_id} has classes "
-                f"{', '.join(f'{i} ({n})' for i, n in enumerate(bm.class_names))}"
-            )
-        if index != bm.pred and bm.attention_per_class is None:
-            raise ExportError(
-                f"--class {ref!r}: {bm.model_type} stores attention for the predicted class "
-                f"({bm.class_names[bm.pred]}) only"
-            )
-        return index
 
 
 @dataclass(frozen=True)
@@ -63,11 +48,11 @@ class ExportScores:
 
     @classmethod
     def of(cls, bm: Blockmap, options: ExportOptions) -> ExportScores:
+        """ParameterError (`scoremap.params.resolve_class`, as `--class`) when the slide has no
+        attention for the class."""
         from scoremap.normalize import normalize_scores
 
-        if options.norm not in NORMS:
-            raise ExportError(f"--norm {options.norm!r}: expected one of {', '.join(NORMS)}")
-        index = options.class_index(bm)
+        index = resolve_class(bm, options.class_ref, CLASS_OPTION)
         raw = bm.scores_for_class(index)
         order, percentile01 = rank_order(raw)
         rank = np.empty(len(order), np.int64)

@@ -20,6 +20,7 @@ import numpy.typing as npt
 
 from scoremap.atomic import atomic_output
 from scoremap.errors import BlockmapError
+from scoremap.params import resolve_class
 
 FORMAT_VERSION = 1
 
@@ -58,20 +59,17 @@ class Blockmap:
     def n_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def has_per_class(self) -> bool:
+        return self.attention_per_class is not None
+
     def scores_for_class(self, class_index: int | None) -> np.ndarray:
-        """The attention used to colour class `class_index` (None: the predicted class)."""
-        if class_index is None or class_index == self.pred:
+        """The attention used to colour class `class_index` (None: the predicted class);
+        ParameterError (`scoremap.params.resolve_class`) when the slide has none for it."""
+        index = resolve_class(self, class_index)
+        if index == self.pred or self.attention_per_class is None:
             return self.attention
-        if self.attention_per_class is None:
-            raise BlockmapError(
-                f"{self.model_type} has a single attention branch; only the predicted class "
-                f"({self.pred}) has attention"
-            )
-        if not 0 <= class_index < self.attention_per_class.shape[1]:
-            raise BlockmapError(
-                f"class {class_index} out of range 0..{self.attention_per_class.shape[1] - 1}"
-            )
-        return self.attention_per_class[:, class_index]
+        return self.attention_per_class[:, index]
 
 
 def write_blockmap(path: str | os.PathLike[str], bm: Blockmap) -> None:

@@ -3,7 +3,9 @@
 The scoring config's `heatmap_arguments` take their defaults from `HEATMAP_ARGUMENTS` (CLAM's
 template values, so a CLAM config means the same here); the viewer's settings from
 `VIEWER_SETTINGS`; the overlay's colouring (colormap, normalisation, threshold, blur, opacity) from
-`OVERLAY`. The viewer page reads the overlay defaults and the choices it offers from the API
+`OVERLAY`; the view a user downloads (`view.png`) from `EXPORT_VIEW`; the scoring config's other
+sections from `SCORING_ARGUMENTS` and `SAMPLE_ARGUMENTS`; a model the checkpoint does not describe
+from `MODEL_ARGUMENTS`. The viewer page reads the overlay defaults and the choices it offers from the API
 (`/api/slides/<id>`: `defaults`, `choices`), never from copies in JavaScript.
 """
 
@@ -47,6 +49,33 @@ OVERLAY = MappingProxyType(
         "difference_cmap": "RdBu_r",
     }
 )
+
+#: `/api/slides/<id>/export/view.png`: the picture's width in pixels when not asked, the widths
+#: (and heights) it may have, and its overlay opacity (the page's own).
+EXPORT_VIEW = MappingProxyType(
+    {
+        "width": 1600,
+        "width_min": 16,
+        "side_max": 4096,  # neither width nor height beyond it
+        "alpha": OVERLAY["alpha"],
+    }
+)
+
+#: The scoring config's keys outside `heatmap_arguments` that have a default.
+SCORING_ARGUMENTS = MappingProxyType(
+    {
+        "slide_ext": ".svs",  # data_arguments: slides named {slide_id}{slide_ext}
+        "patch_level": 0,  # patching_arguments: the level CLAM's patch_size is at
+    }
+)
+
+#: Each `sample_arguments.samples` entry: whether it is drawn, how many patches, the seed of
+#: range_sample's draw (CLAM's template values).
+SAMPLE_ARGUMENTS = MappingProxyType({"sample": True, "k": 15, "seed": 1})
+
+#: What a model is built with where neither the config nor the checkpoint's tensors say: then only
+#: its strict load's report of the missing keys is wanted from it (1024: CLAM's ResNet-50 features).
+MODEL_ARGUMENTS = MappingProxyType({"in_dim": 1024, "n_classes": 2})
 
 #: The viewer's server settings (`create_app` mapping keys, also `MIL_VIEWER_<KEY>` variables).
 VIEWER_SETTINGS = MappingProxyType(

@@ -36,3 +36,16 @@ class SlideOpenError(ScoreMapError):
         super().__init__(message)
         self.path = path
         self.reason = reason or message
+
+
+class ParameterError(ScoreMapError):
+    """A value a user chose (a class, a normalisation, a threshold, an opacity) that is not allowed.
+
+    `name` is the parameter as the caller spells it (`class`, `--class`); `expected` the form it
+    must have, which callers with their own wording (the config's "<key> must be ...") reuse.
+    """
+
+    def __init__(self, name: str, value: object, expected: str) -> None:
+        shown = repr(value) if isinstance(value, str) else str(value)
+        super().__init__(f"{name} must be {expected}, got {shown[:80]}")
+        self.name, self.value, self.expected = name, value, expected

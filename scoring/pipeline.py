@@ -26,6 +26,7 @@ from scoremap.blockmap import (
     read_blockmap_header,
     write_blockmap,
 )
+from scoremap.defaults import MODEL_ARGUMENTS
 from scoremap.errors import SlideOpenError
 from scoremap.slides import open_slide
 from scoring.config import Config
@@ -98,18 +99,7 @@ def heatmap_params(config: Config, job: SlideJob, level_count: int) -> HeatmapPa
             level_count - 1,
         )
         vis_level = level_count - 1
-    return HeatmapParams(
-        vis_level=vis_level,
-        alpha=h.alpha,
-        cmap=h.cmap,
-        convert_to_percentiles=h.convert_to_percentiles,
-        blur=h.blur,
-        custom_downsample=h.custom_downsample,
-        binarize=h.binarize,
-        binary_thresh=h.binary_thresh,
-        blank_canvas=h.blank_canvas,
-        roi=roi,
-    )
+    return HeatmapParams(**{**h._asdict(), "vis_level": vis_level, "roi": roi})
 
 
 def score_slide(job: SlideJob, config: Config, model) -> Blockmap:
@@ -174,13 +164,11 @@ def score_slide(job: SlideJob, config: Config, model) -> Blockmap:
 
 def results_table(config: Config, cohort: list[SlideJob]) -> ResultsTable:
     return ResultsTable(
-        config.exp_production_dir / "results.csv", config.exp_raw_dir, cohort, config.n_classes or 2
+        config.exp_production_dir / "results.csv",
+        config.exp_raw_dir,
+        cohort,
+        config.n_classes or MODEL_ARGUMENTS["n_classes"],
     )
-
-
-def write_results(config: Config, jobs: list[SlideJob]) -> Path:
-    """results.csv over every finished slide of the cohort (all shards), in process-list order."""
-    return results_table(config, jobs).rebuild()
 
 
 def errors_csv_path(config: Config, shard: tuple[int, int] | None) -> Path:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections import deque
+from collections import deque, namedtuple
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,12 +32,12 @@ import openslide
 from PIL import Image
 
 from scoremap.atomic import atomic_output
-from scoremap.colormap import TRANSPARENT, check_colormap, palette
+from scoremap.colormap import TRANSPARENT, palette
 from scoremap.defaults import HEATMAP_ARGUMENTS
-from scoremap.errors import UnknownColormap
 from scoremap.normalize import normalize_scores
 from scoremap.patch_index import PatchIndex
 from scoremap.raster import ScoreSource, Window, window_indices
+from scoring.config.schema import check_heatmap_arguments
 from scoring.errors import ConfigError, FeatureError
 
 TARGET_DOWNSAMPLE = 32.0  # vis_level -1: the level whose downsample is closest to this
@@ -48,23 +48,12 @@ _FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".ti
 _JPEG_MAX_SIDE = 65_500
 
 
-_H = HEATMAP_ARGUMENTS  # the one place heatmap defaults live (scoremap.defaults)
-
-
-@dataclass(frozen=True)
-class HeatmapParams:
-    """The `heatmap_arguments` of SPEC §3 that shape the static image (CLAM's names and defaults)."""
-
-    vis_level: int = _H["vis_level"]  # -1: level whose downsample is closest to 32
-    alpha: float = _H["alpha"]  # 0: slide only, 1: heatmap only
-    cmap: str = _H["cmap"]
-    convert_to_percentiles: bool = _H["convert_to_percentiles"]
-    blur: bool = _H["blur"]  # gaussian smoothing, sigma tied to the patch size at vis level
-    custom_downsample: float = _H["custom_downsample"]  # extra downscale of the final images (>=1)
-    binarize: bool = _H["binarize"]
-    binary_thresh: float = _H["binary_thresh"]  # as CLAM: <0 -> 1/N when binarize
-    blank_canvas: bool = _H["blank_canvas"]  # white instead of slide pixels
-    roi: tuple[int, int, int, int] | None = None  # level-0 x1,y1,x2,y2 -> render only that box
+#: What shapes one static image: the `heatmap_arguments` (their names and defaults are
+#: `scoremap.defaults.HEATMAP_ARGUMENTS`, each checked by the config's rule for its key) and `roi`,
+#: the level-0 box x1, y1, x2, y2 to render instead of the whole slide.
+HeatmapParams = namedtuple(
+    "HeatmapParams", (*HEATMAP_ARGUMENTS, "roi"), defaults=(*HEATMAP_ARGUMENTS.values(), None)
+)
 
 
 def choose_vis_level(slide: openslide.AbstractSlide, vis_level: int) -> int:
@@ -392,28 +381,8 @@ class _Painter:
 
 
 def _check_params(params: HeatmapParams) -> None:
-    try:
-        alpha = float(params.alpha)
-    except (TypeError, ValueError):
-        alpha = float("nan")
-    if not 0.0 <= alpha <= 1.0:
-        raise ConfigError(
-            f"heatmap_arguments.alpha: {params.alpha!r} is outside [0, 1]; expected "
-            f"0 (slide only) ... 1 (heatmap only)"
-        )
-    try:
-        cd = float(params.custom_downsample)
-    except (TypeError, ValueError):
-        cd = float("nan")
-    if not cd >= 1.0 or math.isinf(cd):
-        raise ConfigError(
-            f"heatmap_arguments.custom_downsample: {params.custom_downsample!r}; "
-            f"expected a number >= 1 (1 keeps the level's size, 2 halves it)"
-        )
-    try:
-        check_colormap(params.cmap)
-    except UnknownColormap as exc:
-        raise ConfigError(f"heatmap_arguments.cmap: {exc}") from None
+    """Parameters built in code get the config's checks: ConfigError naming the config key."""
+    check_heatmap_arguments(params._asdict())
 
 
 def render_static(

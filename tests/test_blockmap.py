@@ -19,6 +19,7 @@ from scoremap.blockmap import (
     read_blockmap_header,
     write_blockmap,
 )
+from scoremap.errors import ParameterError
 
 
 def _bm(per_class=True) -> Blockmap:
@@ -70,7 +71,7 @@ def test_single_branch_has_only_the_predicted_class(tmp_path):
     write_blockmap(tmp_path / "b.h5", _bm(per_class=False))
     back = read_blockmap(tmp_path / "b.h5")
     assert back.attention_per_class is None
-    with pytest.raises(BlockmapError, match="single attention branch"):
+    with pytest.raises(ParameterError, match=r"clam_mb stores attention for that class only"):
         back.scores_for_class(0)
 
 

@@ -40,7 +40,7 @@ def _selection(slide_id: str):
     params = OverlayParams.from_query(
         request.args, state.settings.default_cmap, state.settings.default_norm
     )
-    class_index = scores.resolve_class(params.class_index)
+    class_index = scores.resolve_class(params.class_ref)
     values = scores.normalized(class_index, params.norm)
     return state, record, scores, params, class_index, values
 
@@ -165,7 +165,7 @@ def _localization_key(state, record, index: int, norm: str, lo: float, hi: float
 
 
 def slide_localization(
-    state, record, class_index: int | None, norm: str, lo: float, hi: float = 1.0
+    state, record, class_index: str | int | None, norm: str, lo: float, hi: float = 1.0
 ) -> dict:
     classes, name, problem = state.annotations(record)
     if not classes:
@@ -220,9 +220,7 @@ def slide_localization_route(slide_id: str) -> Response:
     params = OverlayParams.from_query(
         request.args, state.settings.default_cmap, state.settings.default_norm
     )
-    return jsonify(
-        slide_localization(state, record, params.class_index, params.norm, *_dice_range())
-    )
+    return jsonify(slide_localization(state, record, params.class_ref, params.norm, *_dice_range()))
 
 
 cohort_bp = Blueprint("cohort_analysis", __name__, url_prefix="/api")

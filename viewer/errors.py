@@ -1,9 +1,11 @@
 """Error types of the viewer, each carrying its HTTP status, turned into JSON in one place.
 
 Modules raise these at the edge where they find the problem (an unknown slide id, a tile address
-off the pyramid, a query number that does not parse); `register_error_handlers` answers each with
-its 4xx status and a one-line JSON message. Nothing a client can send is allowed to reach a 500
-with a traceback: every hostile or malformed request ends here.
+off the pyramid, a query number that does not parse); the core's rule for a chosen value
+(`scoremap.params`: a class the slide lacks, a threshold off the scale) raises its own
+`ParameterError`, named by the query parameter, which is a 400 here. `register_error_handlers`
+answers each with its 4xx status and a one-line JSON message. Nothing a client can send is
+allowed to reach a 500 with a traceback: every hostile or malformed request ends here.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
+from scoremap.errors import ParameterError
 from viewer.geometry import TileAddressError
 
 
@@ -62,6 +65,10 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ViewerError)
     def _viewer_error(exc: ViewerError):
         return jsonify(error_body(exc.status, exc.message)), exc.status
+
+    @app.errorhandler(ParameterError)
+    def _parameter(exc: ParameterError):
+        return jsonify(error_body(BadRequest.status, str(exc))), BadRequest.status
 
     @app.errorhandler(TileAddressError)
     def _tile_address(exc: TileAddressError):

@@ -3,7 +3,7 @@
 Query parameters are the overlay tiles' (`cmap`, `class`, `norm`, `threshold`, `blur`), so an
 export shows what the pane shows: `regions.geojson` (QuPath regions above `threshold`),
 `patches.csv` (the patch table), `view.png` (a level-0 box `x,y,w,h` at `width` px, opacity
-`alpha`, legend burned in).
+`alpha`, legend burned in; defaults and limits `scoremap.defaults.EXPORT_VIEW`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from flask import Blueprint, Response, request
 from exports.options import ExportOptions, ExportScores
 from exports.qupath import region_feature
 from exports.table import write_rows
+from scoremap.defaults import EXPORT_VIEW
+from scoremap.params import check_alpha
 from viewer.errors import BadRequest
 from viewer.export_view import render_view
 from viewer.params import OverlayParams, query_float, query_int
@@ -31,9 +33,9 @@ def _scores(slide_id: str):
     params = OverlayParams.from_query(
         request.args, state.settings.default_cmap, state.settings.default_norm
     )
-    class_index = scores.resolve_class(params.class_index)
+    class_index = scores.resolve_class(params.class_ref)
     options = ExportOptions(
-        norm=params.norm, class_ref=str(class_index), cmap=params.cmap, threshold=params.threshold
+        norm=params.norm, class_ref=class_index, cmap=params.cmap, threshold=params.threshold
     )
     return state, record, scores, params, class_index, ExportScores.of(scores.blockmap, options)
 
@@ -73,10 +75,13 @@ def view(slide_id: str) -> Response:
     y = query_int(request.args, "y", 0, -height_l0, 2 * height_l0)
     w = query_int(request.args, "w", width_l0, 1, 4 * width_l0)
     h = query_int(request.args, "h", height_l0, 1, 4 * height_l0)
-    width = query_int(request.args, "width", 1600, 16, 4096)
-    alpha = float(query_float(request.args, "alpha", 0.5, 0.0, 1.0))
-    if h * width / w > 4096:
-        raise BadRequest(f"the view would be {round(h * width / w)} px tall; at most 4096")
+    side_max = EXPORT_VIEW["side_max"]
+    width = query_int(
+        request.args, "width", EXPORT_VIEW["width"], EXPORT_VIEW["width_min"], side_max
+    )
+    alpha = check_alpha(float(query_float(request.args, "alpha", EXPORT_VIEW["alpha"])))
+    if h * width / w > side_max:
+        raise BadRequest(f"the view would be {round(h * width / w)} px tall; at most {side_max}")
     bm = scores.blockmap
     title = (
         f"{slide_id}  ·  {bm.model_type}, class {bm.class_names[class_index]}  ·  {params.norm} attention, "

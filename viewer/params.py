@@ -3,7 +3,9 @@
 Every number is matched against a strict ASCII pattern before conversion: Python's `int()`
 accepts ' 7', '+7', '7_0' and Arabic-Indic digits, and `float()` accepts 'nan' and 'inf'; none of
 these is a tile address or a threshold. Out-of-range tile addresses are 404 (the tile does not
-exist), malformed ones 400.
+exist), malformed ones 400. What a parsed value may be (a class of the slide, a normalisation, a
+score on the 0..1 scale) is the core's rule (`scoremap.params`), shared with the exports and the
+config; its ParameterError is a 400 too (viewer/errors.py).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from scoremap.colormap import check_colormap
 from scoremap.defaults import OVERLAY
 from scoremap.errors import UnknownColormap
-from scoremap.normalize import NORMS
+from scoremap.params import check_norm, check_score_range, check_threshold
 from viewer.errors import BadRequest
 
 _INT = re.compile(r"[0-9]{1,9}")
@@ -109,46 +111,49 @@ def parse_blur(text: str | None) -> bool:
     return value
 
 
+def query_text(args: Mapping[str, str], name: str) -> str | None:
+    """A query parameter's text, None when it is absent or empty."""
+    text = args.get(name)
+    return None if text is None or text == "" else text
+
+
 @dataclass(frozen=True)
 class OverlayParams:
     """How to colour an overlay tile: the query string of `/overlay/...` made explicit.
 
-    `class_index` None means the predicted class; the route resolves it against the slide.
+    `class_ref` is the `class` parameter as sent (a class name or index; None: the predicted
+    class); the route resolves it against the slide (`SlideScores.resolve_class`).
     """
 
     cmap: str
-    class_index: int | None
+    class_ref: str | None
     norm: str
     threshold: float
     blur: bool
-    lo: float = 0.0  # patches whose normalised score lies outside [lo, hi] are not shown at all
-    hi: float = 1.0
+    lo: float = OVERLAY["threshold_min"]  # patches scored outside [lo, hi] are not shown at all
+    hi: float = OVERLAY["threshold_max"]
 
     @property
     def range(self) -> tuple[float, float] | None:
         """The patch range, None when it is the whole 0..1 scale."""
-        return None if (self.lo, self.hi) == (0.0, 1.0) else (self.lo, self.hi)
+        whole = (OVERLAY["threshold_min"], OVERLAY["threshold_max"])
+        return None if (self.lo, self.hi) == whole else (self.lo, self.hi)
 
     @classmethod
     def from_query(
         cls,
         args: Mapping[str, str],
-        default_cmap: str = OVERLAY["cmap"],
-        default_norm: str = OVERLAY["norm"],
+        default_cmap: str | None = None,
+        default_norm: str | None = None,
     ) -> OverlayParams:
+        """The parameters of a request; what it leaves out comes from the viewer's settings
+        (`default_cmap`, `default_norm`) or else `scoremap.defaults.OVERLAY`."""
+        threshold = query_float(args, "threshold", OVERLAY["threshold"])
         return cls(
-            cmap=parse_cmap(args.get("cmap"), default_cmap),
-            class_index=query_int(args, "class", None, 0, 10_000),
-            norm=query_choice(args, "norm", NORMS, default_norm),
-            threshold=float(
-                query_float(
-                    args,
-                    "threshold",
-                    OVERLAY["threshold"],
-                    OVERLAY["threshold_min"],
-                    OVERLAY["threshold_max"],
-                )
-            ),
+            cmap=parse_cmap(args.get("cmap"), default_cmap or OVERLAY["cmap"]),
+            class_ref=query_text(args, "class"),
+            norm=check_norm(query_text(args, "norm") or default_norm or OVERLAY["norm"]),
+            threshold=check_threshold(float(threshold)),
             blur=parse_blur(args.get("blur")),
             **score_range(args),
         )
@@ -159,10 +164,9 @@ class OverlayParams:
 
 
 def score_range(args: Mapping[str, str]) -> dict[str, float]:
-    """`lo` and `hi` on the normalised 0..1 scale (default the whole scale), lo <= hi, rounded to
-    1e-4 (a dragged slider must not make every position a new pyramid)."""
-    lo = round(float(query_float(args, "lo", 0.0, 0.0, 1.0)), 4)
-    hi = round(float(query_float(args, "hi", 1.0, 0.0, 1.0)), 4)
-    if lo > hi:
-        raise BadRequest(f"lo ({lo:g}) must not be above hi ({hi:g})")
+    """`lo` and `hi` on the normalised 0..1 scale (default the whole scale), checked and rounded
+    by `scoremap.params.check_score_range`."""
+    lo = query_float(args, "lo", OVERLAY["threshold_min"])
+    hi = query_float(args, "hi", OVERLAY["threshold_max"])
+    lo, hi = check_score_range(float(lo), float(hi))
     return {"lo": lo, "hi": hi}

@@ -15,18 +15,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scoremap.blockmap import Blockmap, BlockmapError
+from scoremap.blockmap import Blockmap
 from scoremap.cache import ByteLRU, array_bytes
+from scoremap.defaults import VIEWER_SETTINGS
+from scoremap.errors import ParameterError
 from scoremap.normalize import in_range, normalize_scores, rank_order
+from scoremap.params import resolve_class
 from scoremap.patch_index import PatchIndex
 from scoremap.pyramid import ScorePyramid
 from scoremap.raster import ScoreSource
-from viewer.errors import BadRequest, NotFound
+from viewer.errors import NotFound
 from viewer.geometry import DeepZoomGeometry
-
-_PRIVATE_CACHE_BYTES = (
-    256 * 1024 * 1024
-)  # a SlideScores built without the viewer's cache (scripts, tests)
 
 
 @dataclass(frozen=True)
@@ -53,7 +52,8 @@ class SlideScores:
         self.l0_coords = np.ascontiguousarray(blockmap.l0_coords, dtype=np.int64)
         self.l0_patch = int(blockmap.l0_patch)
         self.index = PatchIndex(self.l0_coords, self.l0_patch)
-        self._cache = cache if cache is not None else ByteLRU(_PRIVATE_CACHE_BYTES)
+        # without the viewer's cache (scripts, benches): one of the same size for this slide
+        self._cache = cache if cache is not None else ByteLRU(VIEWER_SETTINGS["CACHE_BYTES"])
         self._key = key if key is not None else ("scores", id(self))
 
     @property
@@ -69,31 +69,20 @@ class SlideScores:
         return self.blockmap.bag_size
 
     def class_available(self, class_index: int) -> bool:
-        bm = self.blockmap
-        return class_index == bm.pred or (
-            bm.attention_per_class is not None
-            and 0 <= class_index < bm.attention_per_class.shape[1]
-        )
+        """Whether the slide keeps attention for the class (the page greys out the others)."""
+        try:
+            resolve_class(self.blockmap, class_index)
+        except ParameterError:
+            return False
+        return True
 
-    def resolve_class(self, class_index: int | None) -> int:
-        """The class whose attention to show (None: the predicted one); BadRequest if absent."""
-        bm = self.blockmap
-        if class_index is None:
-            return bm.pred
-        if not 0 <= class_index < bm.n_classes:
-            raise BadRequest(f"class {class_index} out of range 0..{bm.n_classes - 1}")
-        if not self.class_available(class_index):
-            raise BadRequest(
-                f"{bm.model_type} stores attention for the predicted class "
-                f"({bm.pred}, {bm.class_names[bm.pred]}) only; class {class_index} has none"
-            )
-        return class_index
+    def resolve_class(self, ref: str | int | None) -> int:
+        """The class whose attention to show, by name or index (None: the predicted one); the
+        core's ParameterError (a 400) when the slide has none for it."""
+        return resolve_class(self.blockmap, ref)
 
     def raw(self, class_index: int) -> np.ndarray:
-        try:
-            return self.blockmap.scores_for_class(class_index)
-        except BlockmapError as exc:
-            raise BadRequest(str(exc)) from None
+        return self.blockmap.scores_for_class(class_index)
 
     def _ranks(self, class_index: int) -> tuple[np.ndarray, np.ndarray]:
         """(order, percentile in [0, 1] as float32) of one class, from one sort (`rank_order`)."""

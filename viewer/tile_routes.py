@@ -85,7 +85,7 @@ def overlay_tile(slide_id: str, level: str, col: str, row: str) -> Response:
         return _difference_tile(state, record, other, geometry, box, dz_level, t_col, t_row)
     params = OverlayParams.from_query(request.args, s.default_cmap, s.default_norm)
     scores = state.slide_scores(record)
-    class_index = scores.resolve_class(params.class_index)
+    class_index = scores.resolve_class(params.class_ref)
     etag = make_etag(
         "overlay",
         file_identity(record.blockmap_path),

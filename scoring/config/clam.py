@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from scoring.config.schema import MODEL_OPTIONS
 from scoring.errors import ConfigError
 
 
@@ -28,8 +29,8 @@ def model_widths(source: Path, model: dict[str, Any]) -> tuple[int | None, dict[
         in_dim, embed_dim = embed_dim, None
     options = {
         k: model[k]
-        for k in ("attention_dim", "num_heads", "num_layers", "gate", "model_size", "dropout")
-        if model.get(k) is not None
+        for k, spec in MODEL_OPTIONS.items()
+        if spec.target is None and k != "embed_dim" and model.get(k) is not None
     }
     if embed_dim is not None:
         options["embed_dim"] = embed_dim

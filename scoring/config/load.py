@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from scoremap.defaults import HEATMAP_ARGUMENTS
+from scoremap.defaults import HEATMAP_ARGUMENTS, SCORING_ARGUMENTS
 from scoring.config.clam import model_widths
 from scoring.config.model import Config, HeatmapConfig
 from scoring.config.schema import REQUIRED_SECTIONS, SCHEMA, check_samples, check_section, where
@@ -86,7 +86,6 @@ def parse_config(raw: Any, source: Path) -> Config:
         save_exp_code=exp["save_exp_code"],
         raw_save_dir=exp["raw_save_dir"],
         production_save_dir=exp["production_save_dir"],
-        batch_size=exp["batch_size"],
         class_names=exp["class_names"],
         data_dir=data["data_dir"],
         data_dir_key=data["data_dir_key"],
@@ -97,7 +96,11 @@ def parse_config(raw: Any, source: Path) -> Config:
         patch_size_level0=data["patch_size_level0"],
         annotations_dir=data["annotations_dir"],
         fallback_patch_size=patching["patch_size"],
-        fallback_patch_level=patching["patch_level"] or 0,
+        fallback_patch_level=(
+            SCORING_ARGUMENTS["patch_level"]
+            if patching["patch_level"] is None
+            else patching["patch_level"]
+        ),
         ckpt_path=model["ckpt_path"],
         model_type=model_type,
         n_classes=n_model if n_model is not None else n_exp,

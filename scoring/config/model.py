@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scoremap.defaults import HEATMAP_ARGUMENTS
+from scoremap.defaults import HEATMAP_ARGUMENTS, SCORING_ARGUMENTS
 
 
 @dataclass(frozen=True)
@@ -17,8 +17,8 @@ class SampleSpec:
 
     name: str
     mode: str
-    k: int = 15
-    seed: int = 1
+    k: int  # defaults: scoremap.defaults.SAMPLE_ARGUMENTS, given by the schema
+    seed: int
     score_start: float | None = None  # quantile in [0, 1] for range_sample
     score_end: float | None = None
 
@@ -41,7 +41,7 @@ class Config:
     data_dir: Path | dict[str, Path]
     ckpt_path: Path
     model_type: str
-    slide_ext: str = ".svs"
+    slide_ext: str  # default: scoremap.defaults.SCORING_ARGUMENTS, given by the schema
     data_dir_key: str | None = None
     features_dir: Path | None = None
     process_list: Path | None = None
@@ -49,11 +49,10 @@ class Config:
     n_classes: int | None = None
     in_dim: int | None = None
     class_names: list[str] | None = None
-    batch_size: int = 256
     patch_size_level0: int | None = None
     annotations_dir: Path | None = None  # ground truth for the viewer: {slide_id}.geojson / .xml
     fallback_patch_size: int | None = None  # CLAM patching_arguments.patch_size at patch_level
-    fallback_patch_level: int = 0
+    fallback_patch_level: int = SCORING_ARGUMENTS["patch_level"]
     model_options: dict[str, Any] = field(default_factory=dict)
     heatmap: HeatmapConfig = field(default_factory=HeatmapConfig)
     samples: tuple[SampleSpec, ...] = ()
@@ -65,10 +64,6 @@ class Config:
     @property
     def exp_production_dir(self) -> Path:
         return self.production_save_dir / self.save_exp_code
-
-    def class_name(self, index: int) -> str:
-        names = self.resolved_class_names(index + 1)
-        return names[index]
 
     def resolved_class_names(self, n_classes: int) -> list[str]:
         """Names for class indices: class_names, else label_dict inverted, else "0", "1", ..."""

@@ -4,21 +4,25 @@ file, the dotted key and the expected form).
 
 CLAM's heatmap config is part of the schema: its spellings of our keys (`drop_out`, `attn_dim`)
 are `Key(target=...)`, its extraction-only keys `Key(ignored=...)` (warned once, no effect).
+`MODEL_OPTIONS` (the model's hyper-parameters) is also the rule of `scoring.models.build_model`
+and `load_model`, and `HEATMAP_SCHEMA` that of `scoring.static.render_static`: the same value is
+refused with the same message whichever way it comes in.
 """
 
 from __future__ import annotations
 
 import difflib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scoremap.defaults import HEATMAP_ARGUMENTS
+from scoremap.defaults import HEATMAP_ARGUMENTS, SAMPLE_ARGUMENTS, SCORING_ARGUMENTS
 from scoring.config.model import SampleSpec
 from scoring.config.values import (
     SAMPLE_MODES,
+    _alpha,
     _bool,
     _cmap,
     _custom_downsample,
@@ -38,13 +42,14 @@ from scoring.config.values import (
     _opt_str,
     _path,
     _pos_int,
+    _rate,
     _slide_ext,
     _str,
     _thresh,
-    _unit,
     _vis_level,
 )
 from scoring.errors import ConfigError
+from scoring.models import MODEL_TYPES
 
 log = logging.getLogger("scoring.config")
 
@@ -59,7 +64,48 @@ class Key:
 
 
 _EXTRACTION_ONLY = "feature-extraction setting, has no effect on scoring"
-_HEAT = HEATMAP_ARGUMENTS
+
+#: The models' hyper-parameters (those a model type does not use are ignored by it), with CLAM's
+#: and MIL-Lab's spellings; unset ones keep the model's own default.
+MODEL_OPTIONS: dict[str, Key] = {
+    "embed_dim": Key(_opt_pos_int),
+    "attention_dim": Key(_opt_pos_int),
+    "attn_dim": Key(_opt_pos_int, target="attention_dim"),
+    "num_heads": Key(_opt_pos_int),
+    "heads": Key(_opt_pos_int, target="num_heads"),
+    "num_layers": Key(_opt_pos_int),
+    "gate": Key(_opt_bool),
+    "model_size": Key(_opt_str),
+    "dropout": Key(_dropout),
+    "drop_out": Key(_dropout, target="dropout"),
+    "num_landmarks": Key(_opt_pos_int),
+    "pinv_iterations": Key(_opt_pos_int),
+    "dim_head": Key(_opt_pos_int),
+    "residual_conv_kernel": Key(_opt_pos_int),
+    "dropout_v": Key(_rate),
+    "fcc_channels": Key(_opt_pos_int),
+    "ungated_dropout_layer": Key(_opt_bool),
+    "fc_dropout_layer": Key(_opt_bool),
+}
+
+#: `heatmap_arguments`: each key's checker; its default is `scoremap.defaults.HEATMAP_ARGUMENTS`.
+HEATMAP_SCHEMA: dict[str, Key] = {
+    key: Key(check, HEATMAP_ARGUMENTS[key])
+    for key, check in {
+        "vis_level": _vis_level,
+        "alpha": _alpha,
+        "cmap": _cmap,
+        "convert_to_percentiles": _bool,
+        "blur": _bool,
+        "save_orig": _bool,
+        "save_ext": _ext,
+        "custom_downsample": _custom_downsample,
+        "blank_canvas": _bool,
+        "binarize": _bool,
+        "binary_thresh": _thresh,
+        "use_roi": _opt_bool,
+    }.items()
+}
 
 SCHEMA: dict[str, dict[str, Key]] = {
     "exp_arguments": {
@@ -67,13 +113,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "save_exp_code": Key(_str, required=True),
         "raw_save_dir": Key(_path, required=True),
         "production_save_dir": Key(_path, required=True),
-        "batch_size": Key(_pos_int, 256),
+        "batch_size": Key(_opt_pos_int),  # CLAM's; accepted, no effect: bags are scored whole
         "class_names": Key(_names),
     },
     "data_arguments": {
         "data_dir": Key(_dir_or_map, required=True),
         "data_dir_key": Key(_opt_str),
-        "slide_ext": Key(_slide_ext, ".svs"),
+        "slide_ext": Key(_slide_ext, SCORING_ARGUMENTS["slide_ext"]),
         "features_dir": Key(_opt_path),
         "process_list": Key(_opt_path),
         "label_dict": Key(_label_dict),
@@ -83,7 +129,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "patching_arguments": {
         "patch_size": Key(_opt_pos_int),
-        "patch_level": Key(_opt_int, 0),
+        "patch_level": Key(_opt_int, SCORING_ARGUMENTS["patch_level"]),
         "overlap": Key(_ignored, ignored=_EXTRACTION_ONLY),
         "custom_downsample": Key(_ignored, ignored=_EXTRACTION_ONLY),
     },
@@ -98,30 +144,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "model_type": Key(_model_type, required=True),
         "n_classes": Key(_opt_pos_int),
         "in_dim": Key(_opt_pos_int),
-        "embed_dim": Key(_opt_pos_int),
-        "attention_dim": Key(_opt_pos_int),
-        "attn_dim": Key(_opt_pos_int, target="attention_dim"),
-        "num_heads": Key(_opt_pos_int),
-        "num_layers": Key(_opt_pos_int),
-        "gate": Key(_opt_bool),
-        "model_size": Key(_opt_str),
-        "dropout": Key(_dropout),
-        "drop_out": Key(_dropout, target="dropout"),
+        **MODEL_OPTIONS,
         "initiate_fn": Key(_ignored, ignored="CLAM's loader name; models are chosen by model_type"),
     },
     "heatmap_arguments": {
-        "vis_level": Key(_vis_level, _HEAT["vis_level"]),
-        "alpha": Key(_unit, _HEAT["alpha"]),
-        "cmap": Key(_cmap, _HEAT["cmap"]),
-        "convert_to_percentiles": Key(_bool, _HEAT["convert_to_percentiles"]),
-        "blur": Key(_bool, _HEAT["blur"]),
-        "save_orig": Key(_bool, _HEAT["save_orig"]),
-        "save_ext": Key(_ext, _HEAT["save_ext"]),
-        "custom_downsample": Key(_custom_downsample, _HEAT["custom_downsample"]),
-        "blank_canvas": Key(_bool, _HEAT["blank_canvas"]),
-        "binarize": Key(_bool, _HEAT["binarize"]),
-        "binary_thresh": Key(_thresh, _HEAT["binary_thresh"]),
-        "use_roi": Key(_opt_bool, _HEAT["use_roi"]),
+        **HEATMAP_SCHEMA,
         "use_ref_scores": Key(
             _ignored, ignored="percentiles are always taken over the slide's own patches"
         ),
@@ -139,10 +166,10 @@ REQUIRED_SECTIONS = ("exp_arguments", "data_arguments", "model_arguments")
 
 SAMPLE_SCHEMA: dict[str, Key] = {
     "name": Key(_str, required=True),
-    "sample": Key(_bool, True),
-    "k": Key(_pos_int, 15),
+    "sample": Key(_bool, SAMPLE_ARGUMENTS["sample"]),
+    "k": Key(_pos_int, SAMPLE_ARGUMENTS["k"]),
     "mode": Key(_str, required=True),
-    "seed": Key(_int, 1),
+    "seed": Key(_int, SAMPLE_ARGUMENTS["seed"]),
     "score_start": Key(_opt_float),
     "score_end": Key(_opt_float),
 }
@@ -154,17 +181,30 @@ _EXPECTED_FORM = {
     "production_save_dir": "a folder for heatmaps, e.g. heatmaps/heatmap_production_results",
     "data_dir": "a folder of slides, or a mapping {key: folder} with data_dir_key",
     "ckpt_path": "the path of the trained checkpoint (.pt, .bin or .safetensors)",
-    "model_type": "one of abmil, clam_sb, clam_mb, transmil, dsmil",
+    "model_type": "one of " + ", ".join(MODEL_TYPES),
     "name": "a folder name for these patches, e.g. topk_high_attention",
     "mode": "one of " + ", ".join(SAMPLE_MODES),
 }
 
 
-def where(source: Path, key: str) -> str:
-    return f"{source}: {key}"
+def where(source: Path | None, key: str) -> str:
+    """How a message names a key: with its file where it came from one."""
+    return key if source is None else f"{source}: {key}"
 
 
-def check_section(source: Path, section: str, raw: Any, schema: dict[str, Key]) -> dict[str, Any]:
+def checked(label: str, spec: Key, value: Any) -> Any:
+    """`value` through the key's checker; ConfigError "<label> must be <form>, got <value>"."""
+    try:
+        return spec.check(value)
+    except ValueError as exc:
+        raise ConfigError(
+            f"{label} must be {exc}, got {value!r} ({type(value).__name__})"
+        ) from None
+
+
+def check_section(
+    source: Path | None, section: str, raw: Any, schema: dict[str, Key]
+) -> dict[str, Any]:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -185,25 +225,19 @@ def check_section(source: Path, section: str, raw: Any, schema: dict[str, Key]) 
         if spec.ignored is not None:
             log.warning("%s: %s.%s is ignored: %s", source, section, key, spec.ignored)
             continue
-        try:
-            checked = spec.check(value)
-        except ValueError as exc:
-            raise ConfigError(
-                f"{where(source, section + '.' + key)} must be {exc}, got {value!r} "
-                f"({type(value).__name__})"
-            ) from None
+        value_checked = checked(where(source, section + "." + key), spec, value)
         target = spec.target or key
         if (
             target in out
             and out[target] is not None
-            and checked is not None
-            and out[target] != checked
+            and value_checked is not None
+            and out[target] != value_checked
         ):
             raise ConfigError(
                 f"{where(source, section)}: {key} and {target} disagree ({value!r} vs {out[target]!r})"
             )
-        if checked is not None or target not in out:
-            out[target] = checked
+        if value_checked is not None or target not in out:
+            out[target] = value_checked
     for key, spec in schema.items():
         if spec.required and out.get(key) is None:
             raise ConfigError(
@@ -213,6 +247,27 @@ def check_section(source: Path, section: str, raw: Any, schema: dict[str, Key]) 
         if spec.target is None and spec.ignored is None and key not in out:
             out[key] = spec.default
     return out
+
+
+def check_model_type(model_type: Any) -> str:
+    """`model_arguments.model_type`: one of `scoring.models.MODEL_TYPES` (any case)."""
+    return checked(
+        "model_arguments.model_type", SCHEMA["model_arguments"]["model_type"], model_type
+    )
+
+
+def check_model_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Model options as `build_model` / `load_model` take them, by the rules of model_arguments:
+    canonical names (`attn_dim` -> `attention_dim`), checked values, unset ones left out."""
+    found = check_section(None, "model_arguments", dict(options), MODEL_OPTIONS)
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def check_heatmap_arguments(values: Mapping[str, Any]) -> None:
+    """ConfigError naming `heatmap_arguments.<key>` for the first value its key refuses."""
+    for key, spec in HEATMAP_SCHEMA.items():
+        if key in values:
+            checked(f"heatmap_arguments.{key}", spec, values[key])
 
 
 def check_samples(source: Path, raw: Any) -> tuple[SampleSpec, ...]:

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from scoremap.colormap import check_colormap
-from scoremap.errors import UnknownColormap
+from scoremap.errors import ParameterError, UnknownColormap
+from scoremap.params import check_alpha
 from scoring.models import MODEL_TYPES  # torch-free import: the registry loads models lazily
 
 SAMPLE_MODES = ("topk", "bottomk", "reverse_topk", "range_sample")
@@ -64,11 +65,11 @@ def _opt_float(v: Any) -> float | None:
     return None if v is None else _float(v)
 
 
-def _unit(v: Any) -> float:
-    f = _float(v)
-    if not 0.0 <= f <= 1.0:
-        raise ValueError("a number between 0 and 1")
-    return f
+def _alpha(v: Any) -> float:
+    try:
+        return check_alpha(v)
+    except ParameterError as exc:  # the config's message names the key itself
+        raise ValueError(exc.expected) from None
 
 
 def _bool(v: Any) -> bool:
@@ -79,16 +80,23 @@ def _bool(v: Any) -> bool:
     raise ValueError("true or false")
 
 
-def _dropout(v: Any) -> float | None:
-    """A rate, or older CLAM configs' `drop_out: true` (CLAM then used 0.25). No effect at inference."""
+def _rate(v: Any) -> float | None:
+    """A dropout rate in [0, 1). No effect at inference."""
     if v is None:
         return None
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v < 1.0:
+        return float(v)
+    raise ValueError("a dropout rate in [0, 1)")
+
+
+def _dropout(v: Any) -> float | None:
+    """A rate, or older CLAM configs' `drop_out: true` (CLAM then used 0.25)."""
     if isinstance(v, bool):
         return 0.25 if v else 0.0
-    f = _float(v)
-    if not 0.0 <= f < 1.0:
-        raise ValueError("a dropout rate in [0, 1) or true/false")
-    return f
+    try:
+        return _rate(v)
+    except ValueError:
+        raise ValueError("a dropout rate in [0, 1) or true/false") from None
 
 
 def _opt_bool(v: Any) -> bool | None:
@@ -163,7 +171,7 @@ def _vis_level(v: Any) -> int:
 def _custom_downsample(v: Any) -> float:
     f = _float(v)
     if f < 1:
-        raise ValueError("a number >= 1")
+        raise ValueError("a number >= 1 (1 keeps the level's size, 2 halves it)")
     return f
 
 

@@ -1,7 +1,9 @@
 """The five MIL models the pipeline scores with, built fresh or from CLAM / MIL-Lab checkpoints.
 
 `MODEL_TYPES` is importable without torch (config validation needs it); the models themselves are
-imported on first use.
+imported on first use. Their options (`attn_dim` for `attention_dim`, CLAM's boolean `drop_out`)
+are checked by the config's rule for `model_arguments` (`scoring.config.schema.MODEL_OPTIONS`),
+whether they come from a config or from a caller.
 
 Every model is a `scoring.models.base.MILModel`: `model(x)` gives `(1, C)` logits for one bag (for
 training), `model.forward_with_attention(x)` gives logits `(C,)` and the heatmap attention, which
@@ -15,35 +17,13 @@ import os
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from scoremap.defaults import MODEL_ARGUMENTS
+
 if TYPE_CHECKING:
     import torch
 
 MODEL_TYPES: tuple[str, ...] = ("abmil", "clam_sb", "clam_mb", "transmil", "dsmil")
 
-#: Options every model type accepts (those that do not apply to a type are ignored, so one
-#: `model_arguments` block can be passed whatever the type). `attn_dim` is an alias of `attention_dim`.
-OPTION_NAMES: tuple[str, ...] = (
-    "embed_dim",
-    "attention_dim",
-    "num_heads",
-    "num_layers",
-    "gate",
-    "model_size",
-    "dropout",
-    "num_landmarks",
-    "pinv_iterations",
-    "dim_head",
-    "residual_conv_kernel",
-    "dropout_v",
-    "fcc_channels",
-    "ungated_dropout_layer",
-    "fc_dropout_layer",
-)
-_ALIASES: dict[str, str] = {
-    "attn_dim": "attention_dim",
-    "drop_out": "dropout",
-    "heads": "num_heads",
-}
 #: Options whose value a checkpoint can reveal; the checkpoint's value wins over a configured one.
 _WIDTHS: tuple[str, ...] = (
     "embed_dim",
@@ -66,34 +46,12 @@ _CONFIG_KEYS = {
 log = logging.getLogger(__name__)
 
 
-def _check_type(model_type: str) -> str:
-    from ..errors import ConfigError
+def _checked(model_type: str, options: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The model type and options by the config's rules for `model_arguments` (one validator:
+    ConfigError naming model_arguments.<key> and what it accepts)."""
+    from ..config.schema import check_model_options, check_model_type
 
-    if model_type not in MODEL_TYPES:
-        raise ConfigError(
-            f"model_arguments.model_type: {model_type!r} is not a known model; "
-            f"use one of {', '.join(MODEL_TYPES)}"
-        )
-    return model_type
-
-
-def _normalise_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    from ..errors import ConfigError
-
-    out: dict[str, Any] = {}
-    for name, value in options.items():
-        canonical = _ALIASES.get(name, name)
-        if canonical not in OPTION_NAMES:
-            raise ConfigError(
-                f"model_arguments.{name}: not a model option; "
-                f"accepted: {', '.join(OPTION_NAMES)} (alias attn_dim)"
-            )
-        if value is None:  # "not configured": leave the default
-            continue
-        if canonical == "dropout" and isinstance(value, bool):  # CLAM's older boolean drop_out
-            value = 0.25 if value else 0.0
-        out[canonical] = value
-    return out
+    return check_model_type(model_type), check_model_options(options)
 
 
 def _registry(
@@ -118,8 +76,9 @@ def build_model(model_type: str, *, in_dim: int, n_classes: int, **options: Any)
     Defaults are MIL-Lab's base configs (CLAM's "small" for clam_*), so that a model trained here and
     one trained there are interchangeable.
     """
-    build, _ = _registry(_check_type(model_type))
-    return build(int(in_dim), int(n_classes), _normalise_options(options))
+    model_type, opts = _checked(model_type, options)
+    build, _ = _registry(model_type)
+    return build(int(in_dim), int(n_classes), opts)
 
 
 def load_model(
@@ -139,8 +98,8 @@ def load_model(
     from ..errors import CheckpointMismatch
     from .checkpoint import load_strict, normalise_keys, read_state_dict
 
-    build, infer = _registry(_check_type(model_type))
-    opts = _normalise_options(options)
+    model_type, opts = _checked(model_type, options)
+    build, infer = _registry(model_type)
     state = normalise_keys(read_state_dict(ckpt_path), ckpt_path)
     found = infer(state)
     for name, given in (("n_classes", n_classes), ("in_dim", in_dim)):
@@ -162,8 +121,10 @@ def load_model(
             opts[name] = found[name]
     # Where the checkpoint hides a width, a default only serves to build a model whose strict load
     # then reports exactly which keys are missing.
-    final_in = int(found.get("in_dim", in_dim if in_dim is not None else 1024))
-    final_classes = int(found.get("n_classes", n_classes if n_classes is not None else 2))
+    final_in = int(found.get("in_dim", in_dim if in_dim is not None else MODEL_ARGUMENTS["in_dim"]))
+    final_classes = int(
+        found.get("n_classes", n_classes if n_classes is not None else MODEL_ARGUMENTS["n_classes"])
+    )
     model = build(final_in, final_classes, opts)
     description = (
         f"{model_type} (in_dim={final_in}, n_classes={final_classes}, "
@@ -199,7 +160,11 @@ def _looks_like(state: Mapping[str, Any], exclude: str) -> str | None:
         found = infer(state)
         try:
             opts = {k: v for k, v in found.items() if k in _WIDTHS}
-            model = build(int(found.get("in_dim", 1024)), int(found.get("n_classes", 2)), opts)
+            model = build(
+                int(found.get("in_dim", MODEL_ARGUMENTS["in_dim"])),
+                int(found.get("n_classes", MODEL_ARGUMENTS["n_classes"])),
+                opts,
+            )
         except Exception:
             continue
         if keys == {strip_module(k) for k in model.state_dict()}:
@@ -207,4 +172,4 @@ def _looks_like(state: Mapping[str, Any], exclude: str) -> str | None:
     return None
 
 
-__all__ = ["MODEL_TYPES", "OPTION_NAMES", "build_model", "load_model"]
+__all__ = ["MODEL_TYPES", "build_model", "load_model"]
