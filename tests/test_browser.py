@@ -523,7 +523,9 @@ def test_url_round_trips_a_view(page, server, browser):
 
 def test_link_opens_in_one_pane_mode(page, server):
     page.base = server
-    open_viewer(page, SLIDE, "?x=3000&y=2300&zoom=0.25&mode=single&cmap=hot&blur=1")
+    # blur in any word the server takes (meta.choices.blur), in any case
+    open_viewer(page, SLIDE, "?x=3000&y=2300&zoom=0.25&mode=single&cmap=hot&blur=On")
+    assert page.is_checked("#blur")
     assert not page.locator("#slide-wrap").is_visible()
     assert page.locator("#mode-single").get_attribute("aria-pressed") == "true"
     right = view(page, "right")
@@ -676,6 +678,18 @@ def test_pages_work_under_their_content_security_policy(browser, server):
         assert violations == []
     finally:
         context.close()
+
+
+def test_what_the_slide_page_preloads_it_uses_once(viewer):
+    """Each <link rel=preload/modulepreload> of the page names something that exists and that the
+    page asks for, and the page does not fetch it a second time (an unmatched preload is)."""
+    links = viewer.eval_on_selector_all(
+        "link[rel=preload], link[rel=modulepreload]", "ls => ls.map((l) => l.href)"
+    )
+    assert any("/api/slides/" in u for u in links)  # the metadata, fetched while scripts load
+    for url in links:
+        assert http_get(url)[0] == 200, url
+        assert viewer.recorder.urls.count(url) == 1, url
 
 
 def test_the_export_menu_exports_what_the_pane_shows(viewer):
@@ -835,6 +849,9 @@ def test_annotation_outlines_sit_on_their_vertices_at_two_zooms(browser, viewer_
         open_viewer(page, "CMU-1-Small-Region")
         page.wait_for_function("document.getElementById('localization').dataset.loaded === 'true'")
         assert "Tumor: AUROC" in page.inner_text("#localization")
+        # nothing hidden: the Dice is of the server's default region, which the figures name
+        assert "Dice ≥ 0.50" in page.inner_text("#localization")
+        assert page.get_attribute("#localization", "data-range") == "0.5000,1.0000"
         assert "Tumor" in page.inner_text("#annotations-legend")
         for zoom in (None, 1.8):
             if zoom is not None:

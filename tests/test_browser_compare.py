@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import urllib.request
 
 import numpy as np
@@ -211,6 +212,35 @@ def test_top_lists_mark_the_patches_both_experiments_attend(cpage, compare_serve
     )
     body = get_json(f"{compare_server}/api/slides/alpha/agreement?a=ABMIL_A&b=ABMIL_C")
     assert f"Spearman ρ {body['spearman']:.2f}" in cpage.inner_text("#agreement-figures")
+
+
+def test_an_older_top_list_answer_arriving_late_does_not_replace_a_newer_one(cpage):
+    """ABMIL_A's first top-10 request is held back; a change of its scale asks again, and that
+    answer is shown; the first answer, released afterwards (cut to 3 patches here, so that it
+    would show), is dropped."""
+    held = []
+
+    def hold_first(route):
+        if "exp=ABMIL_A" in route.request.url and not held:
+            held.append((route, route.fetch()))
+        else:
+            route.continue_()
+
+    cpage.route(re.compile(r"/api/slides/alpha/topk\?"), hold_first)
+    open_compare(cpage, "?exp=ABMIL_A,ABMIL_C")
+    cpage.wait_for_function("document.querySelectorAll('#topk-lists li').length === 10")
+    assert held and cpage.locator("#topk-lists ol[data-experiment='ABMIL_A'] li").count() == 0
+    cpage.select_option("select[aria-label='ABMIL_A scale']", "raw")
+    items = "#topk-lists ol[data-experiment='ABMIL_A'] li"
+    cpage.wait_for_function(f'document.querySelectorAll("{items}").length === 10')
+    route, response = held[0]
+    older = response.json()
+    older["patches"] = older["patches"][:3]
+    with cpage.expect_event("requestfinished", lambda r: r.url == route.request.url):
+        route.fulfill(response=response, json=older)
+    cpage.evaluate("new Promise((r) => setTimeout(r, 200))")  # the answer's handling has run
+    ranks = cpage.eval_on_selector_all(items, "lis => lis.map(l => l.textContent.split(' ')[0])")
+    assert ranks == [f"#{k}" for k in range(1, 11)]
 
 
 def test_the_table_asks_again_until_every_slide_is_computed(browser, compared_cohort, monkeypatch):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import shutil
 
 import numpy as np
@@ -444,3 +445,39 @@ def test_overlay_hides_patches_outside_the_score_range(client, viewer_cohort):
         inside.getpixel((x % 254 + 1, y % 254 + 1)) != 255
     )  # (overlap pixel: col 0 is the previous tile's)
     assert outside.getpixel((x % 254 + 1, y % 254 + 1)) == 255
+
+
+def test_the_metadata_says_which_words_a_links_blur_may_be(client):
+    """The page reads a link's `blur` by the words the metadata lists (choices.blur): exactly the
+    words the tiles take, each colouring as blur on or off does."""
+    words = client.get("/api/slides/pyramid").get_json()["choices"]["blur"]
+    assert {"0", "1"} <= set(words) and set(words.values()) == {True, False}
+    tile = "/overlay/pyramid_files/13/5_4.png"
+    on, off = (client.get(f"{tile}?blur={v}").get_data() for v in ("1", "0"))
+    assert on != off
+    for word, value in words.items():
+        for spelled in (word, word.upper()):
+            got = client.get(f"{tile}?blur={spelled}")
+            assert got.status_code == 200 and got.get_data() == (on if value else off), spelled
+    assert client.get(f"{tile}?blur=maybe").status_code == 400
+
+
+def test_the_pages_scripts_keep_no_copy_of_the_servers_rules():
+    """The limits a link is checked by are the server's: the class bound, the Dice's default
+    region, the words for blur and what a colormap name is are not written in static/js (the
+    pages read meta.choices, the slide's classes, or ask the server)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "static" / "js"
+    copies = {
+        "the class-index bound": re.compile(r"\b10_?000\b"),
+        "the Dice's default region": re.compile(r"\b0\.5\b.*\b1\b\]|:\s*0\.5\)"),
+        "the words for blur": re.compile(r"""\[\s*["']0["'],\s*["']1["']\s*\]"""),
+        "a colormap-name pattern": re.compile(r"A-Za-z0-9"),
+    }
+    scripts = sorted(root.rglob("*.js"))
+    assert len(scripts) > 10
+    for path in scripts:
+        text = path.read_text()
+        for what, pattern in copies.items():
+            assert not pattern.search(text), f"{path.relative_to(root)} repeats {what}"

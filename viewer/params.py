@@ -24,7 +24,8 @@ from viewer.errors import BadRequest
 _INT = re.compile(r"[0-9]{1,9}")
 _SIGNED_INT = re.compile(r"-?[0-9]{1,9}")
 _FLOAT = re.compile(r"-?(?:[0-9]{1,12}(?:\.[0-9]{0,12})?|\.[0-9]{1,12})(?:[eE][-+]?[0-9]{1,3})?")
-_BLUR = {
+#: The words `blur` takes (in any case), and what each means.
+BLUR_WORDS = {
     "0": False,
     "1": True,
     "false": False,
@@ -105,7 +106,7 @@ def parse_blur(text: str | None) -> bool:
     """`blur`: on/off. Its sigma is tied to the patch size (as in CLAM and the static heatmaps)."""
     if text is None or text == "":
         return bool(OVERLAY["blur"])
-    value = _BLUR.get(text.lower())
+    value = BLUR_WORDS.get(text.lower())
     if value is None:
         raise BadRequest(f"blur must be 0 or 1, got {text[:40]!r}")
     return value

@@ -15,6 +15,7 @@ from flask import url_for
 from scoremap.defaults import OVERLAY, SUGGESTED_CMAPS
 from scoremap.normalize import NORM_LABELS, NORMS
 from viewer.cohort import SlideRecord
+from viewer.params import BLUR_WORDS
 from viewer.scores import ClassScores, SlideScores
 from viewer.state import ViewerState, viewer_state
 
@@ -212,6 +213,7 @@ def overlay_choices() -> dict:
             "step": OVERLAY["threshold_step"],
         },
         "alpha": {"min": 0.0, "max": 1.0, "step": 0.01},
+        "blur": dict(BLUR_WORDS),  # the words a link's `blur` may be (lower case): on or off
     }
 
 

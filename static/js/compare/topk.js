@@ -14,6 +14,7 @@ export class TopLists {
     this.onPick = onPick;
     this.k = k;
     this.patches = {};
+    this.asked = {}; // experiment -> number of its latest request
     this.lists = Object.fromEntries(this.names.map((name) => {
       const list = el("ol", { className: "patch-list compact", dataset: { experiment: name } });
       element.append(el("div", { className: "topk-block" }, el("h3", { textContent: name }), list));
@@ -21,8 +22,13 @@ export class TopLists {
     }));
   }
 
+  /** Ask for experiment `name`'s top patches of a class; the latest request of each experiment
+   *  wins (an older answer arriving after a newer one is dropped). */
   async load(name, classIndex) {
+    const asked = (this.asked[name] ?? 0) + 1;
+    this.asked[name] = asked;
     const body = await getJSON(withQuery(this.metas[name].urls.topk, { k: this.k, class: classIndex }));
+    if (asked !== this.asked[name]) return; // a newer request is on its way
     this.patches[name] = body.patches;
     this.render();
   }

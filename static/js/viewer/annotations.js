@@ -68,11 +68,12 @@ export class AnnotationLayer {
     if (this.state) await this.loadFigures(); // the comparison page shows its own, per experiment
   }
 
-  /** The region the Dice is of: what the overlay shows (threshold and range), else >= 0.5. */
+  /** The region the Dice is of: what the overlay shows (threshold and range), else nothing (the
+   *  server's default region; the answer's `range` says which it took). */
   diceRange() {
     const lo = Math.max(this.state.lo, this.state.threshold);
     const hi = this.state.hi;
-    return lo > 0 || hi < 1 ? [lo, hi] : [0.5, 1];
+    return lo > 0 || hi < 1 ? { lo: lo.toFixed(4), hi: hi.toFixed(4) } : {};
   }
 
   scheduleFigures() {
@@ -83,9 +84,8 @@ export class AnnotationLayer {
 
   async loadFigures() {
     if (!this.features.length) return;
-    const [lo, hi] = this.diceRange();
     const body = await getJSON(withQuery(this.meta.urls.localization, {
-      class: this.state.class, norm: this.state.norm, lo: lo.toFixed(4), hi: hi.toFixed(4) }));
+      class: this.state.class, norm: this.state.norm, ...this.diceRange() }));
     this.el.figures.replaceChildren(...body.classes.map((c) => {
       const row = document.createElement("div");
       row.className = "localization-row";
@@ -93,7 +93,7 @@ export class AnnotationLayer {
       return row;
     }));
     this.el.figures.dataset.loaded = "true";
-    this.el.figures.dataset.range = `${lo.toFixed(4)},${hi.toFixed(4)}`;
+    this.el.figures.dataset.range = `${body.range.lo.toFixed(4)},${body.range.hi.toFixed(4)}`;
   }
 
   redraw() {

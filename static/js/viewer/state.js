@@ -11,9 +11,9 @@
 //   exp       the experiment shown, where several scored the slide (the server reads it)
 //
 // Everything read from the URL is checked here; anything malformed falls back to the default. The
-// defaults and the ranges are the server's (meta.defaults, meta.choices of /api/slides/<id>).
+// defaults, the ranges and the words for blur are the server's (meta.defaults, meta.choices of
+// /api/slides/<id>); a colormap name is the server's to check (the pages ask it).
 
-export const CMAP_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 const NUMBER = /^-?(\d+(\.\d*)?|\.\d+)(e[-+]?\d+)?$/i;
 
 /** A finite number in [lo, hi] from the query, or null. */
@@ -24,12 +24,18 @@ export function readNumber(query, name, lo, hi) {
   return Number.isFinite(value) && value >= lo && value <= hi ? value : null;
 }
 
+/** The value of the query's word for `name` in `words` (word -> value, matched in lower case, as
+ *  the server reads them), or null. */
+function readWord(query, name, words) {
+  const text = query.get(name)?.toLowerCase();
+  return text !== undefined && Object.hasOwn(words, text) ? words[text] : null;
+}
+
 /** The classes the heatmap can show (those with attention scores). */
 export function availableClasses(meta) {
   return meta.classes.filter((c) => c.available).map((c) => c.index);
 }
 
-/** The state a page opens with: the URL's values where valid, else the slide's defaults. */
 /** The view of a link (x, y, zoom, rot) where valid: the fields to set on a state. */
 export function readView(q, [w, h]) {
   const view = {};
@@ -43,12 +49,13 @@ export function readView(q, [w, h]) {
 }
 
 /** A link's heatmap settings (cmap, class, norm, threshold; each name after `prefix`) where valid
- *  for this slide: the fields to set on a state. The server has the last word on a colormap name. */
+ *  for this slide: the fields to set on a state. The server has the last word on a colormap name
+ *  (any is taken here; the page asks the server before showing one it does not offer). */
 export function readHeatmap(q, meta, prefix = "") {
   const found = {};
   const cmap = q.get(`${prefix}cmap`);
-  if (cmap && CMAP_NAME.test(cmap)) found.cmap = cmap;
-  const cls = readNumber(q, `${prefix}class`, 0, 10000);
+  if (cmap) found.cmap = cmap;
+  const cls = readNumber(q, `${prefix}class`, 0, meta.classes.length - 1);
   if (cls !== null && Number.isInteger(cls) && availableClasses(meta).includes(cls)) found.class = cls;
   const norm = q.get(`${prefix}norm`);
   if (meta.choices.norms.some((n) => n.name === norm)) found.norm = norm;
@@ -68,6 +75,7 @@ export function writeView(q, state) {
   if (state.rotation) q.set("rot", round(state.rotation, 2));
 }
 
+/** The state a page opens with: the URL's values where valid, else the slide's defaults. */
 export function initialState(meta, search) {
   const q = new URLSearchParams(search);
   const d = meta.defaults;
@@ -97,7 +105,8 @@ export function initialState(meta, search) {
   if (lo !== null) state.lo = lo;
   if (hi !== null) state.hi = hi;
   if (state.lo > state.hi) [state.lo, state.hi] = [0, 1];
-  if (["0", "1"].includes(q.get("blur"))) state.blur = q.get("blur") === "1";
+  const blur = readWord(q, "blur", meta.choices.blur);
+  if (blur !== null) state.blur = blur;
   if (["dual", "single"].includes(q.get("mode"))) state.mode = q.get("mode");
   return state;
 }
@@ -123,28 +132,4 @@ export function stateQuery(state) {
   q.set("blur", state.blur ? "1" : "0");
   q.set("mode", state.mode);
   return q.toString();
-}
-
-/** Writes the state to the address bar (replaceState: a view change is not a history entry),
- *  at most every `delayMs` while the view keeps moving. */
-export class UrlMirror {
-  constructor(state, delayMs = 250) {
-    this.state = state;
-    this.delayMs = delayMs;
-    this.timer = null;
-  }
-
-  schedule() {
-    if (this.timer !== null) return;
-    this.timer = setTimeout(() => this.flush(), this.delayMs);
-  }
-
-  flush() {
-    if (this.timer !== null) clearTimeout(this.timer);
-    this.timer = null;
-    const search = "?" + stateQuery(this.state);
-    if (search !== window.location.search) {
-      window.history.replaceState(null, "", window.location.pathname + search + window.location.hash);
-    }
-  }
 }
