@@ -48,7 +48,7 @@ def require_browser() -> None:
     if not CHROMIUM.is_file():
         problems.append(
             f"{CHROMIUM} is missing: install Debian's chromium (`sudo apt-get install -y chromium`, "
-            "or `make install` as root)"
+            "or `make test-deps` as root)"
         )
     try:
         import playwright.sync_api  # noqa: F401

@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from scoremap.checkout import REPO_ROOT as REPO
 from scoring.config import load_config, parse_config
 from scoring.errors import ConfigError
-
-REPO = Path(__file__).resolve().parents[1]
 
 GUIDE = {
     "exp_arguments": {

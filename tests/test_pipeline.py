@@ -25,7 +25,6 @@ from scoring.cli import main
 from scoring.models import build_model, load_model
 from tests.conftest import REPO_ROOT
 
-REPO = Path(__file__).resolve().parents[1]
 D = 16  # feature width of the test model
 PATCH = 256
 
@@ -242,11 +241,11 @@ def test_shards_split_the_cohort(cohort):
 
 def _run_cli(root: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(REPO / "create_heatmaps.py"), *args],
+        [sys.executable, str(REPO_ROOT / "create_heatmaps.py"), *args],
         cwd=root,
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
     )
 
 

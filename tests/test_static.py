@@ -15,10 +15,10 @@ import tifffile
 from PIL import Image
 
 import scoring.static as static
+from scoremap.checkout import REPO_ROOT
 from scoring.errors import ConfigError
 from scoring.static import HeatmapParams, choose_vis_level, render_static
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 PATCH = 256
 # a lattice over the left/top part of the 2220x2967 scan: x < 1280 and y < 2816 are covered
 XS, YS = np.meshgrid(np.arange(0, 1280, PATCH), np.arange(0, 2816, PATCH))

@@ -466,9 +466,9 @@ def test_the_pages_scripts_keep_no_copy_of_the_servers_rules():
     """The limits a link is checked by are the server's: the class bound, the Dice's default
     region, the words for blur and what a colormap name is are not written in static/js (the
     pages read meta.choices, the slide's classes, or ask the server)."""
-    from pathlib import Path
+    from scoremap.checkout import REPO_ROOT
 
-    root = Path(__file__).resolve().parents[1] / "static" / "js"
+    root = REPO_ROOT / "static" / "js"
     copies = {
         "the class-index bound": re.compile(r"\b10_?000\b"),
         "the Dice's default region": re.compile(r"\b0\.5\b.*\b1\b\]|:\s*0\.5\)"),

@@ -20,35 +20,30 @@ from flask import Blueprint, Response, jsonify, request
 from exports.options import ExportScores
 from exports.qupath import region_feature
 from scoremap.cache import file_identity
+from scoremap.defaults import ANALYSIS
 from scoremap.localization import localization
 from scoremap.normalize import in_range
+from scoremap.params import check_threshold
 from scoremap.regions import union_area
 from viewer.errors import ViewerError
 from viewer.params import OverlayParams, query_float, query_int, score_range
+from viewer.selection import selection
 from viewer.serialize import class_ref, number
 from viewer.state import viewer_state
 from viewer.work_budget import WorkBudget
 
 bp = Blueprint("analysis", __name__, url_prefix="/api/slides/<slide_id>")
-MAX_BINS = 1000
 
 
 def _selection(slide_id: str):
-    state = viewer_state()
-    record = state.record(slide_id)
-    scores = state.slide_scores(record)
-    params = OverlayParams.from_query(
-        request.args, state.settings.default_cmap, state.settings.default_norm
-    )
-    class_index = scores.resolve_class(params.class_ref)
-    values = scores.normalized(class_index, params.norm)
-    return state, record, scores, params, class_index, values
+    s = selection(slide_id)
+    return s.state, s.record, s.scores, s.params, s.class_index, s.values, s.mpp
 
 
 @bp.get("/histogram")
 def histogram(slide_id: str) -> Response:
-    _, record, scores, params, class_index, values = _selection(slide_id)
-    bins = query_int(request.args, "bins", 50, 1, MAX_BINS)
+    _, record, scores, params, class_index, values, _ = _selection(slide_id)
+    bins = query_int(request.args, "bins", ANALYSIS["bins"], 1, ANALYSIS["bins_max"])
     lo, hi = score_range(request.args).values()
     finite = values[np.isfinite(values)]
     counts, edges = np.histogram(finite, bins=bins, range=(0.0, 1.0))
@@ -79,13 +74,12 @@ def _scored_area(state, record, scores) -> float:
 
 @bp.get("/regions")
 def regions(slide_id: str) -> Response:
-    state, record, scores, params, class_index, values = _selection(slide_id)
+    state, record, scores, params, class_index, values, mpp = _selection(slide_id)
     lo, hi = score_range(request.args).values()
     chosen = in_range(values, lo, hi)
     area_px = union_area(scores.l0_coords[chosen], scores.l0_patch)
     scored = _scored_area(state, record, scores)
-    _, info = record.require_slide()
-    mpp = (info.mpp_x, info.mpp_y) if info.mpp_x and info.mpp_y else None
+    record.require_slide()
     body = {
         "slide_id": slide_id,
         "class": class_ref(record, class_index),
@@ -144,8 +138,7 @@ def annotations(slide_id: str) -> Response:
     state = viewer_state()
     record = state.record(slide_id)
     classes, name, problem = state.annotations(record)
-    info = record.info
-    mpp = (info.mpp_x, info.mpp_y) if info is not None and info.mpp_x and info.mpp_y else None
+    mpp = record.info.mpp if record.info is not None else None
     return jsonify(_annotation_body(record, classes, name, problem, mpp))
 
 
@@ -203,11 +196,12 @@ def slide_localization(
 
 def _dice_range() -> tuple[float, float]:
     """The region the Dice is of: [lo, hi] where given (the page's range), else [threshold, 1]
-    (default 0.5)."""
+    (default `ANALYSIS["dice_threshold"]`)."""
     if request.args.get("lo") or request.args.get("hi"):
         found = score_range(request.args)
         return found["lo"], found["hi"]
-    return float(query_float(request.args, "threshold", 0.5, 0.0, 1.0)), 1.0
+    threshold = query_float(request.args, "threshold", ANALYSIS["dice_threshold"])
+    return check_threshold(float(threshold)), 1.0
 
 
 @bp.get("/localization")

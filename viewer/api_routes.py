@@ -49,7 +49,7 @@ def topk(slide_id: str) -> Response:
     k = query_int(request.args, "k", 10, 1, state.settings.topk_max)
     order = query_choice(request.args, "order", ("top", "bottom"), "top")
     scores = state.slide_scores(record)
-    class_index = scores.resolve_class(query_int(request.args, "class", None, 0, 10_000))
+    class_index = scores.resolve_class(request.args.get("class"))
     cls = scores.class_scores(class_index)
     chosen = cls.order[:k] if order == "top" else cls.order[::-1][:k]
     return jsonify(
@@ -71,7 +71,7 @@ def patch_at(slide_id: str) -> Response:
     l0_x = query_float(request.args, "x", None, -1e9, 1e9, required=True)
     l0_y = query_float(request.args, "y", None, -1e9, 1e9, required=True)
     scores = state.slide_scores(record)
-    class_index = scores.resolve_class(query_int(request.args, "class", None, 0, 10_000))
+    class_index = scores.resolve_class(request.args.get("class"))
     hits = scores.patch_at(l0_x, l0_y)
     if hits.size == 0:
         raise NotFound(f"no patch at level-0 ({l0_x:g}, {l0_y:g})")

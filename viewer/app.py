@@ -22,9 +22,9 @@ from flask import Flask
 from scoremap.checkout import REPO_ROOT
 from scoremap.colormap import check_colormap
 from scoremap.defaults import VIEWER_SETTINGS
-from scoremap.errors import UnknownColormap
+from scoremap.errors import ParameterError, UnknownColormap
 from scoremap.memory import return_large_blocks
-from scoremap.normalize import NORMS
+from scoremap.params import check_norm
 from viewer import (
     analysis_routes,
     api_routes,
@@ -122,10 +122,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         check_colormap(settings.default_cmap)
     except UnknownColormap as exc:
         raise ViewerConfigError(f"DEFAULT_CMAP: {exc}") from None
-    if settings.default_norm not in NORMS:
-        raise ViewerConfigError(
-            f"DEFAULT_NORM must be one of {', '.join(NORMS)}, got {settings.default_norm!r}"
-        )
+    try:
+        check_norm(settings.default_norm, "DEFAULT_NORM")
+    except ParameterError as exc:
+        raise ViewerConfigError(str(exc)) from None
     experiments = load_experiments(app.config)
     annotations = next(
         (c.annotations_dir for c in experiments if c.annotations_dir is not None), None

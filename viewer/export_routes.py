@@ -20,24 +20,22 @@ from scoremap.defaults import EXPORT_VIEW
 from scoremap.params import check_alpha
 from viewer.errors import BadRequest
 from viewer.export_view import render_view
-from viewer.params import OverlayParams, query_float, query_int
-from viewer.state import viewer_state
+from viewer.params import query_float, query_int
+from viewer.selection import selection
 
 bp = Blueprint("exports", __name__, url_prefix="/api/slides/<slide_id>/export")
 
 
 def _scores(slide_id: str):
-    state = viewer_state()
-    record = state.record(slide_id)
-    scores = state.slide_scores(record)
-    params = OverlayParams.from_query(
-        request.args, state.settings.default_cmap, state.settings.default_norm
-    )
-    class_index = scores.resolve_class(params.class_ref)
+    s = selection(slide_id)
     options = ExportOptions(
-        norm=params.norm, class_ref=class_index, cmap=params.cmap, threshold=params.threshold
+        norm=s.params.norm,
+        class_ref=s.class_index,
+        cmap=s.params.cmap,
+        threshold=s.params.threshold,
     )
-    return state, record, scores, params, class_index, ExportScores.of(scores.blockmap, options)
+    exported = ExportScores.of(s.scores.blockmap, options)
+    return s.state, s.record, s.scores, s.params, s.class_index, exported
 
 
 def _download(body: bytes | str, mimetype: str, name: str) -> Response:
@@ -52,7 +50,7 @@ def regions(slide_id: str) -> Response:
     if "threshold" not in request.args:
         raise BadRequest("threshold is required: the normalised score (0..1) the regions are above")
     _, info = record.require_slide()
-    mpp = (info.mpp_x, info.mpp_y) if info.mpp_x and info.mpp_y else None
+    mpp = info.mpp
     feature = region_feature(exported, params.threshold, params.cmap, mpp)
     body = json.dumps({"type": "FeatureCollection", "features": [feature]})
     return _download(body, "application/geo+json", f"{slide_id}_regions.geojson")
