@@ -195,3 +195,21 @@ def test_rank_order_gives_scipys_average_ranks_and_the_attention_order_from_one_
     for s in scores[finite][:50]:
         want = stats.percentileofscore(scores[finite], s, kind="rank") / 100
         assert np.isclose(percentile[np.flatnonzero(scores == s)[0]], want)
+
+
+def test_box_sums_count_and_total_the_boxes_over_each_cell():
+    from scoremap.grid import BoxSums
+
+    rng = np.random.default_rng(5)
+    shape = (13, 17)
+    r0, c0 = rng.integers(0, 13, 300), rng.integers(0, 17, 300)
+    r1, c1 = r0 + rng.integers(0, 5, 300), c0 + rng.integers(0, 5, 300)
+    r1, c1 = np.minimum(r1, 13), np.minimum(c1, 17)  # empty boxes (r1 == r0) included
+    values = rng.normal(size=300)
+    count, total = np.zeros(shape), np.zeros(shape)
+    for i in range(300):
+        count[r0[i] : r1[i], c0[i] : c1[i]] += 1
+        total[r0[i] : r1[i], c0[i] : c1[i]] += values[i]
+    boxes = BoxSums(shape, r0, r1, c0, c1)
+    np.testing.assert_array_equal(boxes.count(), count)
+    np.testing.assert_allclose(boxes.total(values), total, atol=1e-12)
