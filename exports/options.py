@@ -13,7 +13,7 @@ import numpy as np
 
 from scoremap.blockmap import Blockmap
 from scoremap.defaults import OVERLAY
-from scoremap.normalize import NORMS, rank_order
+from scoremap.normalize import NORMS, percent, rank_order, ranks
 
 CLASS_PREFIX = "attention_"
 
@@ -70,9 +70,7 @@ class ExportScores:
         index = options.class_index(bm)
         raw = bm.scores_for_class(index)
         order, percentile01 = rank_order(raw)
-        rank = np.empty(len(order), np.int64)
-        rank[order] = np.arange(1, len(order) + 1)
         values01 = (
             percentile01 if options.norm == "percentile" else normalize_scores(raw, options.norm)
         )
-        return cls(bm, index, raw, values01, percentile01 * 100.0, rank)
+        return cls(bm, index, raw, values01, percent(percentile01), ranks(order))

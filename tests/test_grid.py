@@ -180,7 +180,7 @@ def test_blurred_strips_join(d):
 
 
 def test_rank_order_gives_scipys_average_ranks_and_the_attention_order_from_one_sort():
-    from scoremap.normalize import rank_order
+    from scoremap.normalize import percent, rank_order, ranks
 
     rng = np.random.default_rng(4)
     scores = np.round(rng.normal(size=3000), 1)  # many ties
@@ -190,8 +190,12 @@ def test_rank_order_gives_scipys_average_ranks_and_the_attention_order_from_one_
     np.testing.assert_allclose(percentile[finite], stats.rankdata(scores[finite]) / finite.sum())
     assert np.isnan(percentile[~finite]).all()
     keyed = np.where(finite, -scores, np.inf)
-    np.testing.assert_array_equal(order, np.argsort(keyed, kind="stable"))  # ties in bag order
+    stable = np.argsort(keyed, kind="stable")
+    np.testing.assert_array_equal(order, stable)  # ties in bag order
     assert set(order[-3:].tolist()) == {5, 77, 901}
+    rank = ranks(order)  # 1 = most attended, NaN last
+    np.testing.assert_array_equal(rank[stable], np.arange(1, len(scores) + 1))
+    np.testing.assert_allclose(percent(percentile[finite]), 100 * percentile[finite])
     for s in scores[finite][:50]:
         want = stats.percentileofscore(scores[finite], s, kind="rank") / 100
         assert np.isclose(percentile[np.flatnonzero(scores == s)[0]], want)

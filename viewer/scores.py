@@ -17,7 +17,7 @@ import numpy as np
 
 from scoremap.blockmap import Blockmap, BlockmapError
 from scoremap.cache import ByteLRU, array_bytes
-from scoremap.normalize import in_range, normalize_scores, rank_order
+from scoremap.normalize import in_range, normalize_scores, percent, rank_order, ranks
 from scoremap.patch_index import PatchIndex
 from scoremap.pyramid import ScorePyramid
 from scoremap.raster import ScoreSource
@@ -122,12 +122,10 @@ class SlideScores:
     def class_scores(self, class_index: int) -> ClassScores:
         def load():
             order, percentile01 = self._ranks(class_index)
-            rank = np.empty(len(order), np.int64)
-            rank[order] = np.arange(1, len(order) + 1)
             found = ClassScores(
                 raw=self.raw(class_index),
-                percentile=percentile01 * np.float32(100.0),
-                rank=rank,
+                percentile=percent(percentile01),
+                rank=ranks(order),
                 order=order,
             )
             return found, found.nbytes
