@@ -88,17 +88,18 @@ def viewer_args() -> list[str]:
 
 
 def agreement_times() -> dict[str, tuple[float, dict]]:
-    from scoremap.agreement import Bag, agreement
+    from scoremap.agreement import agreement
     from scoremap.blockmap import blockmap_path, read_blockmap
     from scoremap.normalize import normalize_scores
+    from scoremap.raster import ScoreSource
 
     bags = {}
     for exp in EXPERIMENTS:
         bm = read_blockmap(blockmap_path(RAW / exp, LABEL, SLIDE_ID))
-        bags[exp] = Bag(
+        bags[exp] = ScoreSource(
             bm.l0_coords,
-            bm.l0_patch,
             normalize_scores(bm.attention.astype(np.float64), "percentile"),
+            bm.l0_patch,
         )
     out = {}
     for a, b in (("A", "C"), ("A", "B")):

@@ -14,7 +14,7 @@ import numpy as np
 
 from scoremap.blockmap import Blockmap
 from scoremap.defaults import OVERLAY
-from scoremap.normalize import rank_order
+from scoremap.normalize import percent, rank_order, ranks
 from scoremap.params import resolve_class
 
 CLASS_PREFIX = "attention_"
@@ -55,9 +55,7 @@ class ExportScores:
         index = resolve_class(bm, options.class_ref, CLASS_OPTION)
         raw = bm.scores_for_class(index)
         order, percentile01 = rank_order(raw)
-        rank = np.empty(len(order), np.int64)
-        rank[order] = np.arange(1, len(order) + 1)
         values01 = (
             percentile01 if options.norm == "percentile" else normalize_scores(raw, options.norm)
         )
-        return cls(bm, index, raw, values01, percentile01 * 100.0, rank)
+        return cls(bm, index, raw, values01, percent(percentile01), ranks(order))

@@ -1,12 +1,11 @@
 """Do two experiments look at the same tissue? Spearman's rho and top-k overlap of two attention maps.
 
-Two models scored on one slide give two bags of (coordinates, attention). They are compared on
-the units both scored:
+Two models scored on one slide give two bags of (coordinates, attention), each the
+`raster.ScoreSource` its heatmap paints from. They are compared on the units both scored:
 
 - **patches**, when both bags have the same patch size and share at least half of the smaller
   bag's coordinates (the same patching, e.g. two models on one feature set): the patches at
-  coordinates both scored,
-  each with its own score in each experiment;
+  coordinates both scored, each with its own score in each experiment;
 - **cells** otherwise (CLAM vs TRIDENT coordinates, other patch sizes, other tissue masks): the
   cells of one level-0 raster at the coarser patch size S, anchored at level-0 (0, 0), each with
   the score that experiment's heatmap paints there (scoremap.grid's registration rule: the mean
@@ -14,37 +13,30 @@ the units both scored:
   compared. The viewer passes percentile scores, as its heatmaps paint them.
 
 Over those units: Spearman's rank correlation (scipy.stats.spearmanr, ties averaged) and, for each
-k, the Jaccard index |A ∩ B| / |A ∪ B| of the two top-k sets (ordered by score, the most attended
-first; ties broken by position so the sets are deterministic). On shared patches ranks make the
-figures the same on raw and percentile scores; on cells they depend on which is averaged.
+k, the Jaccard index |A ∩ B| / |A ∪ B| of the two top-k sets (the first k of each map's
+`normalize.descending_order`: the most attended first, ties broken by position so the sets are
+deterministic). On shared patches ranks make the figures the same on raw and percentile scores;
+on cells they depend on which is averaged.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from scipy import stats
 
 from scoremap.grid import cell_grid
+from scoremap.normalize import descending_order
+from scoremap.raster import ScoreSource
 
 #: Same patching when at least this share (half) of the smaller bag's coordinates lie in the other bag.
 SHARED_COORDS = 0.5
 DEFAULT_KS = (10, 50)
 
 
-@dataclass(frozen=True)
-class Bag:
-    """One experiment's attention on a slide: level-0 top-left corners, patch side, scores."""
-
-    l0_coords: np.ndarray  # (N, 2) int
-    l0_patch: int
-    scores: np.ndarray  # (N,) float; NaN: not scored
-
-
-def _shared_patches(a: Bag, b: Bag) -> tuple[np.ndarray, np.ndarray] | None:
+def _shared_patches(a: ScoreSource, b: ScoreSource) -> tuple[np.ndarray, np.ndarray] | None:
     """Indices into a and b of the coordinates both scored, or None when the patching differs."""
     if a.l0_patch != b.l0_patch or not len(a.l0_coords) or not len(b.l0_coords):
         return None
@@ -56,7 +48,9 @@ def _shared_patches(a: Bag, b: Bag) -> tuple[np.ndarray, np.ndarray] | None:
     return ia, ib
 
 
-def common_raster(a: Bag, b: Bag) -> tuple[np.ndarray, np.ndarray, int, tuple[int, int]]:
+def common_raster(
+    a: ScoreSource, b: ScoreSource
+) -> tuple[np.ndarray, np.ndarray, int, tuple[int, int]]:
     """(values of a, values of b) on the cells of the common raster at the coarser patch size,
     flattened, NaN where that experiment paints nothing; the cell side; the raster's (rows, cols)."""
     s = max(int(a.l0_patch), int(b.l0_patch))
@@ -68,15 +62,14 @@ def common_raster(a: Bag, b: Bag) -> tuple[np.ndarray, np.ndarray, int, tuple[in
     window = (float(x0), float(y0), float(x1 - x0), float(y1 - y0))
     out = []
     for bag in (a, b):
-        grid = cell_grid(bag.l0_coords, bag.scores, bag.l0_patch, s, window, shape)
+        grid = cell_grid(bag.l0_coords, bag.values01, bag.l0_patch, s, window, shape)
         out.append(grid.expand().astype(np.float64).ravel())
     return out[0], out[1], s, shape
 
 
-def top_k(values: np.ndarray, k: int) -> set[int]:
-    """Positions of the k highest values (NaN never), the earlier position first among ties."""
-    finite = np.flatnonzero(np.isfinite(values))
-    order = finite[np.argsort(-values[finite], kind="stable")]
+def top_k(order: np.ndarray, k: int) -> set[int]:
+    """The k most attended units of a `descending_order` of finite scores (the earlier position
+    first among ties)."""
     return set(order[:k].tolist())
 
 
@@ -85,7 +78,7 @@ def jaccard(a: set[int], b: set[int]) -> float | None:
     return len(a & b) / len(union) if union else None
 
 
-def agreement(a: Bag, b: Bag, ks: tuple[int, ...] = DEFAULT_KS) -> dict[str, Any]:
+def agreement(a: ScoreSource, b: ScoreSource, ks: tuple[int, ...] = DEFAULT_KS) -> dict[str, Any]:
     """Spearman's rho and top-k Jaccard of two bags on the units both scored (see the module)."""
     keys = sorted(set(int(k) for k in ks))
     if not len(a.l0_coords) or not len(b.l0_coords):  # an empty bag: nothing to compare
@@ -99,7 +92,7 @@ def agreement(a: Bag, b: Bag, ks: tuple[int, ...] = DEFAULT_KS) -> dict[str, Any
         }
     shared = _shared_patches(a, b)
     if shared is not None:
-        va, vb = a.scores[shared[0]].astype(np.float64), b.scores[shared[1]].astype(np.float64)
+        va, vb = a.values01[shared[0]].astype(np.float64), b.values01[shared[1]].astype(np.float64)
         unit, cell = "patches", int(a.l0_patch)
     else:
         va, vb, cell, _ = common_raster(a, b)
@@ -114,14 +107,16 @@ def agreement(a: Bag, b: Bag, ks: tuple[int, ...] = DEFAULT_KS) -> dict[str, Any
         if not math.isfinite(rho):
             rho = p_value = None
     # None where the figure says nothing: k takes every unit (1 by construction), or a map is flat
+    overlap: dict[str, float | None] = {str(k): None for k in keys}
+    if varied:
+        order_a, order_b = descending_order(va), descending_order(vb)
+        for k in (k for k in keys if k < len(va)):
+            overlap[str(k)] = jaccard(top_k(order_a, k), top_k(order_b, k))
     return {
         "unit": unit,
         "l0_cell": cell,
         "n": len(va),
         "spearman": rho,
         "p_value": p_value,
-        "jaccard": {
-            str(k): jaccard(top_k(va, k), top_k(vb, k)) if varied and k < len(va) else None
-            for k in keys
-        },
+        "jaccard": overlap,
     }

@@ -23,10 +23,11 @@ get the plain mean of their scores (CLAM's overlap averaging); pixels covered by
 
 Speed. Patches come on a lattice (CLAM and TRIDENT tile the tissue with a fixed step), so the
 patch edges cut the raster into few distinct rows and columns. We work on that compressed grid
-(`g_` cells): a 2-D difference array accumulated with `np.bincount`, two cumulative sums, and a
-final `np.repeat` to paint the cells onto output pixels. Cost is O(N + cells + output pixels),
-independent of the patch size in pixels, and arbitrary (non-lattice, overlapping) coordinates
-are handled by the same code. `rasterize` works in row blocks so memory stays bounded.
+(`g_` cells): a 2-D difference array accumulated with `np.bincount` and two cumulative sums
+(`BoxSums`, the core's one painting kernel), and a final `np.repeat` to paint the cells onto
+output pixels. Cost is O(N + cells + output pixels), independent of the patch size in pixels,
+and arbitrary (non-lattice, overlapping) coordinates are handled by the same code. `rasterize`
+works in row blocks so memory stays bounded.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ _EDGE_EPS = 1e-7
 _BLOCK_PIXELS = 4 * 1024 * 1024
 
 
-def _o_edges(
+def o_edges(
     l0_start: np.ndarray,
     l0_patch: float,
     l0_origin: float,
@@ -71,10 +72,51 @@ def _o_edges(
     return np.clip(o0, lo, hi, out=o0), np.clip(o1, lo, hi, out=o1)
 
 
-def _sorted_distinct(values: np.ndarray) -> np.ndarray:
-    """np.unique of a small int array without its per-call overhead (every tile calls this twice)."""
+def sorted_distinct(values: np.ndarray) -> np.ndarray:
+    """np.unique of an int array without its per-call overhead (every tile calls this twice)."""
     values = np.sort(values)
     return values[np.r_[True, values[1:] != values[:-1]]]
+
+
+class BoxSums:
+    """Sums over boxes on a grid of cells: the core's one painting kernel (cell grids, the pyramid
+    off its lattice, regions).
+
+    Box i covers rows [r0[i], r1[i]) and columns [c0[i], c1[i]) of a `shape` (rows, cols) grid
+    (integers within 0 .. rows, cols). A 2-D difference array over the (rows + 1) x (cols + 1)
+    corners, +w at a box's top-left and bottom-right corners and -w at the other two, accumulated
+    with `np.bincount`, then two cumulative sums: O(boxes + cells), no per-box work; float64, so
+    counts are exact. The corners are laid out once for any number of sums.
+    """
+
+    def __init__(
+        self,
+        shape: tuple[int, int],
+        r0: np.ndarray,
+        r1: np.ndarray,
+        c0: np.ndarray,
+        c1: np.ndarray,
+    ):
+        self._rows, self._cols = shape
+        stride = self._cols + 1
+        self._corners = np.concatenate(
+            (r0 * stride + c0, r1 * stride + c1, r0 * stride + c1, r1 * stride + c0)
+        )
+        self._signs = np.repeat(np.array([1.0, 1.0, -1.0, -1.0]), len(r0))
+
+    def _accumulate(self, weights: np.ndarray) -> np.ndarray:
+        rows, cols = self._rows, self._cols
+        corners = np.bincount(self._corners, weights=weights, minlength=(rows + 1) * (cols + 1))
+        summed: np.ndarray = corners.reshape(rows + 1, cols + 1)[:rows, :cols].cumsum(0).cumsum(1)
+        return summed
+
+    def count(self) -> np.ndarray:
+        """How many boxes cover each cell."""
+        return self._accumulate(self._signs)
+
+    def total(self, values: np.ndarray) -> np.ndarray:
+        """The sum of `values` (one per box) over the boxes covering each cell."""
+        return self._accumulate(np.tile(values, 4) * self._signs)
 
 
 @dataclass(frozen=True)
@@ -136,13 +178,13 @@ def cell_grid(
     o_limit_h = math.ceil(wh / downsample - _EDGE_EPS)
     l0_x = l0_coords[:, 0].astype(np.float64)
     l0_y = l0_coords[:, 1].astype(np.float64)
-    ox0, ox1 = _o_edges(l0_x, l0_patch, wx, downsample, int(o_offset[1]), o_w, o_limit_w)
-    oy0, oy1 = _o_edges(l0_y, l0_patch, wy, downsample, int(o_offset[0]), o_h, o_limit_h)
+    ox0, ox1 = o_edges(l0_x, l0_patch, wx, downsample, int(o_offset[1]), o_w, o_limit_w)
+    oy0, oy1 = o_edges(l0_y, l0_patch, wy, downsample, int(o_offset[0]), o_h, o_limit_h)
     keep = (ox1 > ox0) & (oy1 > oy0) & np.isfinite(vals)
     ox0, ox1, oy0, oy1, vals = ox0[keep], ox1[keep], oy0[keep], oy1[keep], vals[keep]
 
-    o_col_edges = _sorted_distinct(np.concatenate(([0, o_w], ox0, ox1)))
-    o_row_edges = _sorted_distinct(np.concatenate(([0, o_h], oy0, oy1)))
+    o_col_edges = sorted_distinct(np.concatenate(([0, o_w], ox0, ox1)))
+    o_row_edges = sorted_distinct(np.concatenate(([0, o_h], oy0, oy1)))
     nx, ny = len(o_col_edges) - 1, len(o_row_edges) - 1
     if vals.size == 0:
         return CellGrid(o_row_edges, o_col_edges, np.full((ny, nx), np.nan, np.float32))
@@ -150,18 +192,8 @@ def cell_grid(
     g_x1 = np.searchsorted(o_col_edges, ox1)
     g_y0 = np.searchsorted(o_row_edges, oy0)
     g_y1 = np.searchsorted(o_row_edges, oy1)
-    # 2-D difference array over (ny + 1) x (nx + 1) corners: +v at the patch's top-left and
-    # bottom-right corners, -v at the other two; cumulative sums give each cell's total.
-    stride = nx + 1
-    corners = np.concatenate(
-        (g_y0 * stride + g_x0, g_y1 * stride + g_x1, g_y0 * stride + g_x1, g_y1 * stride + g_x0)
-    )
-    size = (ny + 1) * stride
-    signs = np.concatenate((np.ones(2 * vals.size), -np.ones(2 * vals.size)))
-    g_sum = np.bincount(corners, weights=np.tile(vals, 4) * signs, minlength=size)
-    g_count = np.bincount(corners, weights=signs, minlength=size)
-    g_sum = g_sum.reshape(ny + 1, stride)[:ny, :nx].cumsum(0).cumsum(1)
-    g_count = g_count.reshape(ny + 1, stride)[:ny, :nx].cumsum(0).cumsum(1)
+    boxes = BoxSums((ny, nx), g_y0, g_y1, g_x0, g_x1)
+    g_count, g_sum = boxes.count(), boxes.total(vals)
     covered = g_count > 0.5
     g_mean = np.full((ny, nx), np.nan, np.float32)
     g_mean[covered] = g_sum[covered] / g_count[covered]
@@ -206,6 +238,58 @@ def blur_sigma(l0_patch: float, downsample: float) -> float:
     return max(0.3 * (o_patch - 1.0) + 0.8, 0.5)
 
 
+@dataclass(frozen=True)
+class BlurKernel:
+    """The `blur` option on a raster of one downsample: its Gaussian and the coarse lattice it runs on.
+
+    `rasterize_blurred` blurs a raster `factor` times coarser than the output (sigma ~2 cells
+    there) over the window and a halo (`coarse_span`); `o_reach` bounds, in output pixels, how
+    far past a window's edge that halo reaches: how far away a patch can still colour the window.
+    """
+
+    sigma: float  # output pixels (`blur_sigma`)
+    o_radius: int  # the kernel's half-width in output pixels: the patch size (CLAM's 2p + 1)
+    factor: int  # output pixels per coarse cell
+
+    @property
+    def c_sigma(self) -> float:
+        return self.sigma / self.factor
+
+    @property
+    def c_radius(self) -> int:
+        return max(1, math.ceil(self.o_radius / self.factor))
+
+    def coarse_span(self, c_first: float, c_last: float) -> tuple[int, int]:
+        """Coarse cells [lo, hi) to blur for output pixels whose centres lie at coarse-cell
+        positions c_first .. c_last: the kernel's reach and one cell of interpolation each side."""
+        return math.floor(c_first) - self.c_radius - 1, math.floor(c_last) + self.c_radius + 3
+
+    @property
+    def o_reach(self) -> int:
+        """Output pixels past a window's edge that its coarse span can reach: at most
+        (c_radius + 2.5) * factor - 0.5 (from `coarse_span`), rounded up to whole cells."""
+        return (self.c_radius + 3) * self.factor
+
+
+def blur_kernel(l0_patch: float, downsample: float) -> BlurKernel:
+    """The `blur` option's kernel for patches of `l0_patch` on a raster of `downsample`."""
+    sigma = blur_sigma(l0_patch, downsample)
+    return BlurKernel(sigma, max(1, math.ceil(l0_patch / downsample)), max(1, int(sigma // 2.0)))
+
+
+def normalized_blur(raster: np.ndarray, sigma: float, radius: int) -> np.ndarray:
+    """The `blur` smoothing of a raster (NaN: no patch) as a normalised convolution:
+    gauss(scores * covered) / gauss(covered), so that the empty background does not drag scores
+    towards zero at tissue borders; 0 where no covered pixel lies within the kernel (float32).
+    Callers keep the result only where patches lie, so blurring never paints colour on glass."""
+    covered = np.isfinite(raster)
+    weighted = np.where(covered, raster, 0.0).astype(np.float32)
+    num = ndimage.gaussian_filter(weighted, sigma, mode="constant", radius=radius)
+    den = ndimage.gaussian_filter(covered.astype(np.float32), sigma, mode="constant", radius=radius)
+    smooth: np.ndarray = np.where(den > 1e-6, num / np.maximum(den, 1e-6), 0.0).astype(np.float32)
+    return smooth
+
+
 def rasterize_blurred(
     l0_coords: np.ndarray,
     values: np.ndarray,
@@ -217,31 +301,25 @@ def rasterize_blurred(
 ) -> np.ndarray:
     """Like `rasterize` (with `cell_grid`'s `o_offset`), smoothed by a Gaussian of `blur_sigma`.
 
-    Smoothing is a normalised convolution: blur(scores * coverage) / blur(coverage), so the
-    empty background does not drag scores towards zero at tissue borders, and the result is
-    kept only where patches lie (NaN elsewhere), so blurring never paints colour on glass.
+    Smoothing is `normalized_blur`, kept only where patches lie (NaN elsewhere).
 
     A Gaussian of sigma ~0.3 patch is smooth on the scale of the patch, so when sigma exceeds
-    a few output pixels we blur a raster `f` times coarser (sigma ~2 cells there) and
-    interpolate bilinearly: the same picture, at a cost independent of the patch size. The
-    coarse lattice is anchored at the window's origin and its needed extent (with a halo as
-    wide as the kernel) is computed for each call, so strips and tiles of one window agree.
+    a few output pixels we blur a raster `f` times coarser (`BlurKernel`) and interpolate
+    bilinearly: the same picture, at a cost independent of the patch size. The coarse lattice
+    is anchored at the window's origin and its needed extent (with a halo as wide as the kernel)
+    is computed for each call, so strips and tiles of one window agree.
     """
     o_h, o_w = int(out_shape[0]), int(out_shape[1])
     if o_h <= 0 or o_w <= 0:
         return np.empty((max(o_h, 0), max(o_w, 0)), np.float32)
     o_row0, o_col0 = int(o_offset[0]), int(o_offset[1])
-    sigma = blur_sigma(l0_patch, downsample)
-    o_radius = max(1, math.ceil(l0_patch / downsample))
-    f = max(1, int(sigma // 2.0))  # output pixels per coarse cell
-    c_sigma = sigma / f
-    c_radius = max(1, math.ceil(o_radius / f))
+    kernel = blur_kernel(l0_patch, downsample)
+    f = kernel.factor
 
     def coarse_axis(o_start: int, o_len: int) -> tuple[int, int, np.ndarray]:
         # centre of output pixel i in coarse-cell units (cell k's centre is at k)
         c_pos = (np.arange(o_start, o_start + o_len) + 0.5) / f - 0.5
-        c_lo = math.floor(c_pos[0]) - c_radius - 1
-        c_hi = math.floor(c_pos[-1]) + c_radius + 3
+        c_lo, c_hi = kernel.coarse_span(c_pos[0], c_pos[-1])
         return c_lo, c_hi, c_pos - c_lo
 
     c_y0, c_y1, c_py = coarse_axis(o_row0, o_h)
@@ -255,13 +333,7 @@ def rasterize_blurred(
         (c_y1 - c_y0, c_x1 - c_x0),
         (c_y0, c_x0),
     ).expand()
-    covered = np.isfinite(coarse)
-    weighted = np.where(covered, coarse, 0.0).astype(np.float32)
-    num = ndimage.gaussian_filter(weighted, c_sigma, mode="constant", radius=c_radius)
-    den = ndimage.gaussian_filter(
-        covered.astype(np.float32), c_sigma, mode="constant", radius=c_radius
-    )
-    smooth = np.where(den > 1e-6, num / np.maximum(den, 1e-6), 0.0).astype(np.float32)
+    smooth = normalized_blur(coarse, kernel.c_sigma, kernel.c_radius)
 
     def weights(c_pos: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         i0 = np.clip(np.floor(c_pos).astype(np.int64), 0, n - 2)

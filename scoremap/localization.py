@@ -3,8 +3,8 @@
 - AUROC of the patches' attention against "the patch centre lies inside an annotation of the
   class" (the Mann-Whitney U statistic over the two groups, ties counted half: what
   `sklearn.metrics.roc_auc_score` computes), None when every patch is inside or none is;
-- the fraction of the top-k attended patches whose centre is inside, for k = 10 and for the top
-  5 % of the bag (at least one patch);
+- the fraction of the top-k attended patches (`normalize.descending_order`: ties in bag order)
+  whose centre is inside, for k = 10 and for the top 5 % of the scored patches (at least one);
 - the Dice overlap of the thresholded region (the union of the squares of the patches whose
   normalised score lies in [lo, hi]: at or above a threshold, or in the range the page shows)
   with the annotation: 2 |R n A| / (|R| + |A|).
@@ -23,7 +23,7 @@ from scipy import stats
 from shapely.geometry.base import BaseGeometry
 
 from scoremap.annotations import AnnotatedClass
-from scoremap.normalize import in_range
+from scoremap.normalize import descending_order, in_range
 from scoremap.regions import union_geometry
 
 
@@ -53,8 +53,7 @@ def localization(
     hi: float = 1.0,
 ) -> dict[str, Any]:
     inside = centres_inside(l0_coords, l0_patch, annotated.geometry)
-    finite = np.isfinite(raw)
-    order = np.argsort(-np.where(finite, raw, -np.inf), kind="stable")[: int(finite.sum())]
+    order = descending_order(raw)[: int(np.isfinite(raw).sum())]  # the scored patches
     k5 = max(1, math.ceil(0.05 * len(order)))
     top = {str(k): (float(inside[order[:k]].mean()) if len(order) else None) for k in (10,)} | {
         "5%": float(inside[order[:k5]].mean()) if len(order) else None

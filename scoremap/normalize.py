@@ -3,6 +3,16 @@
 Attention logits of different models and slides differ wildly in scale (ABMIL logits, DSMIL
 softmax weights, TransMIL dot products); CLAM's heatmaps normalise them per slide before colouring,
 and so does every view here.
+
+The one scoring view of a map, from one sort: `descending_order` (most attended first, ties in bag
+order), and `rank_order` adds the percentiles read off it, `ranks` the ranks; localisation's and
+agreement's top-k, the viewer's read-outs and the exports all take them from here.
+
+Units. Percentiles are fractions in [0, 1] throughout the core, as every normalised score is (the
+colormap scale, `convert_to_percentiles`, thresholds and score ranges, the difference pane's
+percentile(A) - percentile(B) on -1..1). Only what a person reads as "percentile" is shown in
+0..100 (the API's patch read-out and top-k `percentile`, the exports' `percentile` and
+`attention_percentile` columns), converted by `percent` where those reports are assembled.
 """
 
 from __future__ import annotations
@@ -23,26 +33,33 @@ NORM_LABELS = {
 }
 
 
-def rank_order(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The bag from most to least attended, and each patch's percentile in [0, 1], from one sort.
-
-    `order` lists patch indices by descending score, ties in bag order, NaN scores last; the
-    percentile is the average rank of a score's ties among the finite scores over their count,
-    which is `scipy.stats.rankdata(kind="average") / n` and `percentileofscore(kind="rank") / 100`
-    (NaN where the score is NaN). The viewer needs both for every slide it opens; one stable sort
-    of a million distinct scores costs 0.06 s, rankdata and a second sort 0.55 s.
-    """
+def descending_order(scores: np.ndarray) -> np.ndarray:
+    """Patch indices from most to least attended: by descending score, ties in bag order (a stable
+    descending sort), NaN and infinite scores last, so the finite scores come first."""
     values = _as_vector(scores)
-    finite = np.isfinite(values)
-    keyed = np.where(finite, -values, np.inf)  # descending; NaN (and inf) after every finite score
+    keyed = np.where(np.isfinite(values), -values, np.inf)  # NaN (and inf) after every finite score
     order = np.argsort(keyed)  # quicksort: 4x faster than a stable sort on a million floats
     sorted_keys = keyed[order]
     new_run = np.r_[True, sorted_keys[1:] != sorted_keys[:-1]]
     if not new_run.all():  # ties (float32 attention of a large bag has some): bag order within each
         run = np.cumsum(new_run) - 1
         order = order[np.argsort(run * len(order) + order)]
+    return order
+
+
+def rank_order(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The bag from most to least attended, and each patch's percentile in [0, 1], from one sort.
+
+    `order` is `descending_order`; the percentile is the average rank of a score's ties among the
+    finite scores over their count, which is `scipy.stats.rankdata(kind="average") / n` and
+    `percentileofscore(kind="rank") / 100` (NaN where the score is NaN), read off the order. The
+    viewer needs both for every slide it opens; one stable sort of a million distinct scores
+    costs 0.06 s, rankdata and a second sort 0.55 s.
+    """
+    values = _as_vector(scores)
+    order = descending_order(values)
     percentile = np.full(values.shape, np.nan)
-    n = int(finite.sum())
+    n = int(np.isfinite(values).sum())
     if n:
         ranked = order[:n]  # the finite scores come first
         desc = values[ranked]
@@ -53,6 +70,19 @@ def rank_order(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mean_rank = (2 * n - starts - ends + 1) / 2.0
         percentile[ranked] = np.repeat(mean_rank, ends - starts) / n
     return order, percentile
+
+
+def ranks(order: np.ndarray) -> np.ndarray:
+    """Each patch's rank from a `descending_order`: 1 = most attended, NaN scores ranked last."""
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(1, len(order) + 1)
+    return rank
+
+
+def percent(percentile01: np.ndarray) -> np.ndarray:
+    """Percentiles in [0, 1] as reports show them, 0..100 (the dtype kept)."""
+    shown: np.ndarray = percentile01 * percentile01.dtype.type(100.0)
+    return shown
 
 
 def _as_vector(scores: np.ndarray) -> np.ndarray:

@@ -18,9 +18,10 @@ attention it differs from the exact tile by more than one palette step on 15 % o
 128x, and a user comparing a coarse view with a zoomed one would see the colours shift.
 
 How, cheaply. Patches come on a lattice, so the bag is held as sums and counts over its distinct
-(y, x) positions, and each level is painted by difference arrays along x and then y (`_Bag`):
+(y, x) positions, and each level is painted by difference arrays along x and then y (`BagPainter`):
 O(distinct rows x columns + pixels) per level, no per-patch work and no slide pixels read. Bags off
-any lattice are painted patch by patch (a 2-D difference array, four corners per patch).
+any lattice are painted patch by patch (`grid.BoxSums`: a 2-D difference array, four corners
+per patch).
 Scores are kept as float16 (error < 2.5e-4 on [0, 1], a sixteenth of a palette step), not colours:
 colormap, threshold and opacity stay live.
 
@@ -39,7 +40,7 @@ import threading
 import numpy as np
 from scipy import sparse
 
-from scoremap.grid import _o_edges
+from scoremap.grid import BoxSums, o_edges
 
 COARSE_PATCHES = 4096  # a tile meeting more patches than this is cut from the pyramid
 MAX_BASE_CELLS = 1 << 23  # 8.4 M cells: 16 MB of float16 at the base, 21 MB for every level
@@ -65,7 +66,7 @@ def _edge_matrix(f0: np.ndarray, f1: np.ndarray, n: int) -> sparse.csr_matrix:
     return sparse.csr_matrix((data, (rows, cols)), shape=(n + 1, m))
 
 
-class _Bag:
+class BagPainter:
     """The bag's finite scores, prepared for painting whole rasters by the touching rule.
 
     Patches come on a lattice (a few thousand distinct x and y for a million patches), so the bag is
@@ -74,8 +75,8 @@ class _Bag:
     (the raster columns it touches) depends only on its x, so painting is a difference array along
     x (a sparse +1/-1 operator times the tables), a cumulative sum, the same along y:
     O(distinct y * columns + pixels) per raster. Bags off any
-    lattice (too many distinct positions for the tables) are painted patch by patch instead: a 2-D
-    difference array with four corners per patch.
+    lattice (too many distinct positions for the tables) are painted patch by patch instead
+    (`grid.BoxSums`).
     """
 
     def __init__(self, l0_coords: np.ndarray, values01: np.ndarray, l0_patch: int):
@@ -122,7 +123,7 @@ class _Bag:
     def footprints(
         self, l0_starts: np.ndarray, l0_origin: float, downsample: float, n: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        return _o_edges(l0_starts.astype(np.float64), self.l0_patch, l0_origin, downsample, 0, n, n)
+        return o_edges(l0_starts.astype(np.float64), self.l0_patch, l0_origin, downsample, 0, n, n)
 
     def paint(
         self,
@@ -154,19 +155,8 @@ class _Bag:
             return None, painted[:, :, 0]
         fx0, fx1 = self.footprints(self.coords[:, 0], ox, downsample, cols)
         fy0, fy1 = self.footprints(self.coords[:, 1], oy, downsample, rows)
-        stride = cols + 1
-        corners = np.concatenate(
-            (fy0 * stride + fx0, fy1 * stride + fx1, fy0 * stride + fx1, fy1 * stride + fx0)
-        )
-        signs = np.repeat(np.array([1.0, 1.0, -1.0, -1.0]), len(self.coords))
-        size = (rows + 1) * stride
-
-        def accumulate(weights: np.ndarray) -> np.ndarray:
-            grid = np.bincount(corners, weights=weights, minlength=size).reshape(rows + 1, stride)
-            return grid[:rows, :cols].cumsum(0).cumsum(1)
-
-        counts = accumulate(signs)
-        return (accumulate(np.tile(self.values, 4) * signs) if with_sums else None), counts
+        boxes = BoxSums((rows, cols), fy0, fy1, fx0, fx1)
+        return (boxes.total(self.values) if with_sums else None), boxes.count()
 
     def mean(
         self, l0_origin: tuple[float, float], downsample: float, rows: int, cols: int
@@ -226,7 +216,7 @@ class _Bag:
 
 
 def coarse_downsample(
-    bag: _Bag, l0_window: tuple[float, float, float, float], tile_size: int
+    bag: BagPainter, l0_window: tuple[float, float, float, float], tile_size: int
 ) -> int | None:
     """The smallest power-of-two downsample whose tiles meet more than COARSE_PATCHES patches
     (None: no level does). Tiles of coarser levels are unions of finer ones, so the count grows
@@ -262,7 +252,11 @@ class ScorePyramid:
     """
 
     def __init__(
-        self, bag: _Bag, l0_window: tuple[int, int, int, int], base_downsample: int, coarse: int
+        self,
+        bag: BagPainter,
+        l0_window: tuple[int, int, int, int],
+        base_downsample: int,
+        coarse: int,
     ):
         self.l0_window = l0_window
         self.base_downsample = int(base_downsample)
@@ -302,7 +296,7 @@ class ScorePyramid:
         """The pyramid of a bag on a Deep Zoom window, or None when no tile meets many patches."""
         x, y, w, h = (int(v) for v in l0_window)
         window = (x, y, w, h)
-        bag = _Bag(l0_coords, values01, l0_patch)
+        bag = BagPainter(l0_coords, values01, l0_patch)
         if bag.empty:
             return None
         coarse = coarse_downsample(bag, window, tile_size)

@@ -11,22 +11,21 @@ follows the registration rule of `scoremap.grid` everywhere:
 - any other window is painted exactly from the patches that reach it (found by the patch index),
   with overlapping patches averaged.
 
-`blur` smooths with the Gaussian of `grid.blur_sigma` (normalised, never colouring glass), from the
-patches or from the pyramid cut alike. `threshold` hides scores below it; `transform` lets a caller
-remap the averaged scores before colouring (the static heatmap's `binarize`).
+`blur` smooths with `grid.normalized_blur` (the Gaussian of `grid.blur_kernel`, never colouring
+glass), from the patches or from the pyramid cut alike. `threshold` hides scores below it;
+`transform` lets a caller remap the averaged scores before colouring (the static heatmap's
+`binarize`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from scoremap.colormap import TRANSPARENT, to_indices
-from scoremap.grid import CellGrid, blur_sigma, cell_grid, rasterize_blurred
+from scoremap.grid import CellGrid, blur_kernel, cell_grid, normalized_blur, rasterize_blurred
 from scoremap.patch_index import PatchIndex
 from scoremap.pyramid import ScorePyramid
 
@@ -72,13 +71,10 @@ class ScoreSource:
 
 
 def l0_reach(l0_patch: float, downsample: float, blur: bool) -> float:
-    """How far (level 0) beyond a window a patch can still colour it: one pixel, or the blur kernel."""
-    if not blur:
-        return float(downsample)
-    sigma = blur_sigma(l0_patch, downsample)  # output pixels
-    coarse = max(1, int(sigma // 2.0))
-    o_radius = (math.ceil(math.ceil(l0_patch / downsample) / coarse) + 4) * coarse
-    return float((o_radius + 2) * downsample + l0_patch)
+    """How far (level 0) beyond a window a patch can still colour it: the blur's reach
+    (`BlurKernel.o_reach`), and one output pixel for the edge tolerance."""
+    o_reach = blur_kernel(l0_patch, downsample).o_reach if blur else 0
+    return float((o_reach + 1) * downsample)
 
 
 def _near(source: ScoreSource, window: Window, blur: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -99,8 +95,8 @@ def _pyramid_cells(pyramid: ScorePyramid, l0_patch: int, window: Window, blur: b
     d = window.downsample
     if not blur:
         return _dense(pyramid.cut(d, window.o_row0, window.o_col0, window.rows, window.cols))
-    sigma = blur_sigma(l0_patch, d)
-    radius = max(1, math.ceil(l0_patch / d))
+    kernel = blur_kernel(l0_patch, d)
+    radius = kernel.o_radius
     halo = pyramid.cut(
         d,
         window.o_row0 - radius,
@@ -108,13 +104,10 @@ def _pyramid_cells(pyramid: ScorePyramid, l0_patch: int, window: Window, blur: b
         window.rows + 2 * radius,
         window.cols + 2 * radius,
     )
-    covered = np.isfinite(halo)
-    num = ndimage.gaussian_filter(
-        np.where(covered, halo, 0.0).astype(np.float32), sigma, mode="constant", radius=radius
-    )
-    den = ndimage.gaussian_filter(covered.astype(np.float32), sigma, mode="constant", radius=radius)
     inner = (slice(radius, radius + window.rows), slice(radius, radius + window.cols))
-    smooth = np.where(covered[inner], num[inner] / np.maximum(den[inner], 1e-6), np.nan)
+    smooth = np.where(
+        np.isfinite(halo[inner]), normalized_blur(halo, kernel.sigma, radius)[inner], np.nan
+    )
     return _dense(smooth.astype(np.float32))
 
 

@@ -161,6 +161,18 @@ def test_localization_figures_equal_independent_computations(annotated):
         assert figures["dice"] == pytest.approx(dice)
 
 
+def test_top_k_inside_takes_tied_scores_in_bag_order_and_leaves_unscored_patches_out():
+    from scoremap.annotations import AnnotatedClass
+    from scoremap.localization import localization
+
+    coords = np.array([[i * 256, 0] for i in range(6)])
+    raw = np.array([0.5, 0.9, 0.9, np.nan, 0.9, 0.1])  # 1, 2 and 4 tie; 3 is not scored
+    inside = AnnotatedClass("Tumor", (200, 0, 0), box(256, 0, 1024, 256))  # patches 1, 2, 3
+    figures = localization(coords, 256, raw, normalize_scores(raw, "percentile"), inside, 0.5)
+    assert figures["top_5pct_k"] == 1 and figures["top_inside"]["5%"] == 1.0  # patch 1 first
+    assert figures["top_inside"]["10"] == pytest.approx(2 / 5)  # the 5 scored patches
+
+
 def test_annotations_are_served_and_a_broken_file_leaves_the_slide_working(annotated):
     client, _, _pyramid = annotated
     body = client.get(f"/api/slides/{SLIDE}/annotations").get_json()

@@ -253,12 +253,13 @@ def test_cohort_links_open_at_most_three_experiments(compared_cohort):
 
 
 def test_empty_bags_flat_maps_and_large_k_give_no_figures():
-    from scoremap.agreement import Bag, agreement
+    from scoremap.agreement import agreement
+    from scoremap.raster import ScoreSource
 
-    empty = Bag(np.zeros((0, 2), np.int64), 256, np.zeros(0))
+    empty = ScoreSource(np.zeros((0, 2), np.int64), np.zeros(0), 256)
     coords = np.array([[0, 0], [256, 0], [512, 0], [768, 0]])
-    varied = Bag(coords, 256, np.array([0.1, 0.4, 0.2, 0.9]))
-    flat = Bag(coords, 256, np.full(4, 0.5))
+    varied = ScoreSource(coords, np.array([0.1, 0.4, 0.2, 0.9]), 256)
+    flat = ScoreSource(coords, np.full(4, 0.5), 256)
     assert agreement(empty, varied) == {
         "unit": "patches",
         "l0_cell": 256,
@@ -272,7 +273,7 @@ def test_empty_bags_flat_maps_and_large_k_give_no_figures():
         and agreement(flat, varied)["spearman"] is None
     )
     figures = agreement(
-        varied, Bag(coords, 256, np.array([0.5, 0.3, 0.1, 0.8])), ks=(2, 4)
+        varied, ScoreSource(coords, np.array([0.5, 0.3, 0.1, 0.8]), 256), ks=(2, 4)
     )  # {3, 1} vs {3, 0}
     assert figures["jaccard"]["2"] == pytest.approx(1 / 3) and figures["jaccard"]["4"] is None
 

@@ -180,7 +180,7 @@ def test_blurred_strips_join(d):
 
 
 def test_rank_order_gives_scipys_average_ranks_and_the_attention_order_from_one_sort():
-    from scoremap.normalize import rank_order
+    from scoremap.normalize import percent, rank_order, ranks
 
     rng = np.random.default_rng(4)
     scores = np.round(rng.normal(size=3000), 1)  # many ties
@@ -190,8 +190,30 @@ def test_rank_order_gives_scipys_average_ranks_and_the_attention_order_from_one_
     np.testing.assert_allclose(percentile[finite], stats.rankdata(scores[finite]) / finite.sum())
     assert np.isnan(percentile[~finite]).all()
     keyed = np.where(finite, -scores, np.inf)
-    np.testing.assert_array_equal(order, np.argsort(keyed, kind="stable"))  # ties in bag order
+    stable = np.argsort(keyed, kind="stable")
+    np.testing.assert_array_equal(order, stable)  # ties in bag order
     assert set(order[-3:].tolist()) == {5, 77, 901}
+    rank = ranks(order)  # 1 = most attended, NaN last
+    np.testing.assert_array_equal(rank[stable], np.arange(1, len(scores) + 1))
+    np.testing.assert_allclose(percent(percentile[finite]), 100 * percentile[finite])
     for s in scores[finite][:50]:
         want = stats.percentileofscore(scores[finite], s, kind="rank") / 100
         assert np.isclose(percentile[np.flatnonzero(scores == s)[0]], want)
+
+
+def test_box_sums_count_and_total_the_boxes_over_each_cell():
+    from scoremap.grid import BoxSums
+
+    rng = np.random.default_rng(5)
+    shape = (13, 17)
+    r0, c0 = rng.integers(0, 13, 300), rng.integers(0, 17, 300)
+    r1, c1 = r0 + rng.integers(0, 5, 300), c0 + rng.integers(0, 5, 300)
+    r1, c1 = np.minimum(r1, 13), np.minimum(c1, 17)  # empty boxes (r1 == r0) included
+    values = rng.normal(size=300)
+    count, total = np.zeros(shape), np.zeros(shape)
+    for i in range(300):
+        count[r0[i] : r1[i], c0[i] : c1[i]] += 1
+        total[r0[i] : r1[i], c0[i] : c1[i]] += values[i]
+    boxes = BoxSums(shape, r0, r1, c0, c1)
+    np.testing.assert_array_equal(boxes.count(), count)
+    np.testing.assert_allclose(boxes.total(values), total, atol=1e-12)

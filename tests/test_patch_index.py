@@ -60,3 +60,32 @@ def test_empty_bag_and_empty_boxes():
     assert index.overlapping(10, 10, 10, 20).size == 0  # zero width
     with pytest.raises(ValueError):
         PatchIndex(np.array([[0, 0]]), 0)
+
+
+@pytest.mark.parametrize("downsample", [1.0, 3.0, 16.0])
+def test_windows_painted_from_the_patches_the_index_finds_equal_windows_painted_from_the_bag(
+    downsample,
+):
+    """The index hands the rasteriser only the patches within `l0_reach` of a window; blurred or
+    not, the window must come out as if every patch of the bag had been considered."""
+    from scoremap.raster import ScoreSource, Window, window_cells
+
+    rng = np.random.default_rng(3)
+    s = 256
+    xs, ys = np.meshgrid(np.arange(0, 12000, 64), np.arange(0, 9000, 64))
+    coords = np.stack([np.ravel(xs), np.ravel(ys)], 1).astype(np.int64)
+    coords += rng.integers(0, 16, coords.shape)  # off the lattice: every patch edge its own cell
+    values = rng.uniform(size=len(coords))
+    indexed = ScoreSource(coords, values, s, PatchIndex(coords, s))
+    whole = ScoreSource(coords, values, s)
+    l0_window = (0.0, 0.0, 12300.0, 9300.0)
+    for _ in range(6):
+        rows, cols = rng.integers(1, 200, 2)
+        o_row0 = int(rng.integers(0, max(1, int(9300 / downsample) - rows)))
+        o_col0 = int(rng.integers(0, max(1, int(12300 / downsample) - cols)))
+        window = Window(l0_window, downsample, int(rows), int(cols), o_row0, o_col0)
+        for blur in (False, True):
+            np.testing.assert_array_equal(
+                window_cells(indexed, window, blur).expand(),
+                window_cells(whole, window, blur).expand(),
+            )

@@ -147,7 +147,7 @@ def test_a_million_patch_bag_costs_tens_of_megabytes():
 
 def test_the_coarse_level_is_where_tiles_meet_more_than_coarse_patches():
     coords, values = tissue_bag(16000, 12000, "smooth")
-    bag = pyramid_module._Bag(coords, values, PATCH)
+    bag = pyramid_module.BagPainter(coords, values, PATCH)
     # 8x tiles (2032 px) meet ((2032 + 256) / 32)^2 ~ 5,100 patches; 4x tiles about 1,600
     assert bag.max_per_tile((0, 0), 254 * 8, (16000, 12000)) > COARSE_PATCHES
     assert bag.max_per_tile((0, 0), 254 * 4, (16000, 12000)) <= COARSE_PATCHES

@@ -14,8 +14,9 @@ from __future__ import annotations
 import numpy as np
 from flask import Blueprint, Response, jsonify, request
 
-from scoremap.agreement import DEFAULT_KS, Bag, agreement
+from scoremap.agreement import DEFAULT_KS, agreement
 from scoremap.cache import file_identity
+from scoremap.raster import ScoreSource
 from viewer.errors import BadRequest, NotFound, ViewerError
 from viewer.params import query_int
 from viewer.serialize import class_ref, experiment_entry
@@ -45,12 +46,11 @@ def _summary(record) -> dict:
     return experiment_entry(record) | {"attention_class": class_ref(record, record.prediction.pred)}
 
 
-def _bag(state: ViewerState, record) -> Bag:
+def _bag(state: ViewerState, record) -> ScoreSource:
     # percentiles: the ranks of the raw scores (so the same figures on shared patches), and what
     # the heatmap paints and averages where patches overlap (so the cells of a common raster too)
     scores = state.slide_scores(record)
-    index = scores.resolve_class(None)
-    return Bag(scores.l0_coords, scores.l0_patch, scores.normalized(index, "percentile"))
+    return scores.source(scores.resolve_class(None), "percentile")
 
 
 def _key(ra, rb, ks: tuple[int, ...]) -> tuple:

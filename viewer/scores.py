@@ -19,7 +19,7 @@ from scoremap.blockmap import Blockmap
 from scoremap.cache import ByteLRU, array_bytes
 from scoremap.defaults import VIEWER_SETTINGS
 from scoremap.errors import ParameterError
-from scoremap.normalize import in_range, normalize_scores, rank_order
+from scoremap.normalize import in_range, normalize_scores, percent, rank_order, ranks
 from scoremap.params import resolve_class
 from scoremap.patch_index import PatchIndex
 from scoremap.pyramid import ScorePyramid
@@ -111,12 +111,10 @@ class SlideScores:
     def class_scores(self, class_index: int) -> ClassScores:
         def load():
             order, percentile01 = self._ranks(class_index)
-            rank = np.empty(len(order), np.int64)
-            rank[order] = np.arange(1, len(order) + 1)
             found = ClassScores(
                 raw=self.raw(class_index),
-                percentile=percentile01 * np.float32(100.0),
-                rank=rank,
+                percentile=percent(percentile01),
+                rank=ranks(order),
                 order=order,
             )
             return found, found.nbytes
