@@ -205,7 +205,7 @@ def _rewrite(path, **changes):
     ],
 )
 def test_every_malformed_attribute_or_dataset_is_one_blockmap_error(tmp_path, changes, message):
-    """Hostile or broken files (issue 7): the reader names the file and what was expected; no JSON,
+    """Hostile or broken files: the reader names the file and what was expected; no JSON,
     type or value error escapes to a caller (the viewer answers 4xx, the CLI one line)."""
     path = tmp_path / "s1_blockmap.h5"
     write_blockmap(path, _bm())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -135,6 +136,19 @@ def test_a_plain_pip_install_serves_and_exports_without_torch(tmp_path, viewer_c
     """`pip install .` (no extras) into a fresh venv: no torch; mil-viewer serves a scored cohort,
     mil-export runs, mil-heatmaps says which extra it needs (exit 2, no traceback). The versions
     are held to requirements.txt (-c) so that pip's cache serves them."""
+    # from a copy of the tracked files: setuptools builds in the source folder (build/, *.egg-info)
+    source = tmp_path / "source"
+    tracked = (
+        subprocess.run(
+            ["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, check=True, timeout=60
+        )
+        .stdout.decode()
+        .split("\0")
+    )
+    for name in filter(None, tracked):
+        if (REPO_ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO_ROOT / name, source / name)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     py = venv / "bin" / "python"
@@ -147,7 +161,7 @@ def test_a_plain_pip_install_serves_and_exports_without_torch(tmp_path, viewer_c
             "--quiet",
             "-c",
             str(REPO_ROOT / "requirements.txt"),
-            str(REPO_ROOT),
+            str(source),
         ],
         capture_output=True,
         text=True,

@@ -356,7 +356,7 @@ def test_slide_id_keeps_its_own_extension_case(cohort):
     assert (root / "raw/EXP/tumor/UPPER/UPPER_blockmap.h5").exists()
 
 
-# --------------------------------------------------------------------------- faults (issue 7)
+# --------------------------------------------------------------------------- faults
 
 
 def test_a_binary_process_list_stops_with_exit_2_naming_the_file(cohort, capsys):

@@ -59,7 +59,7 @@ def bag(request):
 
 
 def test_every_coarse_tile_is_the_tile_painted_from_patches(bag):
-    """SPEC: >= 99 % of pixels within one palette step; measured: all of them, at every level."""
+    """The rule: >= 99 % of pixels within one palette step; measured: all of them, at every level."""
     geo, direct, cut = bag
     pyramid = cut.pyramid
     assert pyramid is not None and pyramid.coarse_downsample == 8  # 5,000+ patches per tile at 8x

@@ -464,8 +464,8 @@ def test_the_metadata_says_which_words_a_links_blur_may_be(client):
 
 def test_the_pages_scripts_keep_no_copy_of_the_servers_rules():
     """The limits a link is checked by are the server's: the class bound, the Dice's default
-    region, the words for blur and what a colormap name is are not written in static/js (the
-    pages read meta.choices, the slide's classes, or ask the server)."""
+    region, the words for blur, what a colormap name is and the view export's sides are not written
+    in static/js (the pages read meta.choices, the slide's classes, or ask the server)."""
     from scoremap.checkout import REPO_ROOT
 
     root = REPO_ROOT / "static" / "js"
@@ -474,6 +474,7 @@ def test_the_pages_scripts_keep_no_copy_of_the_servers_rules():
         "the Dice's default region": re.compile(r"\b0\.5\b.*\b1\b\]|:\s*0\.5\)"),
         "the words for blur": re.compile(r"""\[\s*["']0["'],\s*["']1["']\s*\]"""),
         "a colormap-name pattern": re.compile(r"A-Za-z0-9"),
+        "the view export's sides": re.compile(r"\b4096\b"),
     }
     scripts = sorted(root.rglob("*.js"))
     assert len(scripts) > 10

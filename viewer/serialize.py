@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from flask import url_for
 
-from scoremap.defaults import OVERLAY, SUGGESTED_CMAPS
+from scoremap.defaults import EXPORT_VIEW, OVERLAY, SUGGESTED_CMAPS
 from scoremap.normalize import NORM_LABELS, NORMS
 from viewer.cohort import SlideRecord
 from viewer.params import BLUR_WORDS
@@ -214,6 +214,8 @@ def overlay_choices() -> dict:
         },
         "alpha": {"min": 0.0, "max": 1.0, "step": 0.01},
         "blur": dict(BLUR_WORDS),  # the words a link's `blur` may be (lower case): on or off
+        # the view export's picture: the widths (and heights) the route accepts
+        "export_view": {"width_min": EXPORT_VIEW["width_min"], "side_max": EXPORT_VIEW["side_max"]},
     }
 
 

@@ -35,11 +35,13 @@ export class ExportLinks {
     const urls = this.meta.urls;
     const box = this.viewBox();
     if (box) {
+      // the picture as wide as the pane on screen, within the sides the route accepts
+      const { width_min: least, side_max: most } = this.meta.choices.export_view;
       const size = this.viewer.viewport.getContainerSize();
-      const width = Math.max(16, Math.min(4096, Math.round(size.x * (window.devicePixelRatio || 1))));
+      const width = Math.max(least, Math.min(most, Math.round(size.x * (window.devicePixelRatio || 1))));
       const height = Math.round((box.h * width) / box.w);
-      const fit = height > 4096 ? Math.floor((4096 * box.w) / box.h) : width;
-      this.el.view.href = withQuery(urls.export_view, { ...q, ...box, width: Math.max(16, fit), alpha: this.state.alpha });
+      const fit = height > most ? Math.floor((most * box.w) / box.h) : width;
+      this.el.view.href = withQuery(urls.export_view, { ...q, ...box, width: Math.max(least, fit), alpha: this.state.alpha });
     }
     this.el.regions.href = withQuery(urls.export_regions, q);
     this.el.patches.href = withQuery(urls.export_patches, q);
