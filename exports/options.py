@@ -14,7 +14,7 @@ import numpy as np
 
 from scoremap.blockmap import Blockmap
 from scoremap.defaults import OVERLAY
-from scoremap.normalize import percent, rank_order, ranks
+from scoremap.normalize import rank_order, ranks
 from scoremap.params import resolve_class
 
 CLASS_PREFIX = "attention_"
@@ -43,7 +43,7 @@ class ExportScores:
     class_index: int
     raw: np.ndarray
     values01: np.ndarray  # by the chosen normalisation
-    percentile: np.ndarray  # 0..100
+    percentile01: np.ndarray  # 0..1, the core's unit (the files show 0..100: `percent`)
     rank: np.ndarray  # 1 = most attended
 
     @classmethod
@@ -58,4 +58,4 @@ class ExportScores:
         values01 = (
             percentile01 if options.norm == "percentile" else normalize_scores(raw, options.norm)
         )
-        return cls(bm, index, raw, values01, percent(percentile01), ranks(order))
+        return cls(bm, index, raw, values01, percentile01, ranks(order))

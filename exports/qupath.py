@@ -26,7 +26,7 @@ import shapely
 from exports.options import CLASS_PREFIX, ExportScores
 from scoremap.atomic import atomic_output
 from scoremap.colormap import lookup_table
-from scoremap.normalize import in_range
+from scoremap.normalize import in_range, percent
 from scoremap.regions import union_geometry
 
 _BLOCK = 65536  # features formatted per block
@@ -60,7 +60,7 @@ def write_tiles(scores: ExportScores, path: Path) -> Path:
             coords = bm.l0_coords[start:stop].tolist()
             raw, percentile = (
                 scores.raw[start:stop].tolist(),
-                scores.percentile[start:stop].tolist(),
+                percent(scores.percentile01[start:stop]).tolist(),
             )
             extra = per_class[start:stop].tolist() if per_class is not None else None
             lines = []

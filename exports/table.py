@@ -15,6 +15,7 @@ import numpy as np
 
 from exports.options import CLASS_PREFIX, ExportScores
 from scoremap.atomic import atomic_output
+from scoremap.normalize import percent
 
 _ROWS = 65536
 
@@ -58,7 +59,10 @@ def write_rows(scores: ExportScores, fh: TextIO) -> None:
     for start in range(0, n, _ROWS):
         stop = min(n, start + _ROWS)
         coords = bm.l0_coords[start:stop].tolist()
-        raw, pct = scores.raw[start:stop].tolist(), scores.percentile[start:stop].tolist()
+        raw, pct = (
+            scores.raw[start:stop].tolist(),
+            percent(scores.percentile01[start:stop]).tolist(),
+        )
         rank = scores.rank[start:stop].tolist()
         extra = per_class[start:stop].tolist() if per_class is not None else None
         lines = []

@@ -122,11 +122,11 @@ def test_the_difference_pane_shows_percentile_a_minus_b(cpage, compare_server):
     assert len(assert_locked(cpage)) == 4  # slide, two experiments, the difference
     # the same grid: at each patch centre the difference pane shows RdBu_r at (pA - pC + 1) / 2
     pa = {
-        (p["x"], p["y"]): p["percentile"] / 100
+        (p["x"], p["y"]): p["percentile"]
         for p in get_json(f"{compare_server}/api/slides/alpha/topk?exp=ABMIL_A&k=1000")["patches"]
     }
     pc = {
-        (p["x"], p["y"]): p["percentile"] / 100
+        (p["x"], p["y"]): p["percentile"]
         for p in get_json(f"{compare_server}/api/slides/alpha/topk?exp=ABMIL_C&k=1000")["patches"]
     }
     colours = palette("RdBu_r")

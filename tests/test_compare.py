@@ -178,8 +178,8 @@ def test_difference_tiles_are_the_percentile_difference_of_the_two_maps(
     a = blockmap(compared_cohort, "ABMIL_A", "alpha")
     pa = compare_client.get("/api/slides/alpha/topk?exp=ABMIL_A&k=1000").get_json()["patches"]
     pb = compare_client.get("/api/slides/alpha/topk?exp=CLAM_B&k=1000").get_json()["patches"]
-    perc_a = {(p["x"], p["y"]): p["percentile"] / 100 for p in pa}
-    perc_b = {(p["x"], p["y"]): p["percentile"] / 100 for p in pb}
+    perc_a = {(p["x"], p["y"]): p["percentile"] for p in pa}
+    perc_b = {(p["x"], p["y"]): p["percentile"] for p in pb}
     colours = palette("RdBu_r")
     tile = 254
     checked = 0

@@ -92,7 +92,7 @@ def test_topk_and_bottomk(client, viewer_cohort):
     x, y = s.l0_coords[order[0]].tolist()
     assert first["x"] == x and first["y"] == y and first["size"] == PATCH
     assert first["score"] == pytest.approx(float(s.scores[order[0]]))
-    assert first["percentile"] == pytest.approx(100.0)
+    assert first["percentile"] == pytest.approx(1.0)
     assert first["image_url"] == f"/slides/pyramid/patch/{order[0]}.jpeg"
     bottom = client.get("/api/slides/pyramid/topk?k=3&order=bottom").get_json()
     assert [p["index"] for p in bottom["patches"]] == order[::-1][:3].tolist()
@@ -110,10 +110,10 @@ def test_patch_at_point(client, viewer_cohort):
     i = s.isolated
     x, y = s.l0_coords[i].tolist()
     body = client.get(f"/api/slides/pyramid/patch?x={x + 0.5}&y={y + PATCH - 1}").get_json()
-    pct = normalize_scores(s.scores, "percentile")[i] * 100
+    pct = normalize_scores(s.scores, "percentile")[i]
     assert body["index"] == i and body["x"] == x and body["y"] == y
     assert body["score"] == pytest.approx(float(s.scores[i]))
-    assert body["percentile"] == pytest.approx(pct, abs=1e-3)
+    assert body["percentile"] == pytest.approx(pct, abs=1e-5)
     assert 1 <= body["rank"] <= len(s.scores) and body["covering"] == [i]
     assert body["image_url"] == f"/slides/pyramid/patch/{i}.jpeg"
     miss = client.get(f"/api/slides/pyramid/patch?x={x + PATCH}&y={y}")

@@ -19,7 +19,7 @@ from scoremap.blockmap import Blockmap
 from scoremap.cache import ByteLRU, array_bytes
 from scoremap.defaults import VIEWER_SETTINGS
 from scoremap.errors import ParameterError
-from scoremap.normalize import in_range, normalize_scores, percent, rank_order, ranks
+from scoremap.normalize import in_range, normalize_scores, rank_order, ranks
 from scoremap.params import resolve_class
 from scoremap.patch_index import PatchIndex
 from scoremap.pyramid import ScorePyramid
@@ -33,7 +33,7 @@ class ClassScores:
     """One class's attention for a slide and what the API reports about each patch."""
 
     raw: np.ndarray  # (N,) float32 as stored
-    percentile: np.ndarray  # (N,) in [0, 100]: CLAM's percentileofscore(kind='rank')
+    percentile: np.ndarray  # (N,) in [0, 1]: CLAM's percentileofscore(kind='rank') / 100
     rank: np.ndarray  # (N,) int: 1 = most attended
     order: np.ndarray  # (N,) patch indices, most attended first
 
@@ -113,7 +113,7 @@ class SlideScores:
             order, percentile01 = self._ranks(class_index)
             found = ClassScores(
                 raw=self.raw(class_index),
-                percentile=percent(percentile01),
+                percentile=percentile01,
                 rank=ranks(order),
                 order=order,
             )

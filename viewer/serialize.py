@@ -224,7 +224,8 @@ def class_ref(record: SlideRecord, class_index: int) -> dict:
 
 
 def patch_entry(record: SlideRecord, scores: SlideScores, cls: ClassScores, index: int) -> dict:
-    """One patch: where it is (level 0), its score, percentile (0..100), rank (1 = most attended)."""
+    """One patch: where it is (level 0), its score, percentile (0..1, the unit of threshold, lo and
+    hi), rank (1 = most attended)."""
     x, y = scores.patch(index)
     return {
         "index": int(index),

@@ -46,7 +46,7 @@ export class TopLists {
         const item = el("li", { className: `patch-item${shared ? " shared" : ""}`, dataset: { index: p.index, shared } },
           el("img", { src: fillUrl(this.metas[name].urls.patch_image, { index: p.index }), alt: "", width: 40, height: 40,
             loading: "lazy" }),
-          el("span", { textContent: `#${p.rank} · ${p.percentile.toFixed(1)} %${shared ? " ★" : ""}` }));
+          el("span", { textContent: `#${p.rank} · ${(100 * p.percentile).toFixed(1)} %${shared ? " ★" : ""}` }));
         item.addEventListener("click", () => this.onPick(p));
         return item;
       }));

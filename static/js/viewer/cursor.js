@@ -66,7 +66,7 @@ export class MirroredCursor {
       const label = mark.querySelector(".mc-label");
       try {
         const body = await getJSON(withQuery(this.meta.urls.patch, { x: l0.x.toFixed(1), y: l0.y.toFixed(1), class: this.state.class }));
-        label.textContent = `${body.score.toFixed(3)} · p${body.percentile.toFixed(0)}`;
+        label.textContent = `${body.score.toFixed(3)} · p${(100 * body.percentile).toFixed(0)}`;
       } catch {
         label.textContent = "no patch";
       }

@@ -17,8 +17,9 @@ export function formatScore(value) {
   return value.toPrecision(4);
 }
 
+// the API's percentile is on 0..1 (the scale of threshold and range); shown as 0..100
 export function formatPercentile(value) {
-  return value === null || value === undefined ? "—" : value.toFixed(1);
+  return value === null || value === undefined ? "—" : (100 * value).toFixed(1);
 }
 
 function element(tag, props = {}, children = []) {
