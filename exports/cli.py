@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -52,9 +51,7 @@ class SlideFacts:
 def slide_facts(slide_path: str, roots: list[Path]) -> SlideFacts | None:
     """The slide's level-0 size and microns per pixel, from the recorded path or the config's
     slide folders; None when no readable slide is found."""
-    import openslide
-
-    from scoremap.slides import open_slide
+    from scoremap.slides import open_slide, slide_mpp
 
     candidates = [Path(slide_path)] + [root / Path(slide_path).name for root in roots]
     for candidate in candidates:
@@ -62,13 +59,11 @@ def slide_facts(slide_path: str, roots: list[Path]) -> SlideFacts | None:
             continue
         try:
             with open_slide(candidate) as slide:
-                dims = tuple(int(v) for v in slide.dimensions)
-                x = float(slide.properties.get(openslide.PROPERTY_NAME_MPP_X, "nan"))
-                y = float(slide.properties.get(openslide.PROPERTY_NAME_MPP_Y, "nan"))
-        except (ScoreMapError, ValueError):
+                width, height = (int(v) for v in slide.dimensions)
+                mpp = slide_mpp(slide.properties)
+        except ScoreMapError:
             return None
-        mpp = (x, y) if math.isfinite(x) and math.isfinite(y) and x > 0 and y > 0 else None
-        return SlideFacts(dims, mpp)  # type: ignore[arg-type]
+        return SlideFacts((width, height), mpp)
     return None
 
 
