@@ -28,23 +28,24 @@ import numpy as np
 from bench.bench_scale import attention, grid_coords
 from bench.common import (
     BENCH_DIR,
+    LABEL,
     PATCH,
     SLIDE_H,
     SLIDE_W,
     bench_slide,
     cold_open,
+    write_bench_blockmap,
 )
 from tests.chromium import launch_chromium
 
 COMPARE_DIR = BENCH_DIR / "compare"
 RAW = COMPARE_DIR / "raw"
 SLIDE_ID = "bag"
-LABEL = "bench"
 EXPERIMENTS = ("A", "C", "B")
 
 
 def write_experiments(slide, rebuild: bool) -> dict[str, int]:
-    from scoremap.blockmap import Blockmap, blockmap_path, read_blockmap, write_blockmap
+    from scoremap.blockmap import blockmap_path, read_blockmap
 
     sizes = {}
     for exp in EXPERIMENTS:
@@ -60,22 +61,7 @@ def write_experiments(slide, rebuild: bool) -> dict[str, int]:
         else:
             coords, patch = grid_coords(32), PATCH
         scores = attention(coords, seed={"A": 0, "C": 1, "B": 2}[exp])
-        write_blockmap(
-            path,
-            Blockmap(
-                slide_id=SLIDE_ID,
-                slide_path=str(slide.resolve()),
-                label=LABEL,
-                model_type="abmil",
-                class_names=["normal", "tumor"],
-                pred=1,
-                probs=np.array([0.3, 0.7]),
-                logits=np.array([-0.4, 0.4]),
-                l0_patch=patch,
-                attention=scores,
-                l0_coords=coords,
-            ),
-        )
+        write_bench_blockmap(path, SLIDE_ID, slide, coords, scores, patch)
         sizes[exp] = len(coords)
     return sizes
 

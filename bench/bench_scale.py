@@ -40,12 +40,14 @@ import numpy as np
 
 from bench.common import (
     BENCH_DIR,
+    LABEL,
     PATCH,
     SLIDE_H,
     SLIDE_W,
     bench_slide,
     cold_open,
     http_rate,
+    write_bench_blockmap,
 )
 from scoremap.checkout import REPO_ROOT
 from tests.chromium import launch_chromium
@@ -54,7 +56,6 @@ from viewer.background import start_viewer, stop_viewer
 SCALE_DIR = BENCH_DIR / "scale"
 RESULTS = SCALE_DIR / "raw" / "SCALE"
 BAGS = {"bag18k": 256, "bag1m": 32}  # slide id: patch step (level-0 px)
-LABEL = "bench"
 FULLY_LOADED_JS = (
     "window.milViewer && (window.milViewer.error || (window.milViewer.overlay && "
     "window.milViewer.overlay.fullyLoadedAt !== null))"
@@ -80,7 +81,7 @@ def grid_coords(step: int) -> np.ndarray:
 
 def write_bags(slide: Path, rebuild: bool) -> dict[str, int]:
     """The two blockmaps (cached); returns their bag sizes."""
-    from scoremap.blockmap import Blockmap, blockmap_path, read_blockmap, write_blockmap
+    from scoremap.blockmap import blockmap_path, read_blockmap
 
     sizes = {}
     for slide_id, step in BAGS.items():
@@ -89,22 +90,7 @@ def write_bags(slide: Path, rebuild: bool) -> dict[str, int]:
             sizes[slide_id] = read_blockmap(path).bag_size
             continue
         coords = grid_coords(step)
-        write_blockmap(
-            path,
-            Blockmap(
-                slide_id=slide_id,
-                slide_path=str(slide.resolve()),
-                label=LABEL,
-                model_type="clam_sb",
-                class_names=["normal", "tumor"],
-                pred=1,
-                probs=np.array([0.3, 0.7]),
-                logits=np.array([-0.4, 0.4]),
-                l0_patch=PATCH,
-                attention=attention(coords),
-                l0_coords=coords,
-            ),
-        )
+        write_bench_blockmap(path, slide_id, slide, coords, attention(coords), model_type="clam_sb")
         sizes[slide_id] = len(coords)
     return sizes
 

@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 
 from bench.common import (
     BENCH_DIR,
+    LABEL,
     N_PATCHES,
     PATCH,
     SLIDE_H,
@@ -41,12 +42,12 @@ from bench.common import (
     SLIDE_W,
     bench_slide,
     http_rate,
+    write_bench_blockmap,
 )
 from scoremap.checkout import REPO_ROOT
 from viewer.background import ViewerStartError, start_viewer, stop_viewer
 
 RESULTS_DIR = BENCH_DIR / "viewer_results" / "BENCH"
-LABEL = "bench"
 IN_PROCESS_TARGET, HTTP_TARGET = 3.0, 2.0
 
 
@@ -55,7 +56,7 @@ def bench_blockmap(slide: Path, rebuild: bool = False) -> Path:
     import numpy as np
 
     from demo.patches import patch_grid, tissue_mask
-    from scoremap.blockmap import Blockmap, blockmap_path, write_blockmap
+    from scoremap.blockmap import blockmap_path
 
     path = blockmap_path(RESULTS_DIR, LABEL, SLIDE_ID)
     if path.exists() and not rebuild and path.stat().st_mtime >= slide.stat().st_mtime:
@@ -69,22 +70,7 @@ def bench_blockmap(slide: Path, rebuild: bool = False) -> Path:
     coords = patch_grid(slide, PATCH, step, mask=mask).astype(np.int32)
     rng = np.random.default_rng(0)
     scores = rng.normal(size=len(coords)).astype(np.float32)
-    write_blockmap(
-        path,
-        Blockmap(
-            slide_id=SLIDE_ID,
-            slide_path=str(slide.resolve()),
-            label=LABEL,
-            model_type="abmil",
-            class_names=["0", "1"],
-            pred=1,
-            probs=np.array([0.3, 0.7]),
-            logits=np.array([-0.4, 0.4]),
-            l0_patch=PATCH,
-            attention=scores,
-            l0_coords=coords,
-        ),
-    )
+    write_bench_blockmap(path, SLIDE_ID, slide, coords, scores, PATCH, class_names=("0", "1"))
     print(f"wrote {path.relative_to(REPO_ROOT)}: {len(coords)} patches, step {step}", flush=True)
     return path
 

@@ -13,6 +13,8 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
+
 from scoremap.checkout import DATA_DIR, REPO_ROOT
 
 BENCH_DIR = DATA_DIR / "bench"
@@ -20,6 +22,39 @@ SLIDE_W, SLIDE_H = 40_000, 30_000
 SLIDE_ID = f"bench_{SLIDE_W}x{SLIDE_H}"
 PATCH = 256
 N_PATCHES = 18_000
+LABEL = "bench"  # the results folder of the benches' blockmaps
+
+
+def write_bench_blockmap(
+    path: Path,
+    slide_id: str,
+    slide: Path,
+    l0_coords: np.ndarray,
+    attention: np.ndarray,
+    l0_patch: int = PATCH,
+    model_type: str = "abmil",
+    class_names: tuple[str, str] = ("normal", "tumor"),
+) -> None:
+    """A blockmap as create_heatmaps.py writes it for a two-class bag predicted as its second
+    class (p = 0.7): the benches measure serving, not scoring, so the prediction is fixed."""
+    from scoremap.blockmap import Blockmap, write_blockmap
+
+    write_blockmap(
+        path,
+        Blockmap(
+            slide_id=slide_id,
+            slide_path=str(slide.resolve()),
+            label=LABEL,
+            model_type=model_type,
+            class_names=list(class_names),
+            pred=1,
+            probs=np.array([0.3, 0.7]),
+            logits=np.array([-0.4, 0.4]),
+            l0_patch=l0_patch,
+            attention=attention,
+            l0_coords=l0_coords,
+        ),
+    )
 
 
 def bench_slide(rebuild: bool = False) -> Path:
