@@ -3,7 +3,7 @@
 // metadata); what a change does (one pane or all) is the page's business (`onSet`).
 
 import { withQuery } from "../viewer/api.js";
-import { el } from "./dom.js";
+import { el } from "../dom.js";
 import { paneTitle } from "./panes.js";
 
 export class ExperimentCard {

@@ -1,7 +1,8 @@
 // The comparison page's figures as rows: agreement of two experiments, localisation of one.
 
 import { format, localizationText } from "../viewer/figures.js";
-import { el, jaccard } from "./dom.js";
+import { el } from "../dom.js";
+import { jaccard } from "./dom.js";
 
 /** One pair's agreement (/api/slides/<id>/agreement): rho, top-k Jaccard, what was compared. */
 export function agreementRow(body) {

@@ -14,7 +14,7 @@ import { ScaleBar } from "../viewer/scalebar.js";
 import { availableClasses } from "../viewer/state.js";
 import { ViewportLock, isAnimating } from "../viewer/sync.js";
 import { agreementRow, localizationRow } from "./figures.js";
-import { el } from "./dom.js";
+import { el } from "../dom.js";
 import { ExperimentCard } from "./cards.js";
 import { Pane, grid, paneTitle, viewerOptions } from "./panes.js";
 import { compareQuery, initialCompareState } from "./state.js";

@@ -2,7 +2,7 @@
 // the viewer options they share, and the grid they are laid out on.
 
 import { viewerOptions as baseOptions } from "../viewer/osd.js";
-import { el } from "./dom.js";
+import { el } from "../dom.js";
 
 /** The pane's title: experiment, model type, prediction. */
 export function paneTitle(meta) {

@@ -3,7 +3,7 @@
 // squares of other sizes).
 
 import { fillUrl, getJSON, withQuery } from "../viewer/api.js";
-import { el } from "./dom.js";
+import { el } from "../dom.js";
 
 const overlaps = (p, q) => p.x < q.x + q.size && q.x < p.x + p.size && p.y < q.y + q.size && q.y < p.y + p.size;
 

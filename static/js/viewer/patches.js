@@ -6,6 +6,7 @@
 // (img_); OpenSeadragon's viewport units (vp_) come from the slide TiledImage (world item 0),
 // which has the same geometry in both viewers.
 
+import { el as element } from "../dom.js";
 import { getJSON, withQuery } from "./api.js";
 
 const LIST_K = 10;
@@ -20,18 +21,6 @@ export function formatScore(value) {
 // the API's percentile is on 0..1 (the scale of threshold and range); shown as 0..100
 export function formatPercentile(value) {
   return value === null || value === undefined ? "—" : (100 * value).toFixed(1);
-}
-
-function element(tag, props = {}, children = []) {
-  const el = document.createElement(tag);
-  for (const [key, value] of Object.entries(props)) {
-    if (key === "class") el.className = value;
-    else if (key === "text") el.textContent = value;
-    else if (key.startsWith("data-")) el.setAttribute(key, value);
-    else el[key] = value;
-  }
-  for (const child of children) el.append(child);
-  return el;
 }
 
 export class PatchTools {
@@ -105,7 +94,7 @@ export class PatchTools {
       body = await getJSON(url);
     } catch (err) {
       if (generation !== this._listGeneration) return;
-      this.listEl.replaceChildren(element("li", { class: "list-status", text: `Cannot list patches: ${err.message}` }));
+      this.listEl.replaceChildren(element("li", { className: "list-status", textContent: `Cannot list patches: ${err.message}` }));
       this.listEl.removeAttribute("aria-busy");
       return;
     }
@@ -113,18 +102,18 @@ export class PatchTools {
     const bagSize = body.bag_size;
     const items = body.patches.map((patch) => {
       const button = element("button", {
-        type: "button", class: "patch-item",
+        type: "button", className: "patch-item",
         title: `Fly to patch #${patch.index} at (${patch.x}, ${patch.y})`,
         "data-index": String(patch.index), "data-x": String(patch.x), "data-y": String(patch.y),
         "data-size": String(patch.size), "data-rank": String(patch.rank), "data-score": String(patch.score),
-      }, [
-        element("img", { class: "thumb", src: patch.image_url, alt: "", loading: "lazy", width: 52, height: 52 }),
-        element("span", {}, [
-          element("div", { class: "score", text: formatScore(patch.score) }),
-          element("div", { class: "rank", text: `rank ${patch.rank} / ${bagSize}` }),
-        ]),
-        element("span", { class: "pct", text: `p${formatPercentile(patch.percentile)}` }),
-      ]);
+      },
+        element("img", { className: "thumb", src: patch.image_url, alt: "", loading: "lazy", width: 52, height: 52 }),
+        element("span", {},
+          element("div", { className: "score", textContent: formatScore(patch.score) }),
+          element("div", { className: "rank", textContent: `rank ${patch.rank} / ${bagSize}` }),
+        ),
+        element("span", { className: "pct", textContent: `p${formatPercentile(patch.percentile)}` }),
+      );
       button.addEventListener("click", () => {
         for (const other of this.listEl.querySelectorAll("button.selected")) other.classList.remove("selected");
         button.classList.add("selected");
@@ -132,9 +121,9 @@ export class PatchTools {
         this.outline(patch, "list");
         this.show({ ...patch, bag_size: bagSize, class: body.class }, "list");
       });
-      return element("li", {}, [button]);
+      return element("li", {}, button);
     });
-    if (!items.length) items.push(element("li", { class: "list-status", text: "No patches" }));
+    if (!items.length) items.push(element("li", { className: "list-status", textContent: "No patches" }));
     this.listEl.replaceChildren(...items);
     this.listEl.removeAttribute("aria-busy");
   }
@@ -155,7 +144,7 @@ export class PatchTools {
       const rect = this.vpRect(viewer, patch);
       let el = this.outlines.get(viewer);
       if (!el) {
-        el = element("div", { class: "patch-outline" });
+        el = element("div", { className: "patch-outline" });
         this.outlines.set(viewer, el);
         viewer.addOverlay({ element: el, location: rect });
       } else {
@@ -210,17 +199,17 @@ export class PatchTools {
       index: String(patch.index), score: String(patch.score), percentile: String(patch.percentile),
       rank: String(patch.rank), x: String(patch.x), y: String(patch.y), size: String(patch.size), source: kind,
     });
-    const row = (name, value, id) => [element("dt", { text: name }), element("dd", { text: value, id })];
+    const row = (name, value, id) => [element("dt", { textContent: name }), element("dd", { textContent: value, id })];
     el.replaceChildren(
-      element("img", { class: "thumb", src: patch.image_url, alt: `Patch ${patch.index}`, width: 96, height: 96 }),
-      element("dl", {}, [
+      element("img", { className: "thumb", src: patch.image_url, alt: `Patch ${patch.index}`, width: 96, height: 96 }),
+      element("dl", {},
         ...row("Score", formatScore(patch.score), "inspect-score"),
         ...row("Percentile", formatPercentile(patch.percentile), "inspect-percentile"),
         ...row("Rank", `${patch.rank} / ${patch.bag_size ?? this.meta.bag_size}`, "inspect-rank"),
         ...row("x, y (L0)", `${patch.x}, ${patch.y}`, "inspect-coords"),
         ...row("Size", `${patch.size} px${this.meta.mpp && this.meta.mpp.x ? ` (${(patch.size * this.meta.mpp.x).toFixed(0)} µm)` : ""}`, "inspect-size"),
         ...row("Class", patch.class ? patch.class.name : this.meta.class_names[this.state.class], "inspect-class"),
-      ]),
+      ),
     );
     this.onSelect(patch);
   }
@@ -232,10 +221,10 @@ export class PatchTools {
     el.className = "inspector miss";
     for (const key of Object.keys(el.dataset)) delete el.dataset[key];
     el.dataset.miss = "true";
-    el.replaceChildren(element("div", { class: "empty" }, [
+    el.replaceChildren(element("div", { className: "empty" },
       "No patch here", element("br"),
-      element("span", { class: "num", text: `x ${Math.round(l0x)}, y ${Math.round(l0y)} (level 0)` }),
-    ]));
+      element("span", { className: "num", textContent: `x ${Math.round(l0x)}, y ${Math.round(l0y)} (level 0)` }),
+    ));
   }
 
   showMessage(text) {
@@ -243,6 +232,6 @@ export class PatchTools {
     this.current = null;
     el.className = "inspector";
     for (const key of Object.keys(el.dataset)) delete el.dataset[key];
-    el.replaceChildren(element("div", { class: "empty", text }));
+    el.replaceChildren(element("div", { className: "empty", textContent: text }));
   }
 }
