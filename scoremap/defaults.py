@@ -4,7 +4,8 @@ The scoring config's `heatmap_arguments` take their defaults from `HEATMAP_ARGUM
 template values, so a CLAM config means the same here); the viewer's settings from
 `VIEWER_SETTINGS`; the overlay's colouring (colormap, normalisation, threshold, blur, opacity) from
 `OVERLAY`; the view a user downloads (`view.png`) from `EXPORT_VIEW`; the scoring config's other
-sections from `SCORING_ARGUMENTS` and `SAMPLE_ARGUMENTS`; a model the checkpoint does not describe
+sections from `SCORING_ARGUMENTS`, `SAMPLE_ARGUMENTS` and
+`EXPLAIN_ARGUMENTS`; a model the checkpoint does not describe
 from `MODEL_ARGUMENTS`. The viewer page reads the overlay defaults and the choices it offers from the API
 (`/api/slides/<id>`: `defaults`, `choices`), never from copies in JavaScript.
 """
@@ -77,6 +78,22 @@ SCORING_ARGUMENTS = MappingProxyType(
 #: Each `sample_arguments.samples` entry: whether it is drawn, how many patches, the seed of
 #: range_sample's draw (CLAM's template values).
 SAMPLE_ARGUMENTS = MappingProxyType({"sample": True, "k": 15, "seed": 1})
+
+#: The explanation maps a scoring config's `explain_arguments` may ask for (scoring.explain).
+EXPLAIN_METHODS: tuple[str, ...] = ("contribution", "occlusion", "integrated_gradients")
+
+#: `explain_arguments` of the scoring config, used where the section is given but a key is not;
+#: a config without the section computes no explanation (the blockmap is as without this feature).
+#: `target`: "predicted" or a class name or index; `occlusion_block`: "auto" (one patch at a time).
+EXPLAIN_ARGUMENTS = MappingProxyType(
+    {
+        "methods": EXPLAIN_METHODS,
+        "ig_steps": 32,
+        "faithfulness": True,
+        "target": "predicted",
+        "occlusion_block": "auto",
+    }
+)
 
 #: What a model is built with where neither the config nor the checkpoint's tensors say: then only
 #: its strict load's report of the missing keys is wanted from it (1024: CLAM's ResNet-50 features).

@@ -16,7 +16,14 @@ import yaml
 from scoremap.defaults import HEATMAP_ARGUMENTS, SCORING_ARGUMENTS
 from scoring.config.clam import model_widths
 from scoring.config.model import Config, HeatmapConfig
-from scoring.config.schema import REQUIRED_SECTIONS, SCHEMA, check_samples, check_section, where
+from scoring.config.schema import (
+    REQUIRED_SECTIONS,
+    SCHEMA,
+    check_explain,
+    check_samples,
+    check_section,
+    where,
+)
 from scoring.errors import ConfigError
 
 
@@ -80,6 +87,11 @@ def parse_config(raw: Any, source: Path) -> Config:
     model_type = model["model_type"]
     in_dim, options = model_widths(source, model)
 
+    explain = (
+        None
+        if raw.get("explain_arguments") is None
+        else check_explain(source, model_type, sec["explain_arguments"])
+    )
     heatmap = HeatmapConfig(**{k: heat[k] for k in HEATMAP_ARGUMENTS})
     return Config(
         source=source,
@@ -108,6 +120,7 @@ def parse_config(raw: Any, source: Path) -> Config:
         model_options=options,
         heatmap=heatmap,
         samples=samples,
+        explain=explain,
     )
 
 

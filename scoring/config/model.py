@@ -23,6 +23,17 @@ class SampleSpec:
     score_end: float | None = None
 
 
+@dataclass(frozen=True)
+class ExplainConfig:
+    """The validated `explain_arguments` (defaults: `scoremap.defaults.EXPLAIN_ARGUMENTS`)."""
+
+    methods: tuple[str, ...]
+    ig_steps: int
+    faithfulness: bool
+    target: str | int  # "predicted", a class name or a class index
+    occlusion_block: str | int
+
+
 #: The validated `heatmap_arguments`: one field per key of `scoremap.defaults.HEATMAP_ARGUMENTS`,
 #: which also gives every default (a section that leaves a key out gets it from there).
 HeatmapConfig = namedtuple(
@@ -56,6 +67,7 @@ class Config:
     model_options: dict[str, Any] = field(default_factory=dict)
     heatmap: HeatmapConfig = field(default_factory=HeatmapConfig)
     samples: tuple[SampleSpec, ...] = ()
+    explain: ExplainConfig | None = None  # None: no `explain_arguments`, no explanation maps
 
     @property
     def exp_raw_dir(self) -> Path:

@@ -18,8 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scoremap.defaults import HEATMAP_ARGUMENTS, SAMPLE_ARGUMENTS, SCORING_ARGUMENTS
-from scoring.config.model import SampleSpec
+from scoremap.defaults import (
+    EXPLAIN_ARGUMENTS,
+    HEATMAP_ARGUMENTS,
+    SAMPLE_ARGUMENTS,
+    SCORING_ARGUMENTS,
+)
+from scoring.config.model import ExplainConfig, SampleSpec
 from scoring.config.values import (
     SAMPLE_MODES,
     _alpha,
@@ -32,8 +37,10 @@ from scoring.config.values import (
     _ignored,
     _int,
     _label_dict,
+    _methods,
     _model_type,
     _names,
+    _occlusion_block,
     _opt_bool,
     _opt_float,
     _opt_int,
@@ -45,6 +52,7 @@ from scoring.config.values import (
     _rate,
     _slide_ext,
     _str,
+    _target,
     _thresh,
     _vis_level,
 )
@@ -61,6 +69,13 @@ class Key:
     required: bool = False
     target: str | None = None  # canonical name when the key is CLAM's spelling of ours
     ignored: str | None = None  # why a recognised key has no effect here (warned once)
+
+
+def _defaulted(
+    defaults: Mapping[str, Any], checks: dict[str, Callable[[Any], Any]]
+) -> dict[str, Key]:
+    """A section whose every key takes its default from one `scoremap.defaults` mapping."""
+    return {key: Key(check, defaults[key]) for key, check in checks.items()}
 
 
 _EXTRACTION_ONLY = "feature-extraction setting, has no effect on scoring"
@@ -89,9 +104,9 @@ MODEL_OPTIONS: dict[str, Key] = {
 }
 
 #: `heatmap_arguments`: each key's checker; its default is `scoremap.defaults.HEATMAP_ARGUMENTS`.
-HEATMAP_SCHEMA: dict[str, Key] = {
-    key: Key(check, HEATMAP_ARGUMENTS[key])
-    for key, check in {
+HEATMAP_SCHEMA: dict[str, Key] = _defaulted(
+    HEATMAP_ARGUMENTS,
+    {
         "vis_level": _vis_level,
         "alpha": _alpha,
         "cmap": _cmap,
@@ -104,8 +119,8 @@ HEATMAP_SCHEMA: dict[str, Key] = {
         "binarize": _bool,
         "binary_thresh": _thresh,
         "use_roi": _opt_bool,
-    }.items()
-}
+    },
+)
 
 SCHEMA: dict[str, dict[str, Key]] = {
     "exp_arguments": {
@@ -160,7 +175,22 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "sample_arguments": {
         "samples": Key(lambda v: v, []),
     },
+    "explain_arguments": _defaulted(
+        EXPLAIN_ARGUMENTS,
+        {
+            "methods": _methods,
+            "ig_steps": _pos_int,
+            "faithfulness": _bool,
+            "target": _target,
+            "occlusion_block": _occlusion_block,
+        },
+    ),
 }
+
+#: The explanation methods a model type can give where not all of them: TransMIL's head after its
+#: transformer is not a linear read-out of patches (no exact contribution), and its occlusion needs
+#: one forward pass per patch (not built yet).
+EXPLAIN_SUPPORT: dict[str, tuple[str, ...]] = {"transmil": ("integrated_gradients",)}
 
 REQUIRED_SECTIONS = ("exp_arguments", "data_arguments", "model_arguments")
 
@@ -320,3 +350,27 @@ def check_samples(source: Path, raw: Any) -> tuple[SampleSpec, ...]:
             )
         )
     return tuple(specs)
+
+
+def check_explain(source: Path | None, model_type: str, values: Mapping[str, Any]) -> ExplainConfig:
+    """The checked `explain_arguments` section; ConfigError where the model cannot give a method,
+    naming the methods that work for it."""
+    check_explain_methods(source, model_type, values["methods"])
+    return ExplainConfig(
+        methods=tuple(values["methods"]),
+        ig_steps=int(values["ig_steps"]),
+        faithfulness=bool(values["faithfulness"]),
+        target=values["target"],
+        occlusion_block=values["occlusion_block"],
+    )
+
+
+def check_explain_methods(source: Path | None, model_type: str, methods: tuple[str, ...]) -> None:
+    """ConfigError naming the first method the model type cannot give, and those it can."""
+    supported = EXPLAIN_SUPPORT.get(model_type)
+    for method in methods:
+        if supported is not None and method not in supported:
+            raise ConfigError(
+                f"{where(source, 'explain_arguments.methods')}: {method} is not available for "
+                f"{model_type}; methods that work for {model_type}: {', '.join(supported)}"
+            )

@@ -191,3 +191,31 @@ def _model_type(v: Any) -> str:
 
 def _ignored(v: Any) -> Any:
     return v
+
+
+def _methods(v: Any) -> tuple[str, ...]:
+    from scoremap.defaults import EXPLAIN_METHODS
+
+    allowed = ", ".join(EXPLAIN_METHODS)
+    if isinstance(v, str) or not isinstance(v, (list, tuple)):
+        raise ValueError(f"a list of explanation methods from: {allowed}")
+    for item in v:
+        if item not in EXPLAIN_METHODS:
+            raise ValueError(f"a list of explanation methods from: {allowed} ({item!r} is not one)")
+    return tuple(dict.fromkeys(v))
+
+
+def _target(v: Any) -> str | int:
+    if isinstance(v, bool) or not isinstance(v, (str, int)):
+        raise ValueError("'predicted', a class name or a class index")
+    if isinstance(v, int) and v < 0:
+        raise ValueError("'predicted', a class name or a class index (0 or more)")
+    return v
+
+
+def _occlusion_block(v: Any) -> str | int:
+    # Blocks of K x K patches only make sense for occlusion by forward passes (not built yet);
+    # the closed form of the attention-pooling models removes one patch at a time, exactly.
+    if v == "auto" or (v == 1 and not isinstance(v, bool)):
+        return "auto" if v == "auto" else 1
+    raise ValueError("'auto' or 1 (one patch at a time; larger blocks are not supported yet)")
