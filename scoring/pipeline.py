@@ -244,6 +244,11 @@ def run(
     progress: bool = True,
 ) -> RunSummary:
     """Score the cohort; one failing slide is logged and listed in the errors CSV, the rest go on."""
+    if config.explain is not None:  # scoring.explain computes the maps; the outputs are next
+        raise ConfigError(
+            f"{config.source}: explain_arguments: explanation maps are not written to blockmaps "
+            "by this version yet (scoring.explain computes them); remove the section to score"
+        )
     cohort = list_slides(config)
     if config.features_dir is None:
         unlisted = [job.slide_id for job in cohort if job.features_path is None]

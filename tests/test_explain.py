@@ -224,3 +224,16 @@ def test_transmil_contribution_is_refused_naming_what_works(tmp_path):
             0,
             ExplainConfig(("contribution",), 4, False, "predicted", "auto"),
         )
+
+
+def test_a_run_with_explain_arguments_stops_before_any_work_until_blockmaps_hold_the_maps(
+    tmp_path,
+):
+    """The maps are computed (above) but not written yet: a config asking for them is refused
+    (exit 2 through the CLI's ConfigError) rather than silently scored without them."""
+    from scoring.pipeline import run
+
+    config = parse_config(_config(tmp_path, {}), tmp_path / "c.yaml")
+    with pytest.raises(ConfigError, match="explain_arguments: explanation maps are not written"):
+        run(config, progress=False)
+    assert not any(tmp_path.rglob("*_blockmap.h5"))
