@@ -51,10 +51,10 @@ OVERLAY = MappingProxyType(
     }
 )
 
-#: Reading the attention (`/api/slides/<id>/histogram`, `/localization`): the histogram's bins
-#: when not asked and the most a client may ask, and the score at or above which the region whose
-#: Dice is measured starts when the request gives no range.
-ANALYSIS = MappingProxyType({"bins": 50, "bins_max": 1000, "dice_threshold": 0.5})
+#: Reading the attention (`/api/slides/<id>/histogram`, `/localization`, `/topk`): the histogram's
+#: bins when not asked and the most a client may ask, the score at or above which the region whose
+#: Dice is measured starts when the request gives no range, and how many patches a top list shows.
+ANALYSIS = MappingProxyType({"bins": 50, "bins_max": 1000, "dice_threshold": 0.5, "topk": 10})
 
 #: `/api/slides/<id>/export/view.png`: the picture's width in pixels when not asked, the widths
 #: (and heights) it may have, and its overlay opacity (the page's own).

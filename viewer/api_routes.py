@@ -12,7 +12,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from scoremap.colormap import available_colormaps
 from scoremap.colormap import colorbar as draw_colorbar
-from scoremap.defaults import SUGGESTED_CMAPS
+from scoremap.defaults import ANALYSIS, SUGGESTED_CMAPS
 from viewer import serialize
 from viewer.errors import NotFound
 from viewer.http_cache import cached_body, make_etag, not_modified
@@ -46,7 +46,7 @@ def slide_metadata(slide_id: str) -> Response:
 def topk(slide_id: str) -> Response:
     state = viewer_state()
     record = state.record(slide_id)
-    k = query_int(request.args, "k", 10, 1, state.settings.topk_max)
+    k = query_int(request.args, "k", ANALYSIS["topk"], 1, state.settings.topk_max)
     order = query_choice(request.args, "order", ("top", "bottom"), "top")
     scores = state.slide_scores(record)
     class_index = scores.resolve_class(request.args.get("class"))

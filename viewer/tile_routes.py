@@ -16,6 +16,7 @@ from viewer.errors import BadRequest
 from viewer.http_cache import cached_body, make_etag, not_modified
 from viewer.overlay import render_difference_tile, render_overlay_tile
 from viewer.params import OverlayParams, parse_blur, parse_cmap, parse_tile_address
+from viewer.selection import selection
 from viewer.slides import encode_jpeg
 from viewer.state import viewer_state
 
@@ -83,9 +84,8 @@ def overlay_tile(slide_id: str, level: str, col: str, row: str) -> Response:
         if other.blockmap_path == record.blockmap_path:
             raise BadRequest(f"minus must name another experiment than {record.experiment!r}")
         return _difference_tile(state, record, other, geometry, box, dz_level, t_col, t_row)
-    params = OverlayParams.from_query(request.args, s.default_cmap, s.default_norm)
-    scores = state.slide_scores(record)
-    class_index = scores.resolve_class(params.class_ref)
+    chosen = selection(slide_id)
+    params, scores, class_index = chosen.params, chosen.scores, chosen.class_index
     etag = make_etag(
         "overlay",
         file_identity(record.blockmap_path),

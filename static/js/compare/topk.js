@@ -8,11 +8,10 @@ import { el } from "../dom.js";
 const overlaps = (p, q) => p.x < q.x + q.size && q.x < p.x + p.size && p.y < q.y + q.size && q.y < p.y + p.size;
 
 export class TopLists {
-  constructor({ metas, element, onPick, k = 10 }) {
+  constructor({ metas, element, onPick }) {
     this.metas = Object.fromEntries(metas.map((m) => [m.experiment, m]));
     this.names = metas.map((m) => m.experiment);
     this.onPick = onPick;
-    this.k = k;
     this.patches = {};
     this.asked = {}; // experiment -> number of its latest request
     this.lists = Object.fromEntries(this.names.map((name) => {
@@ -27,7 +26,7 @@ export class TopLists {
   async load(name, classIndex) {
     const asked = (this.asked[name] ?? 0) + 1;
     this.asked[name] = asked;
-    const body = await getJSON(withQuery(this.metas[name].urls.topk, { k: this.k, class: classIndex }));
+    const body = await getJSON(withQuery(this.metas[name].urls.topk, { class: classIndex }));
     if (asked !== this.asked[name]) return; // a newer request is on its way
     this.patches[name] = body.patches;
     this.render();

@@ -9,7 +9,6 @@
 import { el as element } from "../dom.js";
 import { getJSON, withQuery } from "./api.js";
 
-const LIST_K = 10;
 
 export function formatScore(value) {
   if (value === null || value === undefined) return "—";
@@ -87,7 +86,7 @@ export class PatchTools {
 
   async loadList() {
     const generation = ++this._listGeneration;
-    const url = withQuery(this.meta.urls.topk, { k: LIST_K, class: this.state.class, order: this.order });
+    const url = withQuery(this.meta.urls.topk, { class: this.state.class, order: this.order });
     this.listEl.setAttribute("aria-busy", "true");
     let body;
     try {
