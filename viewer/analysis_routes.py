@@ -35,14 +35,16 @@ from viewer.work_budget import WorkBudget
 bp = Blueprint("analysis", __name__, url_prefix="/api/slides/<slide_id>")
 
 
-def _selection(slide_id: str):
-    s = selection(slide_id)
-    return s.state, s.record, s.scores, s.params, s.class_index, s.values, s.mpp
-
-
 @bp.get("/histogram")
 def histogram(slide_id: str) -> Response:
-    _, record, scores, params, class_index, values, _ = _selection(slide_id)
+    chosen = selection(slide_id)
+    record, scores, params, class_index = (
+        chosen.record,
+        chosen.scores,
+        chosen.params,
+        chosen.class_index,
+    )
+    values = chosen.values
     bins = query_int(request.args, "bins", ANALYSIS["bins"], 1, ANALYSIS["bins_max"])
     lo, hi = score_range(request.args).values()
     finite = values[np.isfinite(values)]
@@ -74,7 +76,9 @@ def _scored_area(state, record, scores) -> float:
 
 @bp.get("/regions")
 def regions(slide_id: str) -> Response:
-    state, record, scores, params, class_index, values, mpp = _selection(slide_id)
+    chosen = selection(slide_id)
+    state, record, scores, params = chosen.state, chosen.record, chosen.scores, chosen.params
+    class_index, values, mpp = chosen.class_index, chosen.values, chosen.mpp
     lo, hi = score_range(request.args).values()
     chosen = in_range(values, lo, hi)
     area_px = union_area(scores.l0_coords[chosen], scores.l0_patch)
